@@ -1,0 +1,3 @@
+from aigc_image.cli import main
+
+raise SystemExit(main())

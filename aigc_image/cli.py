@@ -1,0 +1,160 @@
+"""The ``aigc-image`` command: serve, worker, generate, models, keys. Wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aigc_image import __version__
+from aigc_image import keys as keyfiles
+from aigc_image.client import ApiClient, ApiClientError
+from aigc_image.config import ConfigError, Settings, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(args.config).with_overrides(
+            data_dir=getattr(args, "data_dir", None),
+            **{"api.host": getattr(args, "host", None), "api.port": getattr(args, "port", None)},
+        )
+        return int(args.run(args, settings) or 0)
+    except ConfigError as exc:
+        print(f"aigc-image: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aigc-image", description="Self-hosted Tencent Cloud MPS AIGC image API.")
+    parser.add_argument("--version", action="version", version=f"aigc-image {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, run: object) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", type=Path, help="TOML settings file (see docs/configuration.md)")
+        sub.add_argument("--data-dir", type=Path, help="directory for the database, keys and images")
+        sub.set_defaults(run=run)
+        return sub
+
+    serve = command("serve", "Run the API server with a built-in worker.", _serve)
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8000; 0 picks a free one)")
+    serve.add_argument("--no-worker", action="store_true", help="run the API only; workers run elsewhere")
+
+    command("worker", "Run a worker against the configured task store.", _worker)
+
+    gen = command("generate", "Generate images through a running server and save them.", _generate)
+    gen.add_argument("prompt")
+    gen.add_argument("-o", "--output", type=Path, default=Path("out.png"), help="file to write (default out.png)")
+    gen.add_argument("--endpoint", default="http://127.0.0.1:8000", help="server URL")
+    gen.add_argument("--model", help="ModelName (default: the server's default model)")
+    gen.add_argument("--model-version", help="ModelVersion")
+    gen.add_argument("--negative-prompt", help="NegativePrompt")
+    gen.add_argument("--count", type=int, help="OutputImageCount")
+    gen.add_argument("--secret-id", help="SecretId (default: settings, then the data dir's keys.toml)")
+    gen.add_argument("--secret-key", help="SecretKey")
+    gen.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the task")
+
+    command("models", "List the models this installation serves.", _models)
+
+    keys = command("keys", "List API keys, or create one with --create.", _keys)
+    keys.add_argument("--create", action="store_true", help="create a new key pair in the data dir")
+    return parser
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    from aigc_image.service import serve
+
+    serve(settings, with_worker=not args.no_worker, config_file=args.config)
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> None:
+    from aigc_image.service import run_worker
+
+    run_worker(settings)
+
+
+def _models(args: argparse.Namespace, settings: Settings) -> None:
+    from aigc_image.service import registry_from
+
+    registry = registry_from(settings)
+    print(f"default model: {registry.default_model}")
+    for entry in registry:
+        default = " (default version)" if entry.default else ""
+        print(f"{entry.name}:{entry.version}{default}  {entry.width}x{entry.height}, {entry.steps} steps")
+        print(f"    {entry.description}  [{entry.engine}: {entry.source or 'built locally'}]")
+
+
+def _keys(args: argparse.Namespace, settings: Settings) -> None:
+    if args.create:
+        pair = keyfiles.new_key_pair()
+        path = keyfiles.add_key(settings.data_dir, pair)
+        print(f"created in {path}:\n  SecretId:  {pair.secret_id}\n  SecretKey: {pair.secret_key}")
+        return
+    for secret_id in keyfiles.all_keys(settings):
+        print(secret_id)
+
+
+def _generate(args: argparse.Namespace, settings: Settings) -> int:
+    secret_id, secret_key = args.secret_id, args.secret_key
+    if not (secret_id and secret_key):
+        known = keyfiles.all_keys(settings)
+        if not known:
+            print(
+                "aigc-image: no API key: pass --secret-id/--secret-key or set AIGC_IMAGE_SECRET_ID/KEY", file=sys.stderr
+            )
+            return 2
+        secret_id, secret_key = next(iter(known.items()))
+    client = ApiClient(args.endpoint, secret_id, secret_key)
+    request: dict[str, object] = {"Prompt": args.prompt}
+    if args.output.suffix.lower() in (".jpg", ".jpeg"):
+        request["ExtraParameters"] = {"OutputFormat": "jpeg"}
+    optional = {"ModelName": args.model, "ModelVersion": args.model_version,
+                "NegativePrompt": args.negative_prompt, "OutputImageCount": args.count}  # fmt: skip
+    request.update({k: v for k, v in optional.items() if v is not None})
+    try:
+        task_id = client.call("CreateAigcImageTask", request)["TaskId"]
+        reply = _wait(client, task_id, args.timeout)
+    except ApiClientError as exc:
+        print(f"\naigc-image: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"\naigc-image: cannot reach {args.endpoint}: {exc}", file=sys.stderr)
+        return 1
+    if reply["Status"] != "DONE":
+        print(f"\naigc-image: task {task_id} {reply['Status']}: {reply.get('Message', '')}", file=sys.stderr)
+        return 1
+    for index, url in enumerate(reply["ImageUrls"]):
+        path = args.output if index == 0 else args.output.with_stem(f"{args.output.stem}-{index}")
+        path.write_bytes(client.download(url))
+        print(path)
+    return 0
+
+
+def _wait(client: ApiClient, task_id: str, timeout: float) -> dict[str, Any]:
+    """Poll until the task finishes, drawing its status and elapsed time on stderr."""
+    started = time.monotonic()
+    spinner = "|/-\\"
+    tick = 0
+    while True:
+        reply = client.call("DescribeAigcImageTask", {"TaskId": task_id})
+        elapsed = time.monotonic() - started
+        status = str(reply["Status"])
+        label = {"WAIT": "queued", "RUN": "generating", "DONE": "done", "FAIL": "failed"}.get(status, status)
+        mark = spinner[tick % len(spinner)] if status in ("WAIT", "RUN") else " "
+        print(f"\r{mark} {task_id}  {label:<10} {elapsed:6.1f}s", end="", file=sys.stderr, flush=True)
+        if status in ("DONE", "FAIL"):
+            print(file=sys.stderr)
+            return reply
+        if elapsed > timeout:
+            raise ApiClientError("Timeout", f"task {task_id} did not finish within {timeout:.0f} s")
+        tick += 1
+        time.sleep(0.2)

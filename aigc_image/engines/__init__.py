@@ -1,0 +1,1 @@
+"""Engines turn prompts into images; the registry says which engine serves which model."""

@@ -1,0 +1,33 @@
+"""The Engine protocol: turn a generation request into images. Knows nothing of tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from PIL import Image
+
+from aigc_image.engines.registry import ModelEntry
+
+# Called after each denoising step with (steps done, total steps).
+StepCallback = Callable[[int, int], None]
+
+
+class ModelUnavailable(Exception):
+    """The model's weights cannot be loaded; the message says what the operator should do."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str
+    count: int
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float | None
+
+
+class Engine(Protocol):
+    def generate(self, entry: ModelEntry, request: GenerationRequest, on_step: StepCallback) -> list[Image.Image]: ...

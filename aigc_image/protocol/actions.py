@@ -1,0 +1,165 @@
+"""One method per API action: validate the parameters, call the store, shape the reply.
+
+No SQL, files or GPUs here: the store, the registry and the result storage are passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aigc_image import errors
+from aigc_image.clock import Clock
+from aigc_image.engines.registry import Registry
+from aigc_image.media.encode import FORMATS
+from aigc_image.protocol import params as p
+from aigc_image.protocol.auth import Call
+from aigc_image.storage.base import ResultStorage
+from aigc_image.store.base import TaskStore
+from aigc_image.tasks import Status, TaskSpec, is_task_id, new_task_id
+
+MAX_OPERATOR_CHARS = 256
+
+CREATE_PARAMS: dict[str, p.Param] = {
+    "ModelName": p.STRING,
+    "ModelVersion": p.STRING,
+    "SceneType": p.STRING,
+    "Prompt": p.STRING,
+    "NegativePrompt": p.STRING,
+    "EnhancePrompt": p.BOOLEAN,
+    "ImageInfos": p.array(p.obj(ImageUrl=p.STRING, ReferenceType=p.STRING)),
+    "OutputImageCount": p.INTEGER,
+    "ExtraParameters": p.obj(AspectRatio=p.STRING, Resolution=p.STRING, LogoAdd=p.INTEGER, OutputFormat=p.STRING),
+    "AdditionalParameters": p.STRING,
+    "StoreCosParam": p.obj(CosBucketName=p.STRING, CosBucketRegion=p.STRING, CosBucketPath=p.STRING),
+    "Operator": p.STRING,
+}
+DESCRIBE_PARAMS: dict[str, p.Param] = {"TaskId": p.STRING}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_prompt_chars: int
+    url_ttl: int
+
+
+class Actions:
+    def __init__(
+        self, store: TaskStore, registry: Registry, storage: ResultStorage, clock: Clock, limits: Limits
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.storage = storage
+        self.clock = clock
+        self.limits = limits
+        self.handlers: dict[str, Callable[[Call], dict[str, Any]]] = {
+            "CreateAigcImageTask": self.create_aigc_image_task,
+            "DescribeAigcImageTask": self.describe_aigc_image_task,
+        }
+
+    def dispatch(self, call: Call) -> dict[str, Any]:
+        return self.handlers[call.action](call)
+
+    # -- CreateAigcImageTask ------------------------------------------------------------
+
+    def create_aigc_image_task(self, call: Call) -> dict[str, Any]:
+        values = p.check(CREATE_PARAMS, call.params, from_strings=call.from_strings)
+        spec = self.task_spec(values)
+        task_id = new_task_id()
+        self.store.create(task_id, call.secret_id, spec)
+        return {"TaskId": task_id}
+
+    def task_spec(self, values: dict[str, Any]) -> TaskSpec:
+        """Validate a CreateAigcImageTask request and resolve every default."""
+        _refuse_unimplemented(values)
+        entry = self.registry.resolve(values.get("ModelName"), values.get("ModelVersion"))
+
+        prompt = values.get("Prompt", "")
+        if not prompt.strip():
+            raise errors.MissingParameter("Prompt is required when no reference image (ImageInfos) is given.")
+        negative_prompt = values.get("NegativePrompt", "")
+        for name, text in (("Prompt", prompt), ("NegativePrompt", negative_prompt)):
+            if len(text) > self.limits.max_prompt_chars:
+                raise errors.InvalidParameterValue(
+                    f"{name} is {len(text)} characters long; the limit is {self.limits.max_prompt_chars}."
+                )
+            if "\x00" in text:
+                raise errors.InvalidParameterValue(f"{name} must not contain NUL characters.")
+        if negative_prompt and not entry.negative_prompt:
+            raise errors.ModelNotSupported(f"Model {entry.label} does not support NegativePrompt.")
+
+        count = values.get("OutputImageCount", 1)
+        if not 1 <= count <= entry.max_output_images:
+            raise errors.InvalidParameterValue(
+                f"OutputImageCount must be between 1 and {entry.max_output_images} "
+                f"for model {entry.label}; got {count}."
+            )
+        output_format = values.get("ExtraParameters", {}).get("OutputFormat", "png")
+        if output_format not in FORMATS:
+            raise errors.InvalidParameterValue(
+                f"ExtraParameters.OutputFormat must be one of {', '.join(FORMATS)}; got {output_format!r}."
+            )
+        operator = values.get("Operator", "")
+        if len(operator) > MAX_OPERATOR_CHARS:
+            raise errors.InvalidParameterValue(f"Operator is longer than {MAX_OPERATOR_CHARS} characters.")
+
+        return TaskSpec(
+            model_name=entry.name,
+            model_version=entry.version,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            image_count=count,
+            output_format=output_format,
+            width=entry.width,
+            height=entry.height,
+            steps=entry.steps,
+            guidance_scale=entry.guidance_scale,
+            operator=operator,
+        )
+
+    # -- DescribeAigcImageTask ----------------------------------------------------------
+
+    def describe_aigc_image_task(self, call: Call) -> dict[str, Any]:
+        values = p.check(DESCRIBE_PARAMS, call.params, from_strings=call.from_strings)
+        task_id = values.get("TaskId")
+        if not task_id:
+            raise errors.MissingParameter("TaskId is required.")
+        if not is_task_id(task_id):
+            raise errors.InvalidParameterValue(f"TaskId {task_id!r} is not an image task id (4-AigcImage-<32 hex>).")
+        task = self.store.get(task_id)
+        if task is None or task.secret_id != call.secret_id:
+            raise errors.TaskNotFound(f"Task {task_id} does not exist.")
+
+        urls: list[str] = []
+        message = task.message if task.status in (Status.DONE, Status.FAIL) else ""
+        if task.status is Status.DONE and task.finished_at is not None:
+            expires_at = int(task.finished_at + self.limits.url_ttl)
+            if task.results_purged or expires_at < self.clock.now():
+                message = "The images have expired and were deleted; they are kept for a limited time after the task."
+            else:
+                urls = [self.storage.url(key, expires_at) for key in task.result_keys]
+        return {"Status": task.status.value, "ImageUrls": urls, "Message": message}
+
+
+def _refuse_unimplemented(values: dict[str, Any]) -> None:
+    """Fields this server does not implement yet are refused, never silently ignored."""
+    extra = values.get("ExtraParameters", {})
+    logo = extra.get("LogoAdd", 0)
+    if logo not in (0, 1):
+        raise errors.InvalidParameterValue(f"ExtraParameters.LogoAdd must be 0 or 1; got {logo}.")
+    unimplemented = {
+        "SceneType": "SceneType" in values,
+        "EnhancePrompt": values.get("EnhancePrompt", False),
+        "ImageInfos": bool(values.get("ImageInfos")),
+        "ExtraParameters.AspectRatio": "AspectRatio" in extra,
+        "ExtraParameters.Resolution": "Resolution" in extra,
+        "ExtraParameters.LogoAdd": logo == 1,
+        "AdditionalParameters": bool(values.get("AdditionalParameters")),
+        "StoreCosParam": bool(values.get("StoreCosParam")),
+    }
+    for name, present in unimplemented.items():
+        if present:
+            raise errors.UnsupportedOperation(
+                f"{name} is not supported by this server yet; remove it from the request (see docs/protocol.md)."
+            )

@@ -1,0 +1,117 @@
+"""The HTTP face: ``POST|GET /`` for the API, ``/results/...`` for images, ``/healthz``.
+
+Request path for the API: method → body size cap (while streaming) → signature →
+rate limit → action. Every API reply, success or error, is HTTP 200 with the JSON
+envelope; nothing that goes wrong inside ever reaches the client as a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.routing import Route, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from aigc_image import errors
+from aigc_image.clock import Clock
+from aigc_image.protocol import envelope
+from aigc_image.protocol.actions import Actions
+from aigc_image.protocol.auth import FORM_TYPE, Authenticator, RawRequest
+from aigc_image.protocol.ratelimit import RateLimiter
+from aigc_image.storage.base import CONTENT_TYPES
+from aigc_image.storage.local import LocalStorage
+
+log = logging.getLogger(__name__)
+
+# Documented limits of Tencent Cloud API 3.0.
+MAX_GET_BYTES = 32 * 1024
+MAX_FORM_BYTES = 1024 * 1024
+MAX_JSON_BYTES = 10 * 1024 * 1024
+
+
+def build_app(
+    actions: Actions,
+    keys: Mapping[str, str],
+    limiter: RateLimiter,
+    clock: Clock,
+    timestamp_window: int,
+    local_storage: LocalStorage | None,
+) -> Starlette:
+    authenticator = Authenticator(keys.get, actions.handlers.keys(), clock.now, timestamp_window)
+
+    async def api(request: Request) -> Response:
+        request_id = envelope.new_request_id()
+        try:
+            raw = await _read_request(request)
+            call = authenticator.authenticate(raw)
+            if not limiter.allow(call.secret_id, call.action):
+                raise errors.RequestLimitExceeded(
+                    f"Too many {call.action} requests for this SecretId; the limit is per second."
+                )
+            return envelope.success(request_id, actions.dispatch(call))
+        except errors.ApiError as exc:
+            return envelope.error(request_id, exc)
+        except Exception:
+            log.exception("request %s failed", request_id)
+            return envelope.error(request_id, errors.InternalError())
+
+    async def results(request: Request) -> Response:
+        if local_storage is None:
+            return PlainTextResponse("Not Found", status_code=404)
+        key = request.path_params["key"]
+        path = local_storage.open_signed(
+            key, request.query_params.get("Expires", ""), request.query_params.get("Signature", ""), clock.now()
+        )
+        if path is None:
+            return PlainTextResponse("This image URL is invalid or has expired.", status_code=403)
+        return FileResponse(path, media_type=CONTENT_TYPES[path.suffix.lstrip(".")])
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(
+        routes=[
+            Route("/", _AnyMethod(request_response(api))),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/results/{key:path}", results, methods=["GET", "HEAD"]),
+        ]
+    )
+
+
+class _AnyMethod:
+    """Routes every HTTP method to the API, so unsupported ones get an UnsupportedProtocol envelope."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+async def _read_request(request: Request) -> RawRequest:
+    method = request.method
+    if method not in ("GET", "POST"):
+        raise errors.UnsupportedProtocol(f"HTTP method {method} is not supported; use POST (or GET).")
+    query = request.scope["query_string"].decode("latin-1")
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]}
+    if method == "GET":
+        if len(query) > MAX_GET_BYTES:
+            raise errors.RequestSizeLimitExceeded(f"GET requests are limited to {MAX_GET_BYTES} bytes.")
+        return RawRequest(method, query, headers, b"")
+    is_form = headers.get("content-type", "").split(";", 1)[0].strip().lower() == FORM_TYPE
+    limit = MAX_FORM_BYTES if is_form else MAX_JSON_BYTES
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise errors.RequestSizeLimitExceeded(f"The request body is larger than {limit} bytes.")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.RequestSizeLimitExceeded(f"The request body is larger than {limit} bytes.")
+        chunks.append(chunk)
+    return RawRequest(method, query, headers, b"".join(chunks))

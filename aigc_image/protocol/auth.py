@@ -1,0 +1,225 @@
+"""Who is calling, and which action with which parameters: request authentication.
+
+Turns raw request parts (method, raw query, headers, raw body) into a ``Call`` or
+raises the protocol error that explains why not. Order of checks, cheapest and most
+general first: authorization shape → action and version → timestamp window →
+SecretId → token → signature. Signatures are computed over the bytes, query and
+``Host`` value exactly as received (tccli sends ``Host: http://127.0.0.1:PORT``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aigc_image import errors
+from aigc_image.protocol import params as p
+from aigc_image.protocol import signing
+
+API_VERSION = "2019-06-12"
+FORM_TYPE = "application/x-www-form-urlencoded"
+JSON_TYPE = "application/json"
+
+_SECRET_ID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+# Common parameters of signature v1; everything else belongs to the action.
+_V1_COMMON = {
+    "Action", "Version", "Timestamp", "Nonce", "SecretId", "Signature", "SignatureMethod",
+    "Region", "Token", "Language", "RequestClient",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Call:
+    """An authenticated API call. ``from_strings`` marks form/query parameters (all strings)."""
+
+    secret_id: str
+    action: str
+    params: dict[str, Any]
+    from_strings: bool
+    region: str
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    method: str
+    query: str
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+class Authenticator:
+    def __init__(
+        self,
+        secret_for: Callable[[str], str | None],
+        actions: Collection[str],
+        now: Callable[[], float],
+        window: int,
+    ) -> None:
+        self._secret_for = secret_for
+        self._actions = actions
+        self._now = now
+        self._window = window
+
+    def authenticate(self, request: RawRequest) -> Call:
+        if "authorization" in request.headers:
+            return self._tc3(request)
+        return self._v1(request)
+
+    # -- TC3-HMAC-SHA256 -------------------------------------------------------------
+
+    def _tc3(self, request: RawRequest) -> Call:
+        headers = request.headers
+        auth = signing.parse_tc3_authorization(headers["authorization"])
+        if auth is None:
+            raise errors.InvalidAuthorization(
+                "The Authorization header must be 'TC3-HMAC-SHA256 Credential=<SecretId>/<Date>/mps/tc3_request, "
+                "SignedHeaders=content-type;host, Signature=<hex>'."
+            )
+        action = self._check_action(headers.get("x-tc-action"), headers.get("x-tc-version"), "X-TC-")
+        timestamp = self._check_timestamp(headers.get("x-tc-timestamp"), "X-TC-Timestamp")
+        secret_key = self._check_secret_id(auth.secret_id)
+        if headers.get("x-tc-token"):
+            raise errors.TokenFailure()
+        if auth.service != signing.SERVICE or auth.date != signing.utc_date(timestamp):
+            raise errors.SignatureFailure("The credential scope must be <UTC date of X-TC-Timestamp>/mps/tc3_request.")
+        if headers.get("x-tc-content-sha256") == signing.UNSIGNED_PAYLOAD:
+            payload_hash = signing.sha256_hex(signing.UNSIGNED_PAYLOAD.encode())
+        else:
+            payload_hash = signing.sha256_hex(request.body)
+        query = request.query if request.method == "GET" else ""
+        if not self._tc3_matches(request.method, query, headers, auth, payload_hash, secret_key, timestamp):
+            raise errors.SignatureFailure()
+        return Call(
+            secret_id=auth.secret_id,
+            action=action,
+            params=self._tc3_params(request),
+            from_strings=request.method == "GET" or request.content_type == FORM_TYPE,
+            region=headers.get("x-tc-region", ""),
+        )
+
+    @staticmethod
+    def _tc3_matches(
+        method: str,
+        query: str,
+        headers: Mapping[str, str],
+        auth: signing.Tc3Authorization,
+        payload_hash: str,
+        secret_key: str,
+        timestamp: int,
+    ) -> bool:
+        # The documentation lower-cases header values, the Python SDK does not: accept either.
+        candidates = [headers, {k: v.lower() for k, v in headers.items()}]
+        for index, values in enumerate(candidates):
+            if index and all(values[n] == headers[n] for n in auth.signed_headers if n in headers):
+                break
+            canonical = signing.tc3_canonical_request(method, query, values, auth.signed_headers, payload_hash)
+            expected = signing.tc3_signature(secret_key, timestamp, signing.SERVICE, canonical)
+            if hmac.compare_digest(expected, auth.signature):
+                return True
+        return False
+
+    @staticmethod
+    def _tc3_params(request: RawRequest) -> dict[str, Any]:
+        if request.method == "GET":
+            return p.unflatten(_parse_query(request.query))
+        if request.content_type == JSON_TYPE:
+            return p.parse_json_body(request.body)
+        if request.content_type == FORM_TYPE:
+            return p.unflatten(_parse_query(_decode(request.body)))
+        raise errors.InvalidParameter(f"Unsupported Content-Type {request.content_type!r}; send application/json.")
+
+    # -- signature v1 (HmacSHA1 / HmacSHA256) ------------------------------------------
+
+    def _v1(self, request: RawRequest) -> Call:
+        if request.method == "GET":
+            source = request.query
+        elif request.content_type == FORM_TYPE:
+            source = _decode(request.body)
+        else:
+            raise errors.InvalidAuthorization(
+                "The Authorization header is missing; JSON requests must be signed with TC3-HMAC-SHA256."
+            )
+        pairs = _parse_query(source)
+        values = dict(pairs)
+        if len(values) != len(pairs):
+            raise errors.InvalidParameter("A parameter is given more than once.")
+        if "Signature" not in values or "SecretId" not in values:
+            raise errors.InvalidAuthorization(
+                "The request is not signed: send an Authorization header (TC3-HMAC-SHA256) "
+                "or the SecretId and Signature parameters (HmacSHA1/HmacSHA256)."
+            )
+        action = self._check_action(values.get("Action"), values.get("Version"), "")
+        self._check_timestamp(values.get("Timestamp"), "Timestamp")
+        if not values.get("Nonce", "").isdigit():
+            raise errors.MissingParameter("The Nonce parameter (a positive integer) is required.")
+        secret_key = self._check_secret_id(values["SecretId"])
+        if values.get("Token"):
+            raise errors.TokenFailure()
+        method = values.get("SignatureMethod", "HmacSHA1")
+        string_to_sign = signing.v1_string_to_sign(request.method, request.headers.get("host", ""), values)
+        expected = signing.v1_signature(secret_key, string_to_sign, method)
+        if not hmac.compare_digest(expected.encode(), values["Signature"].encode()):
+            raise errors.SignatureFailure()
+        action_pairs = [(k, v) for k, v in pairs if k not in _V1_COMMON]
+        return Call(
+            secret_id=values["SecretId"],
+            action=action,
+            params=p.unflatten(action_pairs),
+            from_strings=True,
+            region=values.get("Region", ""),
+        )
+
+    # -- shared checks ------------------------------------------------------------------
+
+    def _check_action(self, action: str | None, version: str | None, prefix: str) -> str:
+        if not action:
+            raise errors.MissingParameter(f"The {prefix}Action parameter is required.")
+        if not version:
+            raise errors.MissingParameter(f"The {prefix}Version parameter is required.")
+        if version != API_VERSION:
+            raise errors.NoSuchVersion(f"API version {version!r} does not exist; use {API_VERSION}.")
+        if action not in self._actions:
+            raise errors.InvalidAction(f"The action {action!r} does not exist.")
+        return action
+
+    def _check_timestamp(self, value: str | None, name: str) -> int:
+        if not value:
+            raise errors.MissingParameter(f"The {name} parameter is required.")
+        if not value.isdigit() or len(value) > 12:
+            raise errors.InvalidParameter(f"{name} must be an integer number of UNIX seconds.")
+        timestamp = int(value)
+        if abs(self._now() - timestamp) > self._window:
+            raise errors.SignatureExpire(
+                f"The request timestamp {timestamp} differs from server time by more than {self._window} seconds."
+            )
+        return timestamp
+
+    def _check_secret_id(self, secret_id: str) -> str:
+        if not _SECRET_ID.fullmatch(secret_id):
+            raise errors.InvalidSecretId()
+        secret_key = self._secret_for(secret_id)
+        if secret_key is None:
+            raise errors.SecretIdNotFound()
+        return secret_key
+
+
+def _decode(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.InvalidParameter("The form body is not valid UTF-8.") from None
+
+
+def _parse_query(text: str) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(text, keep_blank_values=True, strict_parsing=False, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise errors.InvalidParameter("The query string is not valid UTF-8 percent-encoding.") from None

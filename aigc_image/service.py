@@ -1,0 +1,194 @@
+"""Wiring: settings → store, registry, storage, app, workers. No logic of its own."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+from starlette.applications import Starlette
+
+from aigc_image import keys as keyfiles
+from aigc_image.clock import Clock, SystemClock
+from aigc_image.config import Settings
+from aigc_image.engines.registry import Registry, load_registry
+from aigc_image.protocol.actions import Actions, Limits
+from aigc_image.protocol.app import build_app
+from aigc_image.protocol.ratelimit import RateLimiter
+from aigc_image.storage.local import LocalStorage
+from aigc_image.storage.sweeper import Sweeper
+from aigc_image.store import TaskStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+def registry_from(settings: Settings) -> Registry:
+    return load_registry(settings.models.registry_file, settings.models.default_model)
+
+
+def storage_from(settings: Settings) -> LocalStorage:
+    return LocalStorage(settings.data_dir / "results", settings.resolved_public_url, keyfiles.url_signing_key(settings))
+
+
+def build_service(
+    settings: Settings, clock: Clock, keys: Mapping[str, str]
+) -> tuple[Starlette, TaskStore, LocalStorage]:
+    store = open_store(settings.resolved_database_url, clock)
+    storage = storage_from(settings)
+    actions = Actions(
+        store,
+        registry_from(settings),
+        storage,
+        clock,
+        Limits(max_prompt_chars=settings.api.max_prompt_chars, url_ttl=settings.storage.url_ttl),
+    )
+    limiter = RateLimiter(settings.api.rate_limit, settings.api.rate_burst, clock)
+    app = build_app(actions, keys, limiter, clock, settings.api.timestamp_window, storage)
+    return app, store, storage
+
+
+def ensure_keys(settings: Settings) -> dict[str, str]:
+    """The configured keys; on a first start with none, a generated pair, printed once."""
+    keys = keyfiles.all_keys(settings)
+    if not keys:
+        pair = keyfiles.new_key_pair()
+        path = keyfiles.add_key(settings.data_dir, pair)
+        print(f"No API key configured; created one in {path}:", flush=True)
+        print(f"  SecretId:  {pair.secret_id}", flush=True)
+        print(f"  SecretKey: {pair.secret_key}", flush=True)
+        keys = {pair.secret_id: pair.secret_key}
+    return keys
+
+
+def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) -> None:
+    """Run the API (and, unless told not to, a worker child process) until interrupted."""
+    clock = SystemClock()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    listener = _bind(settings.api.host, settings.api.port)
+    port = listener.getsockname()[1]
+    settings = settings.with_overrides(**{"api.port": port})
+    keys = ensure_keys(settings)
+    app, store, storage = build_service(settings, clock, keys)
+
+    stop = threading.Event()
+    sweeper = Sweeper(store, storage, clock, settings.storage.url_ttl)
+    threading.Thread(target=sweeper.run, args=(stop, settings.storage.sweep_interval), daemon=True).start()
+    supervisor = _WorkerSupervisor(settings, config_file) if with_worker else None
+    if supervisor:
+        supervisor.start()
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    print(f"aigc-image listening on http://{_url_host(settings.api.host)}:{port}", flush=True)
+    try:
+        server.run(sockets=[listener])
+    finally:
+        stop.set()
+        if supervisor:
+            supervisor.stop()
+        store.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class _WorkerSupervisor:
+    """Keeps one ``aigc-image worker`` child running beside the API; restarts it if it dies."""
+
+    def __init__(self, settings: Settings, config_file: Path | None) -> None:
+        self._command = [sys.executable, "-m", "aigc_image", "worker", "--data-dir", str(settings.data_dir)]
+        if config_file is not None:
+            self._command += ["--config", str(config_file)]
+        self._stopping = threading.Event()
+        self._child: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            self._child = subprocess.Popen(self._command)
+            code = self._child.wait()
+            if self._stopping.is_set():
+                return
+            log.error("worker exited with code %s; restarting it in 1 s", code)
+            self._stopping.wait(1.0)
+
+    def stop(self, grace: float = 30.0) -> None:
+        self._stopping.set()
+        child = self._child
+        if child is None or child.poll() is not None:
+            return
+        child.terminate()
+        try:
+            child.wait(grace)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker until SIGTERM/SIGINT; a second signal exits at once."""
+    from aigc_image.engines.diffusers_engine import DiffusersEngine
+    from aigc_image.worker.worker import Worker
+
+    clock = SystemClock()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting now; the task's lease will expire and it will be retried")
+            raise SystemExit(1)
+        log.info("signal %d: finishing the current task, then exiting", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    if settings.worker.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.worker.torch_threads)
+    registry = registry_from(settings)
+    engine = DiffusersEngine(settings.worker.device, settings.models.allow_download, settings.worker.max_loaded_models)
+    store = open_store(settings.resolved_database_url, clock)
+    for name in filter(None, (n.strip() for n in settings.worker.preload.split(","))):
+        model, _, version = name.partition(":")
+        started = time.monotonic()
+        engine.pipeline(registry.resolve(model, version or None))
+        log.info("preloaded %s in %.1f s", name, time.monotonic() - started)
+    worker = Worker(
+        store,
+        engine,
+        registry,
+        storage_from(settings),
+        clock,
+        lease_seconds=settings.worker.lease_seconds,
+        poll_interval=settings.worker.poll_interval,
+    )
+    try:
+        worker.run(stop)
+    finally:
+        with contextlib.suppress(Exception):
+            store.close()

@@ -1,0 +1,37 @@
+"""The ResultStorage protocol: where finished images go and how clients fetch them."""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+from aigc_image.tasks import TASK_ID_PREFIX
+
+EXTENSIONS = {"png": "png", "jpeg": "jpg"}
+CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
+_KEY = re.compile(re.escape(TASK_ID_PREFIX) + r"[0-9a-f]{32}/[0-9]{1,4}-[0-9]{1,3}\.(png|jpg)")
+
+
+def result_key(task_id: str, attempt: int, index: int, output_format: str) -> str:
+    """``<task id>/<attempt>-<index>.<ext>``: attempts never overwrite each other's files."""
+    key = f"{task_id}/{attempt}-{index}.{EXTENSIONS[output_format]}"
+    if not is_result_key(key):
+        raise ValueError(f"invalid result key {key!r}")
+    return key
+
+
+def is_result_key(key: str) -> bool:
+    """Keys are built only by ``result_key``; anything else (e.g. ``../``) is refused."""
+    return _KEY.fullmatch(key) is not None
+
+
+class ResultStorage(Protocol):
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` atomically: readers see all of it or nothing."""
+        ...
+
+    def url(self, key: str, expires_at: int) -> str:
+        """An absolute URL that serves ``key`` until ``expires_at`` (UNIX seconds)."""
+        ...
+
+    def delete(self, key: str) -> None: ...

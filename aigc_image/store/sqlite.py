@@ -1,0 +1,204 @@
+"""The SQLite task store: WAL mode, one writer at a time, BEGIN IMMEDIATE for claims.
+
+Several processes (the API and its workers) share one database file. Commits use
+``synchronous=NORMAL``: a committed task survives a crash or kill of any process; an
+operating-system crash or power loss may lose the last commits (see docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+from aigc_image.clock import Clock
+from aigc_image.store.base import StoreError
+from aigc_image.store.wake import WakeReceiver, WakeSender, wake_dir
+from aigc_image.tasks import Claim, Status, Task, TaskSpec
+
+_COLUMNS = (
+    "task_id, secret_id, status, spec, created_at, started_at, finished_at, "
+    "attempts, message, result_keys, results_purged"
+)
+_CLAIMABLE = "(status = 'WAIT' OR (status = 'RUN' AND lease_expires_at < :now AND attempts < :max_attempts))"
+
+
+def migrations() -> list[tuple[int, str]]:
+    """Numbered migration scripts, in order."""
+    folder = resources.files("aigc_image.store") / "migrations" / "sqlite"
+    found = [(int(f.name.split("_", 1)[0]), f.read_text("utf-8")) for f in folder.iterdir() if f.name.endswith(".sql")]
+    return sorted(found)
+
+
+class SqliteStore:
+    def __init__(self, path: str, clock: Clock, max_attempts: int = 3) -> None:
+        self._path = path
+        self._clock = clock
+        self.max_attempts = max_attempts
+        self._lock = threading.Lock()
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {path}: {exc}") from exc
+        self._wake_dir = wake_dir(path)
+        self._sender = WakeSender(self._wake_dir)
+        self._receiver: WakeReceiver | None = None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            current = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in migrations():
+                if number > current:
+                    for statement in script.split(";\n"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {number:d}")
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- API side ---------------------------------------------------------------------
+
+    def create(self, task_id: str, secret_id: str, spec: TaskSpec) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO tasks (task_id, secret_id, status, spec, batch_key, created_at) "
+                "VALUES (?, ?, 'WAIT', ?, ?, ?)",
+                (task_id, secret_id, spec.to_json(), spec.batch_key, self._clock.now()),
+            )
+        self._sender.wake_all()
+
+    def get(self, task_id: str) -> Task | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return _task(row) if row else None
+
+    # -- worker side --------------------------------------------------------------------
+
+    def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Claim]:
+        now = self._clock.now()
+        token = secrets.token_hex(16)
+        expires = now + lease_seconds
+        args = {"now": now, "max_attempts": self.max_attempts, "limit": limit}
+        with self._transaction() as db:
+            first = db.execute(
+                f"SELECT batch_key FROM tasks WHERE {_CLAIMABLE} ORDER BY created_at, task_id LIMIT 1", args
+            ).fetchone()
+            if first is None:
+                return []
+            rows = db.execute(
+                f"UPDATE tasks SET status = 'RUN', attempts = attempts + 1, worker_id = :worker, "
+                f"lease_token = :token, lease_expires_at = :expires, started_at = :now "
+                f"WHERE task_id IN (SELECT task_id FROM tasks WHERE {_CLAIMABLE} AND batch_key = :key "
+                f"ORDER BY created_at, task_id LIMIT :limit) RETURNING {_COLUMNS}",
+                {**args, "worker": worker_id, "token": token, "expires": expires, "key": first[0]},
+            ).fetchall()
+        tasks = sorted((_task(r) for r in rows), key=lambda t: (t.created_at, t.task_id))
+        return [Claim(task, token, expires) for task in tasks]
+
+    def heartbeat(self, task_id: str, token: str, lease_seconds: float) -> bool:
+        return self._update_leased(
+            "lease_expires_at = :expires", task_id, token, expires=self._clock.now() + lease_seconds
+        )
+
+    def complete(self, task_id: str, token: str, result_keys: Sequence[str]) -> bool:
+        return self._update_leased(
+            "status = 'DONE', message = 'ok', result_keys = :keys, finished_at = :now, lease_token = NULL",
+            task_id,
+            token,
+            keys=json.dumps(list(result_keys)),
+            now=self._clock.now(),
+        )
+
+    def fail(self, task_id: str, token: str, message: str) -> bool:
+        return self._update_leased(
+            "status = 'FAIL', message = :message, finished_at = :now, lease_token = NULL",
+            task_id,
+            token,
+            message=message,
+            now=self._clock.now(),
+        )
+
+    def _update_leased(self, assignments: str, task_id: str, token: str, **values: object) -> bool:
+        with self._transaction() as db:
+            cursor = db.execute(
+                f"UPDATE tasks SET {assignments} WHERE task_id = :task_id AND status = 'RUN' AND lease_token = :token",
+                {**values, "task_id": task_id, "token": token},
+            )
+            return cursor.rowcount == 1
+
+    def fail_exhausted(self) -> int:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET status = 'FAIL', finished_at = :now, lease_token = NULL, "
+                "message = 'The worker running this task stopped responding ' || attempts || ' times; giving up.' "
+                "WHERE status = 'RUN' AND lease_expires_at < :now AND attempts >= :max_attempts",
+                {"now": self._clock.now(), "max_attempts": self.max_attempts},
+            )
+            return cursor.rowcount
+
+    def wait_for_work(self, timeout: float) -> None:
+        if self._receiver is None:
+            self._receiver = WakeReceiver(self._wake_dir)
+        self._receiver.wait(timeout)
+
+    # -- sweeper side -------------------------------------------------------------------
+
+    def finished_before(self, cutoff: float, limit: int) -> list[Task]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE results_purged = 0 AND finished_at < ? AND status = 'DONE' "
+                "ORDER BY finished_at LIMIT ?",
+                (cutoff, limit),
+            ).fetchall()
+        return [_task(r) for r in rows]
+
+    def mark_results_purged(self, task_id: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE tasks SET results_purged = 1 WHERE task_id = ?", (task_id,))
+
+    def close(self) -> None:
+        if self._receiver is not None:
+            self._receiver.close()
+        self._sender.close()
+        with self._lock:
+            self._db.close()
+
+
+def _task(row: sqlite3.Row) -> Task:
+    return Task(
+        task_id=row["task_id"],
+        secret_id=row["secret_id"],
+        spec=TaskSpec.from_json(row["spec"]),
+        status=Status(row["status"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        attempts=row["attempts"],
+        message=row["message"],
+        result_keys=tuple(json.loads(row["result_keys"])),
+        results_purged=bool(row["results_purged"]),
+    )

@@ -1,0 +1,79 @@
+"""Domain types of an image task; no I/O."""
+
+from __future__ import annotations
+
+import enum
+import json
+import secrets
+from dataclasses import asdict, dataclass
+
+TASK_ID_PREFIX = "4-AigcImage-"
+
+
+class Status(enum.StrEnum):
+    WAIT = "WAIT"
+    RUN = "RUN"
+    DONE = "DONE"
+    FAIL = "FAIL"
+
+
+def new_task_id() -> str:
+    return TASK_ID_PREFIX + secrets.token_hex(16)
+
+
+def is_task_id(value: str) -> bool:
+    suffix = value.removeprefix(TASK_ID_PREFIX)
+    return value.startswith(TASK_ID_PREFIX) and len(suffix) == 32 and all(c in "0123456789abcdef" for c in suffix)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What to generate, fully resolved: every default already applied."""
+
+    model_name: str
+    model_version: str
+    prompt: str
+    negative_prompt: str
+    image_count: int
+    output_format: str  # "png" or "jpeg"
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float | None  # None: the pipeline's own default
+    operator: str = ""
+
+    @property
+    def batch_key(self) -> str:
+        """Tasks with equal keys can share one batched pipeline call."""
+        return f"{self.model_name}:{self.model_version}:{self.width}x{self.height}:{self.steps}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TaskSpec:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: str
+    secret_id: str
+    spec: TaskSpec
+    status: Status
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    message: str = ""
+    result_keys: tuple[str, ...] = ()
+    results_purged: bool = False
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task leased to one worker; only the holder of ``token`` may finish it."""
+
+    task: Task
+    token: str
+    lease_expires_at: float

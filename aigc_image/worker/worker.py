@@ -1,0 +1,139 @@
+"""The worker loop: claim a task, generate, store the images, complete.
+
+One worker runs one pipeline call at a time. It renews its lease from the pipeline's
+step callback; if the lease was lost (another worker took the task over after this
+one stalled), it stops at the next step and writes nothing, so a task is completed
+exactly once even when it runs more than once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+from aigc_image.clock import Clock
+from aigc_image.engines.base import Engine, GenerationRequest, ModelUnavailable
+from aigc_image.engines.registry import Registry
+from aigc_image.errors import ApiError
+from aigc_image.media.encode import encode
+from aigc_image.storage.base import ResultStorage, result_key
+from aigc_image.store.base import TaskStore
+from aigc_image.tasks import Claim
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """Another worker now owns the task; abandon it without writing anything."""
+
+
+class Worker:
+    def __init__(
+        self,
+        store: TaskStore,
+        engine: Engine,
+        registry: Registry,
+        storage: ResultStorage,
+        clock: Clock,
+        *,
+        lease_seconds: float,
+        poll_interval: float,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.registry = registry
+        self.storage = storage
+        self.clock = clock
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set; a task already started is finished first."""
+        log.info("worker %s ready", self.worker_id)
+        while not stop.is_set():
+            if not self.run_once():
+                self.store.fail_exhausted()
+                self.store.wait_for_work(self.poll_interval)
+
+    def run_once(self) -> bool:
+        """Claim and process one task; False when none was waiting."""
+        claims = self.store.claim(self.worker_id, limit=1, lease_seconds=self.lease_seconds)
+        for claim in claims:
+            self.process(claim)
+        return bool(claims)
+
+    def process(self, claim: Claim) -> None:
+        task, spec = claim.task, claim.task.spec
+        log.info("task %s: attempt %d on %s:%s", task.task_id, task.attempts, spec.model_name, spec.model_version)
+        try:
+            entry = self.registry.resolve(spec.model_name, spec.model_version)
+            request = GenerationRequest(
+                prompt=spec.prompt,
+                negative_prompt=spec.negative_prompt,
+                count=spec.image_count,
+                width=spec.width,
+                height=spec.height,
+                steps=spec.steps,
+                guidance_scale=spec.guidance_scale,
+            )
+            images = self.engine.generate(entry, request, self._heartbeat(claim))
+        except LeaseLost:
+            log.warning("task %s: lease lost; abandoning this attempt", task.task_id)
+            return
+        except (ModelUnavailable, ApiError) as exc:
+            self._fail(claim, str(exc))
+            return
+        except Exception as exc:
+            log.exception("task %s: generation failed", task.task_id)
+            self._fail(claim, f"Image generation failed: {type(exc).__name__}: {exc}")
+            return
+
+        keys = [result_key(task.task_id, task.attempts, i, spec.output_format) for i in range(len(images))]
+        try:
+            for key, image in zip(keys, images, strict=True):
+                self.storage.put(key, encode(image, spec.output_format))
+        except Exception as exc:
+            log.exception("task %s: storing results failed", task.task_id)
+            self._discard(keys)
+            self._fail(claim, f"Storing the images failed: {type(exc).__name__}: {exc}")
+            return
+        if self.store.complete(task.task_id, claim.token, keys):
+            log.info("task %s: done, %d image(s)", task.task_id, len(keys))
+        else:
+            log.warning("task %s: lease lost before completion; discarding this attempt's images", task.task_id)
+            self._discard(keys)
+
+    def _heartbeat(self, claim: Claim) -> _Heartbeat:
+        return _Heartbeat(self, claim)
+
+    def _fail(self, claim: Claim, message: str) -> None:
+        if not self.store.fail(claim.task.task_id, claim.token, message):
+            log.warning("task %s: lease lost before recording failure", claim.task.task_id)
+
+    def _discard(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self.storage.delete(key)
+            except Exception:
+                log.exception("could not delete %s", key)
+
+
+class _Heartbeat:
+    """Step callback: renews the lease once a third of it has passed; aborts if it was lost."""
+
+    def __init__(self, worker: Worker, claim: Claim) -> None:
+        self._worker = worker
+        self._claim = claim
+        self._last = worker.clock.monotonic()
+
+    def __call__(self, step: int, steps: int) -> None:
+        now = self._worker.clock.monotonic()
+        if now - self._last < self._worker.lease_seconds / 3:
+            return
+        self._last = now
+        if not self._worker.store.heartbeat(self._claim.task.task_id, self._claim.token, self._worker.lease_seconds):
+            raise LeaseLost(self._claim.task.task_id)
