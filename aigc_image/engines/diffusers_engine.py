@@ -105,7 +105,7 @@ class DiffusersEngine:
         try:
             pipe = pipeline_class.from_pretrained(
                 entry.source,
-                torch_dtype=pick_dtype(entry, self.device),
+                dtype=pick_dtype(entry, self.device),
                 local_files_only=local or not self._allow_download,
             )
         except (OSError, ValueError) as exc:

@@ -1,0 +1,174 @@
+"""Shared test helpers: live servers, official-SDK clients, the one error-envelope check."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tencentcloud.common import credential
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.mps.v20190612 import mps_client, models
+
+SECRET_ID = "AKIDtestsuite0000000000000000000"
+SECRET_KEY = "testsuite-secret-key-000000000000"
+OTHER_ID = "AKIDothertenant00000000000000000"
+OTHER_KEY = "other-tenant-secret-key-00000000"
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class LiveServer:
+    url: str
+    host: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "aigc-image.db"
+
+    def task_count(self) -> int:
+        with sqlite3.connect(self.db_path) as db:
+            return int(db.execute("SELECT count(*) FROM tasks").fetchone()[0])
+
+
+def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIGC_IMAGE_")}
+    env.update(
+        {
+            "AIGC_IMAGE_MODELS_DEFAULT_MODEL": "tiny-random",
+            "AIGC_IMAGE_WORKER_TORCH_THREADS": "1",
+            "AIGC_IMAGE_WORKER_POLL_INTERVAL": "1",
+            "HF_HUB_OFFLINE": "1",
+            "NO_PROXY": "127.0.0.1,localhost,::1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+@contextmanager
+def live_server(data_dir: Path, *args: str, env: Mapping[str, str] | None = None) -> Iterator[LiveServer]:
+    """Run ``aigc-image serve --port 0`` as a real subprocess until the block ends."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "config.toml"
+    if not config.exists():
+        config.write_text(
+            f'[[keys]]\nsecret_id = "{SECRET_ID}"\nsecret_key = "{SECRET_KEY}"\n\n'
+            f'[[keys]]\nsecret_id = "{OTHER_ID}"\nsecret_key = "{OTHER_KEY}"\n'
+        )
+    log = data_dir / "server.log"
+    command = [sys.executable, "-m", "aigc_image", "serve", "--port", "0", "--data-dir", str(data_dir)]
+    command += ["--config", str(config), *args]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=server_env(env), cwd=ROOT)
+    try:
+        url = _wait_for_url(process, log)
+        yield LiveServer(url, url.removeprefix("http://"), data_dir, process, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_url(process: subprocess.Popen[bytes], log: Path) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        match = re.search(r"listening on (http://\S+)", log.read_text(errors="replace"))
+        if match:
+            url = match.group(1)
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                pass
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log.read_text(errors='replace')}")
+        time.sleep(0.1)
+    raise RuntimeError(f"server did not become ready:\n{log.read_text(errors='replace')}")
+
+
+def sdk_client(
+    server: LiveServer,
+    secret_id: str = SECRET_ID,
+    secret_key: str = SECRET_KEY,
+    *,
+    method: str = "POST",
+    sign_method: str | None = None,
+    token: str | None = None,
+) -> mps_client.MpsClient:
+    """The official SDK pointed at the live server, exactly as the docs tell users to."""
+    http = HttpProfile(protocol="http", endpoint=server.host, reqMethod=method)
+    profile = ClientProfile(httpProfile=http, signMethod=sign_method)
+    return mps_client.MpsClient(credential.Credential(secret_id, secret_key, token), "ap-guangzhou", profile)
+
+
+def create_request(**fields: Any) -> models.CreateAigcImageTaskRequest:
+    request = models.CreateAigcImageTaskRequest()
+    request.from_json_string(json.dumps(fields))
+    return request
+
+
+def describe(client: mps_client.MpsClient, task_id: str) -> models.DescribeAigcImageTaskResponse:
+    request = models.DescribeAigcImageTaskRequest()
+    request.TaskId = task_id
+    return client.DescribeAigcImageTask(request)
+
+
+def wait_until_finished(client: mps_client.MpsClient, task_id: str, timeout: float = 120.0) -> list[Any]:
+    """Poll DescribeAigcImageTask; returns the distinct replies seen, the final one last."""
+    seen: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reply = describe(client, task_id)
+        if not seen or seen[-1].Status != reply.Status:
+            seen.append(reply)
+        if reply.Status in ("DONE", "FAIL"):
+            return seen
+        time.sleep(0.02)
+    raise AssertionError(f"task {task_id} did not finish in {timeout} s; saw {[r.Status for r in seen]}")
+
+
+def download(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return reply.read()  # type: ignore[no-any-return]
+
+
+def assert_error_envelope(reply: httpx.Response | TencentCloudSDKException, code: str) -> str:
+    """The one check of an error reply: envelope shape, exact Code, a message, a RequestId."""
+    if isinstance(reply, TencentCloudSDKException):
+        assert reply.get_code() == code, f"expected {code}, got {reply.get_code()}: {reply.get_message()}"
+        assert reply.get_message()
+        assert UUID.fullmatch(reply.get_request_id() or ""), reply.get_request_id()
+        return str(reply.get_message())
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"] == "application/json"
+    assert "Traceback" not in reply.text
+    body = reply.json()
+    assert set(body) == {"Response"}
+    response = body["Response"]
+    assert set(response) == {"Error", "RequestId"}, response
+    assert UUID.fullmatch(response["RequestId"])
+    assert response["Error"]["Code"] == code, response["Error"]
+    assert isinstance(response["Error"]["Message"], str) and response["Error"]["Message"]
+    return str(response["Error"]["Message"])

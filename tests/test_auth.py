@@ -1,0 +1,139 @@
+"""Request authentication, check by check, with a clock the tests control."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+import pytest
+
+from aigc_image import errors
+from aigc_image.clock import ManualClock
+from aigc_image.protocol import signing
+from aigc_image.protocol.auth import Authenticator, RawRequest
+
+KEYS = {"AKIDgood": "secret"}
+NOW = 1_800_000_000
+
+
+def authenticator(window: int = 300) -> Authenticator:
+    clock = ManualClock(NOW)
+    return Authenticator(KEYS.get, {"CreateAigcImageTask", "DescribeAigcImageTask"}, clock.now, window)
+
+
+def tc3(body: bytes = b'{"Prompt": "x"}', *, secret_id: str = "AKIDgood", secret_key: str = "secret",
+        host: str = "127.0.0.1:8000", timestamp: int = NOW, sent_host: str = "", **overrides: str) -> RawRequest:  # fmt: skip
+    headers = signing.sign_tc3_headers(
+        secret_id=secret_id, secret_key=secret_key, action="CreateAigcImageTask", body=body, host=host,
+        timestamp=timestamp,
+    )  # fmt: skip
+    lower = {k.lower(): v for k, v in headers.items()}
+    lower.update({k.lower().replace("_", "-"): v for k, v in overrides.items()})
+    lower["host"] = sent_host or host
+    return RawRequest("POST", "", lower, body)
+
+
+def v1(method: str = "POST", signature_method: str = "HmacSHA256", **params: str) -> RawRequest:
+    values = {
+        "Action": "CreateAigcImageTask", "Version": "2019-06-12", "Timestamp": str(NOW), "Nonce": "42",
+        "SecretId": "AKIDgood", "SignatureMethod": signature_method, "Prompt": "a cat 猫 + &", **params,
+    }  # fmt: skip
+    string = signing.v1_string_to_sign(method, "127.0.0.1:8000", values)
+    values.setdefault("Signature", signing.v1_signature("secret", string, signature_method))
+    encoded = urlencode(values)
+    headers = {"host": "127.0.0.1:8000", "content-type": "application/x-www-form-urlencoded"}
+    if method == "GET":
+        return RawRequest("GET", encoded, headers, b"")
+    return RawRequest("POST", "", headers, encoded.encode())
+
+
+def test_tc3_post_is_accepted_and_parsed() -> None:
+    call = authenticator().authenticate(tc3())
+    assert (call.secret_id, call.action, call.params, call.from_strings) == (
+        "AKIDgood", "CreateAigcImageTask", {"Prompt": "x"}, False,
+    )  # fmt: skip
+
+
+def test_tc3_signs_the_raw_host_header_as_tccli_sends_it() -> None:
+    call = authenticator().authenticate(tc3(host="http://127.0.0.1:8000"))
+    assert call.action == "CreateAigcImageTask"
+
+
+def test_tc3_unsigned_payload_mode() -> None:
+    request = tc3()
+    headers = dict(request.headers, **{"x-tc-content-sha256": "UNSIGNED-PAYLOAD"})
+    # Re-sign over the UNSIGNED-PAYLOAD hash, as the SDK does with unsignedPayload=True.
+    canonical = signing.tc3_canonical_request(
+        "POST", "", headers, ["content-type", "host"], signing.sha256_hex(b"UNSIGNED-PAYLOAD")
+    )
+    signature = signing.tc3_signature("secret", NOW, "mps", canonical)
+    headers["authorization"] = headers["authorization"][:-64] + signature
+    assert authenticator().authenticate(RawRequest("POST", "", headers, b'{"Prompt": "other body"}')).params == {
+        "Prompt": "other body"
+    }
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+@pytest.mark.parametrize("signature_method", ["HmacSHA1", "HmacSHA256"])
+def test_v1_form_and_query_are_accepted(method: str, signature_method: str) -> None:
+    request = v1(method, signature_method, **{"ExtraParameters.OutputFormat": "png", "EnhancePrompt": "False"})
+    call = authenticator().authenticate(request)
+    assert call.from_strings
+    assert call.params == {"Prompt": "a cat 猫 + &", "ExtraParameters": {"OutputFormat": "png"}, "EnhancePrompt": "False"}
+
+
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        (tc3(authorization="Bearer nope"), "AuthFailure.InvalidAuthorization"),
+        (RawRequest("POST", "", {"content-type": "application/json"}, b"{}"), "AuthFailure.InvalidAuthorization"),
+        (v1(Signature=""), "AuthFailure.SignatureFailure"),
+        (tc3(x_tc_action="Nope"), "InvalidAction"),
+        (tc3(x_tc_action=""), "MissingParameter"),
+        (tc3(x_tc_version="2017-03-12"), "NoSuchVersion"),
+        (tc3(timestamp=NOW - 301), "AuthFailure.SignatureExpire"),
+        (tc3(timestamp=NOW + 301), "AuthFailure.SignatureExpire"),
+        (tc3(x_tc_timestamp="soon"), "InvalidParameter"),
+        (tc3(secret_id="AKID bad!"), "AuthFailure.InvalidSecretId"),
+        (tc3(secret_id="AKIDunknown"), "AuthFailure.SecretIdNotFound"),
+        (tc3(x_tc_token="temporary"), "AuthFailure.TokenFailure"),
+        (tc3(secret_key="wrong"), "AuthFailure.SignatureFailure"),
+        (tc3(sent_host="evil.example"), "AuthFailure.SignatureFailure"),
+        (v1(Timestamp=str(NOW - 1000)), "AuthFailure.SignatureExpire"),
+        (v1(SecretId="AKIDunknown"), "AuthFailure.SecretIdNotFound"),
+        (v1(Version="2020-01-01"), "NoSuchVersion"),
+        (v1(Nonce=""), "MissingParameter"),
+    ],
+)
+def test_each_failure_has_its_code(request_: RawRequest, code: str) -> None:
+    with pytest.raises(errors.ApiError) as caught:
+        authenticator().authenticate(request_)
+    assert caught.value.code == code
+
+
+def test_a_changed_body_fails_the_signature() -> None:
+    request = tc3()
+    tampered = RawRequest(request.method, request.query, request.headers, b'{"Prompt": "y"}')
+    with pytest.raises(errors.SignatureFailure):
+        authenticator().authenticate(tampered)
+
+
+def test_a_changed_v1_parameter_fails_the_signature() -> None:
+    request = v1("GET")
+    with pytest.raises(errors.SignatureFailure):
+        authenticator().authenticate(RawRequest("GET", request.query.replace("cat", "dog"), request.headers, b""))
+
+
+def test_scope_date_must_match_the_timestamp() -> None:
+    request = tc3()
+    headers = dict(request.headers)
+    headers["authorization"] = headers["authorization"].replace(signing.utc_date(NOW), "2020-01-01")
+    with pytest.raises(errors.SignatureFailure):
+        authenticator().authenticate(RawRequest("POST", "", headers, request.body))
+
+
+def test_json_body_must_be_an_object() -> None:
+    with pytest.raises(errors.InvalidParameter):
+        authenticator().authenticate(tc3(json.dumps([1, 2]).encode()))
+    with pytest.raises(errors.InvalidParameter):
+        authenticator().authenticate(tc3(b"{not json"))

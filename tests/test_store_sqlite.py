@@ -1,0 +1,160 @@
+"""The SQLite task store: transitions, lease tokens, batch claims, wake-ups."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from aigc_image.clock import ManualClock
+from aigc_image.store.sqlite import SqliteStore, migrations
+from aigc_image.tasks import Status, TaskSpec, new_task_id
+
+
+def spec(model: str = "tiny-random", width: int = 64, prompt: str = "p") -> TaskSpec:
+    return TaskSpec(model, "1", prompt, "", 1, "png", width, width, 10, 6.0, "")
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: ManualClock) -> SqliteStore:
+    return SqliteStore(str(tmp_path / "db.sqlite"), clock)
+
+
+def test_create_then_get_round_trips_the_spec(store: SqliteStore, clock: ManualClock) -> None:
+    task_id = new_task_id()
+    store.create(task_id, "AKIDa", spec(prompt="猫 and a dog"))
+    task = store.get(task_id)
+    assert task is not None
+    assert (task.status, task.secret_id, task.spec, task.created_at) == (
+        Status.WAIT, "AKIDa", spec(prompt="猫 and a dog"), clock.now(),
+    )  # fmt: skip
+    assert store.get(new_task_id()) is None
+
+
+def test_claim_complete_is_the_happy_path(store: SqliteStore) -> None:
+    task_id = new_task_id()
+    store.create(task_id, "k", spec())
+    [claim] = store.claim("w1", limit=1, lease_seconds=60)
+    assert claim.task.task_id == task_id and claim.task.status is Status.RUN and claim.task.attempts == 1
+    assert store.claim("w2", limit=1, lease_seconds=60) == []
+    assert store.complete(task_id, claim.token, ["a/1-0.png"])
+    done = store.get(task_id)
+    assert done is not None and done.status is Status.DONE and done.result_keys == ("a/1-0.png",)
+    assert done.message == "ok"
+
+
+def test_only_the_lease_holder_can_finish(store: SqliteStore, clock: ManualClock) -> None:
+    task_id = new_task_id()
+    store.create(task_id, "k", spec())
+    [first] = store.claim("w1", 1, lease_seconds=10)
+    clock.advance(11)  # w1 stalls past its lease; w2 takes over
+    [second] = store.claim("w2", 1, lease_seconds=10)
+    assert second.task.attempts == 2 and second.token != first.token
+    assert not store.heartbeat(task_id, first.token, 10)
+    assert not store.complete(task_id, first.token, ["stale"])
+    assert not store.fail(task_id, first.token, "stale")
+    assert store.fail(task_id, second.token, "real failure")
+    assert not store.complete(task_id, second.token, ["late"])  # finished tasks stay finished
+    task = store.get(task_id)
+    assert task is not None and task.status is Status.FAIL and task.message == "real failure"
+
+
+def test_heartbeat_keeps_the_lease(store: SqliteStore, clock: ManualClock) -> None:
+    task_id = new_task_id()
+    store.create(task_id, "k", spec())
+    [claim] = store.claim("w1", 1, lease_seconds=10)
+    for _ in range(5):
+        clock.advance(8)
+        assert store.heartbeat(task_id, claim.token, 10)
+        assert store.claim("w2", 1, 10) == []
+
+
+def test_exhausted_tasks_fail_with_a_message(tmp_path: Path, clock: ManualClock) -> None:
+    store = SqliteStore(str(tmp_path / "db"), clock, max_attempts=2)
+    task_id = new_task_id()
+    store.create(task_id, "k", spec())
+    for _ in range(2):
+        assert store.claim("w", 1, lease_seconds=5)
+        clock.advance(6)
+    assert store.claim("w", 1, 5) == []
+    assert store.fail_exhausted() == 1
+    task = store.get(task_id)
+    assert task is not None and task.status is Status.FAIL and "2 times" in task.message
+
+
+def test_claim_batches_only_compatible_tasks_oldest_first(store: SqliteStore, clock: ManualClock) -> None:
+    ids = []
+    for index, width in enumerate([64, 128, 64, 64, 64]):
+        task_id = new_task_id()
+        store.create(task_id, "k", spec(width=width, prompt=str(index)))
+        ids.append(task_id)
+        clock.advance(1)
+    claims = store.claim("w", limit=3, lease_seconds=60)
+    assert [c.task.task_id for c in claims] == [ids[0], ids[2], ids[3]]
+    assert len({c.token for c in claims}) == 1
+    assert [c.task.task_id for c in store.claim("w", limit=3, lease_seconds=60)] == [ids[1]]
+
+
+def test_concurrent_claimers_take_each_task_once(tmp_path: Path, clock: ManualClock) -> None:
+    path = str(tmp_path / "db")
+    SqliteStore(path, clock).close()
+    creator = SqliteStore(path, clock)
+    ids = {new_task_id() for _ in range(60)}
+    for task_id in ids:
+        creator.create(task_id, "k", spec())
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def claimer() -> None:
+        store = SqliteStore(path, clock)
+        while batch := store.claim(f"w{threading.get_ident()}", limit=2, lease_seconds=600):
+            for claim in batch:
+                assert store.complete(claim.task.task_id, claim.token, [])
+            with lock:
+                claimed.extend(c.task.task_id for c in batch)
+        store.close()
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(claimed) == sorted(ids)
+
+
+def test_migrations_are_numbered_and_applied_once(tmp_path: Path, clock: ManualClock) -> None:
+    numbers = [number for number, _ in migrations()]
+    assert numbers == sorted(set(numbers)) and numbers[0] == 1
+    first = SqliteStore(str(tmp_path / "db"), clock)
+    task_id = new_task_id()
+    first.create(task_id, "k", spec())
+    first.close()
+    again = SqliteStore(str(tmp_path / "db"), clock)
+    assert again.schema_version() == numbers[-1]
+    assert again.get(task_id) is not None
+
+
+def test_create_wakes_a_waiting_worker_at_once(tmp_path: Path, clock: ManualClock) -> None:
+    path = str(tmp_path / "db")
+    worker_side = SqliteStore(path, clock)
+    api_side = SqliteStore(path, clock)
+    worker_side.wait_for_work(0.01)  # registers the wake socket
+    woke = threading.Event()
+
+    def wait() -> None:
+        worker_side.wait_for_work(30)
+        woke.set()
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    api_side.create(new_task_id(), "k", spec())
+    assert woke.wait(10), "the worker was not woken by create()"
+    thread.join()
+    worker_side.close()
+    api_side.close()

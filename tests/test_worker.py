@@ -1,0 +1,115 @@
+"""The worker loop in-process: real store, real tiny pipeline, real local storage."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from aigc_image.clock import ManualClock
+from aigc_image.engines.base import GenerationRequest, ModelUnavailable, StepCallback
+from aigc_image.engines.diffusers_engine import DiffusersEngine
+from aigc_image.engines.registry import ModelEntry, load_registry
+from aigc_image.storage.local import LocalStorage
+from aigc_image.store.sqlite import SqliteStore
+from aigc_image.tasks import Status, TaskSpec, new_task_id
+from aigc_image.worker.worker import Worker
+
+
+def spec(model: str = "tiny-random", count: int = 1, output_format: str = "png") -> TaskSpec:
+    return TaskSpec(model, "1", "a lighthouse", "", count, output_format, 64, 64, 2, 6.0, "")
+
+
+class Broken:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def generate(self, entry: ModelEntry, request: GenerationRequest, on_step: StepCallback) -> list[Image.Image]:
+        raise self.error
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: ManualClock) -> SqliteStore:
+    return SqliteStore(str(tmp_path / "db"), clock)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "results", "http://127.0.0.1:9", b"k")
+
+
+def make_worker(store: SqliteStore, storage: LocalStorage, clock: ManualClock, engine: object = None) -> Worker:
+    registry = load_registry(default_model="tiny-random")
+    return Worker(
+        store, engine or DiffusersEngine("cpu"), registry, storage, clock,  # type: ignore[arg-type]
+        lease_seconds=60, poll_interval=0.1,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("output_format", "pil_format"), [("png", "PNG"), ("jpeg", "JPEG")])
+def test_a_task_runs_to_done_with_decodable_images(
+    store: SqliteStore, storage: LocalStorage, clock: ManualClock, output_format: str, pil_format: str
+) -> None:
+    task_id = new_task_id()
+    store.create(task_id, "k", spec(count=2, output_format=output_format))
+    assert make_worker(store, storage, clock).run_once()
+    task = store.get(task_id)
+    assert task is not None and task.status is Status.DONE and len(task.result_keys) == 2
+    for key in task.result_keys:
+        image = Image.open(io.BytesIO((storage.root / key).read_bytes()))
+        assert (image.format, image.size) == (pil_format, (64, 64))
+    assert not make_worker(store, storage, clock).run_once()  # nothing left
+
+
+def test_missing_weights_fail_the_task_with_the_engines_advice(
+    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    task_id = new_task_id()
+    store.create(task_id, "k", spec())
+    advice = "weights missing: run `hf download x`"
+    make_worker(store, storage, clock, Broken(ModelUnavailable(advice))).run_once()
+    task = store.get(task_id)
+    assert task is not None and (task.status, task.message) == (Status.FAIL, advice)
+
+
+def test_an_unexpected_engine_error_fails_the_task_without_a_traceback(
+    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    task_id = new_task_id()
+    store.create(task_id, "k", spec())
+    make_worker(store, storage, clock, Broken(RuntimeError("CUDA out of memory"))).run_once()
+    task = store.get(task_id)
+    assert task is not None and task.status is Status.FAIL
+    assert task.message == "Image generation failed: RuntimeError: CUDA out of memory"
+
+
+def test_a_model_removed_from_the_registry_fails_clearly(
+    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    task_id = new_task_id()
+    store.create(task_id, "k", spec(model="Retired"))
+    make_worker(store, storage, clock).run_once()
+    task = store.get(task_id)
+    assert task is not None and task.status is Status.FAIL and "Retired" in task.message
+
+
+def test_a_worker_that_lost_its_lease_writes_nothing(
+    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    task_id = new_task_id()
+    store.create(task_id, "k", spec())
+    [stale] = store.claim("stalled-worker", 1, lease_seconds=1)
+    clock.advance(2)
+    [current] = store.claim("new-worker", 1, lease_seconds=60)
+    make_worker(store, storage, clock).process(stale)  # the stalled worker wakes up and finishes
+    assert list(storage.root.rglob("*.png")) == []  # its images were discarded
+    task = store.get(task_id)
+    assert task is not None and task.status is Status.RUN
+    assert store.complete(task_id, current.token, [])
