@@ -79,7 +79,11 @@ def test_v1_form_and_query_are_accepted(method: str, signature_method: str) -> N
     request = v1(method, signature_method, **{"ExtraParameters.OutputFormat": "png", "EnhancePrompt": "False"})
     call = authenticator().authenticate(request)
     assert call.from_strings
-    assert call.params == {"Prompt": "a cat 猫 + &", "ExtraParameters": {"OutputFormat": "png"}, "EnhancePrompt": "False"}
+    assert call.params == {
+        "Prompt": "a cat 猫 + &",
+        "ExtraParameters": {"OutputFormat": "png"},
+        "EnhancePrompt": "False",
+    }
 
 
 @pytest.mark.parametrize(

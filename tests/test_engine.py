@@ -70,6 +70,8 @@ def test_missing_local_folder_and_unknown_pipeline_class_are_explained(tmp_path:
     wrong_class = ModelEntry(name="M", version="1", engine="diffusers", source=str(tmp_path), pipeline="NoSuchPipe")
     with pytest.raises(ModelUnavailable, match="NoSuchPipe"):
         DiffusersEngine("cpu").pipeline(wrong_class)
-    empty = ModelEntry(name="M", version="1", engine="diffusers", source=str(tmp_path), pipeline="StableDiffusionPipeline")
+    empty = ModelEntry(
+        name="M", version="1", engine="diffusers", source=str(tmp_path), pipeline="StableDiffusionPipeline"
+    )
     with pytest.raises(ModelUnavailable, match="complete diffusers model"):
         DiffusersEngine("cpu").pipeline(empty)

@@ -59,7 +59,9 @@ def test_vector_c_v1_hmacsha1_official_example() -> None:
         "&Offset=0&Region=ap-guangzhou&SecretId=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE&Timestamp=1465185768"
         "&Version=2017-03-12"
     )
-    assert signing.v1_signature("Gu5t9xGARNpq86cd98joQYCN3EXAMPLE", string, "HmacSHA1") == "EliP9YW3pW28FpsEdkXt/+WcGeI="
+    assert (
+        signing.v1_signature("Gu5t9xGARNpq86cd98joQYCN3EXAMPLE", string, "HmacSHA1") == "EliP9YW3pW28FpsEdkXt/+WcGeI="
+    )
 
 
 def test_v1_string_to_sign_sorts_names_and_leaves_out_signature() -> None:
@@ -80,7 +82,10 @@ def test_parse_authorization_round_trips_what_the_client_signs() -> None:
 
 
 def test_parse_authorization_rejects_malformed_headers() -> None:
-    good = "TC3-HMAC-SHA256 Credential=AKID/2023-11-14/mps/tc3_request, SignedHeaders=content-type;host, Signature=" + "a" * 64
+    good = (
+        "TC3-HMAC-SHA256 Credential=AKID/2023-11-14/mps/tc3_request, SignedHeaders=content-type;host, Signature="
+        + "a" * 64
+    )
     assert signing.parse_tc3_authorization(good) is not None
     for bad in [
         "",

@@ -100,7 +100,10 @@ def load_registry(extra_file: str = "", default_model: str = "") -> Registry:
                 raise ConfigError(f"model {entry.name!r} has more than one version marked default")
             default_versions[entry.name] = entry.version
     registry = Registry(entries, default_model or chosen_default, default_versions)
-    registry.resolve(None, None)  # the default model must exist
+    try:
+        registry.resolve(None, None)
+    except ModelNotSupported as exc:
+        raise ConfigError(f"the default model is not in the registry: {exc}") from exc
     return registry
 
 

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aigc_image.config import ConfigError, KeyPair, load_settings
+
+
+def test_defaults_match_the_documented_contract() -> None:
+    settings = load_settings(environ={})
+    assert settings.api.rate_limit == 20 and settings.api.timestamp_window == 300
+    assert settings.storage.url_ttl == 12 * 3600
+    assert settings.resolved_public_url == "http://127.0.0.1:8000"
+    assert settings.resolved_database_url == f"sqlite:///{Path('aigc-data') / 'aigc-image.db'}"
+
+
+def test_file_then_environment_then_flags(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'public_url = "https://img.example.com/"\n[api]\nport = 9000\nrate_limit = 5.5\n'
+        '[[keys]]\nsecret_id = "AKIDfile"\nsecret_key = "k1"\n'
+    )
+    env = {"AIGC_IMAGE_API_PORT": "9100", "AIGC_IMAGE_SECRET_ID": "AKIDenv", "AIGC_IMAGE_SECRET_KEY": "k2"}
+    settings = load_settings(config, env)
+    assert settings.api.port == 9100 and settings.api.rate_limit == 5.5
+    assert settings.resolved_public_url == "https://img.example.com"
+    assert settings.configured_keys() == (KeyPair("AKIDenv", "k2"), KeyPair("AKIDfile", "k1"))
+    assert settings.with_overrides(**{"api.port": 1, "data_dir": None}).api.port == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "fragment"),
+    [
+        ("colour = 1\n", {}, "colour"),
+        ("[api]\nportt = 1\n", {}, "portt"),
+        ("[api]\nport = 'x'\n", {}, "port"),
+        ("", {"AIGC_IMAGE_API_PORT": "eighty"}, "AIGC_IMAGE_API_PORT"),
+        ("", {"AIGC_IMAGE_MODELS_ALLOW_DOWNLOAD": "maybe"}, "ALLOW_DOWNLOAD"),
+        ("[[keys]]\nsecret_id = 'a'\n", {}, "secret_key"),
+        ("api = 3\n", {}, "[api]"),
+    ],
+)
+def test_invalid_settings_are_named(tmp_path: Path, text: str, env: dict[str, str], fragment: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+        load_settings(config, env)
+
+
+def test_half_a_key_pair_is_refused() -> None:
+    with pytest.raises(ConfigError):
+        load_settings(environ={"AIGC_IMAGE_SECRET_ID": "AKIDonly"}).configured_keys()

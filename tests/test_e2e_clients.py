@@ -1,0 +1,147 @@
+"""The real clients against a live `aigc-image serve`: official SDK (every wire mode), tccli, generate."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.helpers import (
+    ROOT,
+    SECRET_ID,
+    SECRET_KEY,
+    LiveServer,
+    create_request,
+    download,
+    sdk_client,
+    server_env,
+    wait_until_finished,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_sdk_create_poll_download(server: LiveServer) -> None:
+    client = sdk_client(server)
+    reply = client.CreateAigcImageTask(create_request(Prompt="a lighthouse at dusk", Operator="admin"))
+    assert reply.TaskId.startswith("4-AigcImage-") and len(reply.TaskId) == len("4-AigcImage-") + 32
+    seen = wait_until_finished(client, reply.TaskId)
+    statuses = [r.Status for r in seen]
+    assert statuses[-1] == "DONE" and set(statuses) <= {"WAIT", "RUN", "DONE"}
+    done = seen[-1]
+    assert done.Message == "ok" and len(done.ImageUrls) == 1
+    assert done.ImageUrls[0].startswith(server.url + "/results/")
+    image = Image.open(io.BytesIO(download(done.ImageUrls[0])))
+    assert (image.format, image.size) == ("PNG", (64, 64))  # tiny-random's native size
+
+
+def test_statuses_move_from_wait_through_run_to_done(server: LiveServer) -> None:
+    """Queue several tasks so the later ones are observably WAIT, then RUN, then DONE."""
+    client = sdk_client(server)
+    ids = [client.CreateAigcImageTask(create_request(Prompt=f"p{i}")).TaskId for i in range(4)]
+    sequences = {task_id: [r.Status for r in wait_until_finished(client, task_id)] for task_id in reversed(ids)}
+    order = ["WAIT", "RUN", "DONE"]
+    for sequence in sequences.values():
+        assert sequence[-1] == "DONE"
+        assert sequence == sorted(sequence, key=order.index)  # never moves backwards
+    assert sequences[ids[-1]][0] == "WAIT"  # three tasks were ahead of it
+    assert any("RUN" in sequence for sequence in sequences.values())
+
+
+@pytest.mark.parametrize("count", [1, 3])
+@pytest.mark.parametrize(("output_format", "pil_format"), [("png", "PNG"), ("jpeg", "JPEG")])
+def test_output_count_and_format(server: LiveServer, count: int, output_format: str, pil_format: str) -> None:
+    client = sdk_client(server)
+    request = create_request(
+        Prompt="a red fox", NegativePrompt="blurry", OutputImageCount=count,
+        ExtraParameters={"OutputFormat": output_format}, ModelName="tiny-random", ModelVersion="1",
+    )  # fmt: skip
+    done = wait_until_finished(client, client.CreateAigcImageTask(request).TaskId)[-1]
+    assert done.Status == "DONE" and len(done.ImageUrls) == count
+    for url in done.ImageUrls:
+        image = Image.open(io.BytesIO(download(url)))
+        assert (image.format, image.size) == (pil_format, (64, 64))
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+@pytest.mark.parametrize("sign_method", ["TC3-HMAC-SHA256", "HmacSHA1", "HmacSHA256"])
+def test_every_sdk_wire_mode(server: LiveServer, method: str, sign_method: str) -> None:
+    """TC3 and v1 signatures, JSON, form and query parameters (flattened, True/False booleans)."""
+    client = sdk_client(server, method=method, sign_method=sign_method)
+    request = create_request(
+        Prompt="a cat 猫 & a dog = friends?", EnhancePrompt=False, OutputImageCount=2,
+        ExtraParameters={"OutputFormat": "jpeg", "LogoAdd": 0},
+    )  # fmt: skip
+    done = wait_until_finished(client, client.CreateAigcImageTask(request).TaskId)[-1]
+    assert done.Status == "DONE" and len(done.ImageUrls) == 2
+    assert Image.open(io.BytesIO(download(done.ImageUrls[1]))).format == "JPEG"
+
+
+def test_a_task_is_private_to_the_key_that_created_it(server: LiveServer) -> None:
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
+    from tests.helpers import OTHER_ID, OTHER_KEY, assert_error_envelope, describe
+
+    task_id = sdk_client(server).CreateAigcImageTask(create_request(Prompt="mine")).TaskId
+    with pytest.raises(TencentCloudSDKException) as caught:
+        describe(sdk_client(server, OTHER_ID, OTHER_KEY), task_id)
+    assert_error_envelope(caught.value, "ResourceNotFound.TaskNotFound")
+
+
+def _tccli(server: LiveServer, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    tccli = Path(sys.executable).with_name("tccli")
+    command = [str(tccli), "mps", *args, "--secretId", SECRET_ID, "--secretKey", SECRET_KEY,
+               "--region", "ap-guangzhou", "--endpoint", server.url]  # fmt: skip
+    env = {**server_env(), "HOME": str(home)}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
+def test_tccli_create_and_describe(server: LiveServer, tmp_path: Path) -> None:
+    request_file = tmp_path / "req.json"
+    request_file.write_text(json.dumps({"Prompt": "draw a cat", "OutputImageCount": 1, "ModelName": "tiny-random"}))
+    created = _tccli(server, tmp_path, "CreateAigcImageTask", "--cli-input-json", f"file://{request_file}")
+    assert created.returncode == 0, created.stderr
+    task_id = json.loads(created.stdout)["TaskId"]
+    for _ in range(600):
+        described = _tccli(server, tmp_path, "DescribeAigcImageTask", "--TaskId", task_id)
+        assert described.returncode == 0, described.stderr
+        reply = json.loads(described.stdout)
+        if reply["Status"] in ("DONE", "FAIL"):
+            break
+    assert reply["Status"] == "DONE", reply
+    assert Image.open(io.BytesIO(download(reply["ImageUrls"][0]))).size == (64, 64)
+
+
+def test_tccli_reports_api_errors(server: LiveServer, tmp_path: Path) -> None:
+    result = _tccli(server, tmp_path, "DescribeAigcImageTask", "--TaskId", "4-AigcImage-" + "0" * 32)
+    assert result.returncode == 255
+    assert "code:ResourceNotFound.TaskNotFound" in result.stderr
+
+
+def test_generate_command_writes_the_image(server: LiveServer, tmp_path: Path) -> None:
+    output = tmp_path / "out.jpg"
+    env = {**server_env(), "AIGC_IMAGE_SECRET_ID": SECRET_ID, "AIGC_IMAGE_SECRET_KEY": SECRET_KEY}
+    result = subprocess.run(
+        [sys.executable, "-m", "aigc_image", "generate", "a lighthouse at dusk", "-o", str(output),
+         "--endpoint", server.url, "--count", "2"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "done" in result.stderr  # the progress line reached its end
+    assert Image.open(output).format == "JPEG"
+    assert Image.open(tmp_path / "out-1.jpg").size == (64, 64)
+
+
+def test_generate_command_reports_errors(server: LiveServer, tmp_path: Path) -> None:
+    env = {**server_env(), "AIGC_IMAGE_SECRET_ID": SECRET_ID, "AIGC_IMAGE_SECRET_KEY": "wrong"}
+    result = subprocess.run(
+        [sys.executable, "-m", "aigc_image", "generate", "x", "-o", str(tmp_path / "o.png"), "--endpoint", server.url],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1 and "AuthFailure.SignatureFailure" in result.stderr
+    assert not (tmp_path / "o.png").exists()
