@@ -116,7 +116,7 @@ class Settings:
         default=Path("./aigc-data"), metadata=_doc("Directory for the database, keys and result images.")
     )
     database_url: str = field(
-        default="", metadata=_doc("Task store; empty means `sqlite:///<data_dir>/aigc-image.db`.")
+        default="", metadata=_doc("Task store, `sqlite:///PATH`; empty means `sqlite:///<data_dir>/aigc-image.db`.")
     )
     public_url: str = field(
         default="",
@@ -126,7 +126,6 @@ class Settings:
     )
     secret_id: str = field(default="", metadata=_doc("SecretId of one API key pair (with `secret_key`)."))
     secret_key: str = field(default="", metadata=_doc("SecretKey of that key pair."))
-    service_name: str = field(default="aigc-image", metadata=_doc("Name this service reports in logs."))
     keys: tuple[KeyPair, ...] = field(
         default=(), metadata=_doc("`[[keys]]` tables with `secret_id` and `secret_key` (file only).")
     )
@@ -183,11 +182,13 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
 
 
 def iter_setting_docs() -> Iterator[tuple[str, str, str]]:
-    """Yield (TOML key, environment variable, doc) for every setting."""
+    """Yield (TOML key, environment variable or "" for file-only keys, doc) for every setting."""
     for f in dataclasses.fields(Settings):
         if _is_section(f):
             for sub in dataclasses.fields(_field_type(Settings, f)):
                 yield f"{f.name}.{sub.name}", _env_name(f.name, sub.name), sub.metadata["doc"]
+        elif f.name == "keys":
+            yield f.name, "", f.metadata["doc"]
         else:
             yield f.name, _env_name(None, f.name), f.metadata["doc"]
 

@@ -21,7 +21,7 @@ from tencentcloud.common import credential
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
-from tencentcloud.mps.v20190612 import mps_client, models
+from tencentcloud.mps.v20190612 import models, mps_client
 
 SECRET_ID = "AKIDtestsuite0000000000000000000"
 SECRET_KEY = "testsuite-secret-key-000000000000"

@@ -21,8 +21,17 @@ def authenticator(window: int = 300) -> Authenticator:
     return Authenticator(KEYS.get, {"CreateAigcImageTask", "DescribeAigcImageTask"}, clock.now, window)
 
 
-def tc3(body: bytes = b'{"Prompt": "x"}', *, secret_id: str = "AKIDgood", secret_key: str = "secret",
-        host: str = "127.0.0.1:8000", timestamp: int = NOW, sent_host: str = "", **overrides: str) -> RawRequest:  # fmt: skip
+def tc3(
+    body: bytes = b'{"Prompt": "x"}',
+    *,
+    secret_id: str = "AKIDgood",
+    secret_key: str = "secret",
+    host: str = "127.0.0.1:8000",
+    timestamp: int = NOW,
+    sent_host: str = "",
+    **overrides: str,
+) -> RawRequest:
+    """A TC3-signed request; ``sent_host`` sends a Host other than the signed one."""
     headers = signing.sign_tc3_headers(
         secret_id=secret_id, secret_key=secret_key, action="CreateAigcImageTask", body=body, host=host,
         timestamp=timestamp,

@@ -22,7 +22,7 @@ def test_unknown_names_and_versions_list_the_alternatives() -> None:
     registry = load_registry()
     with pytest.raises(ModelNotSupported, match="Qwen"):
         registry.resolve("Kling", None)
-    with pytest.raises(ModelNotSupported, match="dit-v1.2"):
+    with pytest.raises(ModelNotSupported, match=r"dit-v1\.2"):
         registry.resolve("Hunyuan", "4.0")
 
 

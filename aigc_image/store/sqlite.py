@@ -99,6 +99,9 @@ class SqliteStore:
     # -- worker side --------------------------------------------------------------------
 
     def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Claim]:
+        # Only workers claim: listen for wake-ups before looking, so a task created between
+        # this look and the next wait_for_work() still wakes us.
+        self._listen()
         now = self._clock.now()
         token = secrets.token_hex(16)
         expires = now + lease_seconds
@@ -161,9 +164,12 @@ class SqliteStore:
             return cursor.rowcount
 
     def wait_for_work(self, timeout: float) -> None:
+        self._listen().wait(timeout)
+
+    def _listen(self) -> WakeReceiver:
         if self._receiver is None:
             self._receiver = WakeReceiver(self._wake_dir)
-        self._receiver.wait(timeout)
+        return self._receiver
 
     # -- sweeper side -------------------------------------------------------------------
 

@@ -1,0 +1,44 @@
+"""The docs are part of the product: every error Code, setting and built-in model is documented."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from aigc_image.config import iter_setting_docs
+from aigc_image.engines.registry import load_registry
+from aigc_image.errors import all_error_classes
+from tests.helpers import ROOT
+
+DOCS = ROOT / "docs"
+
+
+def error_table() -> set[str]:
+    """The Codes in the first column of the "Error codes" table of docs/protocol.md."""
+    section = (DOCS / "protocol.md").read_text().split("## Error codes", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([^`]+)`", section, flags=re.MULTILINE))
+
+
+def test_the_error_table_lists_exactly_the_codes_the_server_returns() -> None:
+    assert error_table() == {error.code for error in all_error_classes()}
+
+
+@pytest.mark.parametrize(("key", "env", "doc"), list(iter_setting_docs()), ids=lambda v: str(v)[:40])
+def test_every_setting_is_in_the_configuration_docs(key: str, env: str, doc: str) -> None:
+    text = (DOCS / "configuration.md").read_text()
+    assert f"`{key}`" in text
+    if env:
+        assert f"`{env}`" in text
+
+
+def test_every_builtin_model_is_in_the_models_docs() -> None:
+    text = (DOCS / "models.md").read_text()
+    for entry in load_registry():
+        assert f"`{entry.name}`" in text and f"`{entry.version}`" in text, entry.label
+
+
+def test_readme_has_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "bash scripts/serve" in readme and "bash scripts/test" in readme
+    assert "bash scripts/test" in (ROOT / ".ci" / "run").read_text()
