@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import json
 import secrets
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import dataclass
 
 TASK_ID_PREFIX = "4-AigcImage-"
 
@@ -18,7 +19,12 @@ class Status(enum.StrEnum):
 
 
 def new_task_id() -> str:
-    return TASK_ID_PREFIX + secrets.token_hex(16)
+    """``4-AigcImage-`` + 32 hex digits: a millisecond timestamp (12) then 80 random bits (20).
+
+    Time-ordered, like UUIDv7, so new ids append to the store's primary-key index instead of
+    landing on random pages: inserts dirty fewer pages and commit faster.
+    """
+    return f"{TASK_ID_PREFIX}{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 def is_task_id(value: str) -> bool:
@@ -48,7 +54,7 @@ class TaskSpec:
         return f"{self.model_name}:{self.model_version}:{self.width}x{self.height}:{self.steps}"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+        return json.dumps(self.__dict__, ensure_ascii=False)  # not asdict(): it deep-copies, slowly
 
     @classmethod
     def from_json(cls, text: str) -> TaskSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -46,6 +47,16 @@ class LiveServer:
     def task_count(self) -> int:
         with sqlite3.connect(self.db_path) as db:
             return int(db.execute("SELECT count(*) FROM tasks").fetchone()[0])
+
+
+def create(store: Any, task_id: str, secret_id: str, spec: Any) -> None:
+    """TaskStore.create from synchronous test code."""
+    asyncio.run(store.create(task_id, secret_id, spec))
+
+
+def get(store: Any, task_id: str) -> Any:
+    """TaskStore.get from synchronous test code."""
+    return asyncio.run(store.get(task_id))
 
 
 def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 from aigc_image.clock import ManualClock
 from aigc_image.store.sqlite import SqliteStore, migrations
 from aigc_image.tasks import Status, TaskSpec, new_task_id
+from tests.helpers import create, get
 
 
 def spec(model: str = "tiny-random", width: int = 64, prompt: str = "p") -> TaskSpec:
@@ -28,30 +31,30 @@ def store(tmp_path: Path, clock: ManualClock) -> SqliteStore:
 
 def test_create_then_get_round_trips_the_spec(store: SqliteStore, clock: ManualClock) -> None:
     task_id = new_task_id()
-    store.create(task_id, "AKIDa", spec(prompt="猫 and a dog"))
-    task = store.get(task_id)
+    create(store, task_id, "AKIDa", spec(prompt="猫 and a dog"))
+    task = get(store, task_id)
     assert task is not None
     assert (task.status, task.secret_id, task.spec, task.created_at) == (
         Status.WAIT, "AKIDa", spec(prompt="猫 and a dog"), clock.now(),
     )  # fmt: skip
-    assert store.get(new_task_id()) is None
+    assert get(store, new_task_id()) is None
 
 
 def test_claim_complete_is_the_happy_path(store: SqliteStore) -> None:
     task_id = new_task_id()
-    store.create(task_id, "k", spec())
+    create(store, task_id, "k", spec())
     [claim] = store.claim("w1", limit=1, lease_seconds=60)
     assert claim.task.task_id == task_id and claim.task.status is Status.RUN and claim.task.attempts == 1
     assert store.claim("w2", limit=1, lease_seconds=60) == []
     assert store.complete(task_id, claim.token, ["a/1-0.png"])
-    done = store.get(task_id)
+    done = get(store, task_id)
     assert done is not None and done.status is Status.DONE and done.result_keys == ("a/1-0.png",)
     assert done.message == "ok"
 
 
 def test_only_the_lease_holder_can_finish(store: SqliteStore, clock: ManualClock) -> None:
     task_id = new_task_id()
-    store.create(task_id, "k", spec())
+    create(store, task_id, "k", spec())
     [first] = store.claim("w1", 1, lease_seconds=10)
     clock.advance(11)  # w1 stalls past its lease; w2 takes over
     [second] = store.claim("w2", 1, lease_seconds=10)
@@ -61,13 +64,13 @@ def test_only_the_lease_holder_can_finish(store: SqliteStore, clock: ManualClock
     assert not store.fail(task_id, first.token, "stale")
     assert store.fail(task_id, second.token, "real failure")
     assert not store.complete(task_id, second.token, ["late"])  # finished tasks stay finished
-    task = store.get(task_id)
+    task = get(store, task_id)
     assert task is not None and task.status is Status.FAIL and task.message == "real failure"
 
 
 def test_heartbeat_keeps_the_lease(store: SqliteStore, clock: ManualClock) -> None:
     task_id = new_task_id()
-    store.create(task_id, "k", spec())
+    create(store, task_id, "k", spec())
     [claim] = store.claim("w1", 1, lease_seconds=10)
     for _ in range(5):
         clock.advance(8)
@@ -78,13 +81,13 @@ def test_heartbeat_keeps_the_lease(store: SqliteStore, clock: ManualClock) -> No
 def test_exhausted_tasks_fail_with_a_message(tmp_path: Path, clock: ManualClock) -> None:
     store = SqliteStore(str(tmp_path / "db"), clock, max_attempts=2)
     task_id = new_task_id()
-    store.create(task_id, "k", spec())
+    create(store, task_id, "k", spec())
     for _ in range(2):
         assert store.claim("w", 1, lease_seconds=5)
         clock.advance(6)
     assert store.claim("w", 1, 5) == []
     assert store.fail_exhausted() == 1
-    task = store.get(task_id)
+    task = get(store, task_id)
     assert task is not None and task.status is Status.FAIL and "2 times" in task.message
 
 
@@ -92,7 +95,7 @@ def test_claim_batches_only_compatible_tasks_oldest_first(store: SqliteStore, cl
     ids = []
     for index, width in enumerate([64, 128, 64, 64, 64]):
         task_id = new_task_id()
-        store.create(task_id, "k", spec(width=width, prompt=str(index)))
+        create(store, task_id, "k", spec(width=width, prompt=str(index)))
         ids.append(task_id)
         clock.advance(1)
     claims = store.claim("w", limit=3, lease_seconds=60)
@@ -107,7 +110,7 @@ def test_concurrent_claimers_take_each_task_once(tmp_path: Path, clock: ManualCl
     creator = SqliteStore(path, clock)
     ids = {new_task_id() for _ in range(60)}
     for task_id in ids:
-        creator.create(task_id, "k", spec())
+        create(creator, task_id, "k", spec())
     claimed: list[str] = []
     lock = threading.Lock()
 
@@ -133,11 +136,11 @@ def test_migrations_are_numbered_and_applied_once(tmp_path: Path, clock: ManualC
     assert numbers == sorted(set(numbers)) and numbers[0] == 1
     first = SqliteStore(str(tmp_path / "db"), clock)
     task_id = new_task_id()
-    first.create(task_id, "k", spec())
+    create(first, task_id, "k", spec())
     first.close()
     again = SqliteStore(str(tmp_path / "db"), clock)
     assert again.schema_version() == numbers[-1]
-    assert again.get(task_id) is not None
+    assert get(again, task_id) is not None
 
 
 def test_create_wakes_a_waiting_worker_at_once(tmp_path: Path, clock: ManualClock) -> None:
@@ -153,8 +156,31 @@ def test_create_wakes_a_waiting_worker_at_once(tmp_path: Path, clock: ManualCloc
 
     thread = threading.Thread(target=wait)
     thread.start()
-    api_side.create(new_task_id(), "k", spec())
+    create(api_side, new_task_id(), "k", spec())
     assert woke.wait(10), "the worker was not woken by create()"
     thread.join()
     worker_side.close()
     api_side.close()
+
+
+def test_concurrent_creates_are_group_committed_and_all_stored(store: SqliteStore) -> None:
+    ids = [new_task_id() for _ in range(50)]
+
+    async def create_all() -> None:
+        await asyncio.gather(*(store.create(task_id, "k", spec()) for task_id in ids))
+
+    asyncio.run(create_all())
+    assert all(get(store, task_id) is not None for task_id in ids)
+
+
+def test_a_failed_group_commit_fails_every_caller_and_stores_nothing(store: SqliteStore) -> None:
+    duplicate = new_task_id()
+
+    async def create_batch() -> list[object]:
+        calls = [store.create(new_task_id(), "k", spec()), store.create(duplicate, "k", spec())]
+        calls.append(store.create(duplicate, "k", spec()))  # violates the primary key: the batch fails
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(create_batch())
+    assert all(isinstance(result, sqlite3.IntegrityError) for result in results)
+    assert store.claim("w", limit=10, lease_seconds=60) == []

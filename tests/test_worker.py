@@ -16,6 +16,7 @@ from aigc_image.storage.local import LocalStorage
 from aigc_image.store.sqlite import SqliteStore
 from aigc_image.tasks import Status, TaskSpec, new_task_id
 from aigc_image.worker.worker import Worker
+from tests.helpers import create, get
 
 
 def spec(model: str = "tiny-random", count: int = 1, output_format: str = "png") -> TaskSpec:
@@ -58,9 +59,9 @@ def test_a_task_runs_to_done_with_decodable_images(
     store: SqliteStore, storage: LocalStorage, clock: ManualClock, output_format: str, pil_format: str
 ) -> None:
     task_id = new_task_id()
-    store.create(task_id, "k", spec(count=2, output_format=output_format))
+    create(store, task_id, "k", spec(count=2, output_format=output_format))
     assert make_worker(store, storage, clock).run_once()
-    task = store.get(task_id)
+    task = get(store, task_id)
     assert task is not None and task.status is Status.DONE and len(task.result_keys) == 2
     for key in task.result_keys:
         image = Image.open(io.BytesIO((storage.root / key).read_bytes()))
@@ -72,10 +73,10 @@ def test_missing_weights_fail_the_task_with_the_engines_advice(
     store: SqliteStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     task_id = new_task_id()
-    store.create(task_id, "k", spec())
+    create(store, task_id, "k", spec())
     advice = "weights missing: run `hf download x`"
     make_worker(store, storage, clock, Broken(ModelUnavailable(advice))).run_once()
-    task = store.get(task_id)
+    task = get(store, task_id)
     assert task is not None and (task.status, task.message) == (Status.FAIL, advice)
 
 
@@ -83,9 +84,9 @@ def test_an_unexpected_engine_error_fails_the_task_without_a_traceback(
     store: SqliteStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     task_id = new_task_id()
-    store.create(task_id, "k", spec())
+    create(store, task_id, "k", spec())
     make_worker(store, storage, clock, Broken(RuntimeError("CUDA out of memory"))).run_once()
-    task = store.get(task_id)
+    task = get(store, task_id)
     assert task is not None and task.status is Status.FAIL
     assert task.message == "Image generation failed: RuntimeError: CUDA out of memory"
 
@@ -94,9 +95,9 @@ def test_a_model_removed_from_the_registry_fails_clearly(
     store: SqliteStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     task_id = new_task_id()
-    store.create(task_id, "k", spec(model="Retired"))
+    create(store, task_id, "k", spec(model="Retired"))
     make_worker(store, storage, clock).run_once()
-    task = store.get(task_id)
+    task = get(store, task_id)
     assert task is not None and task.status is Status.FAIL and "Retired" in task.message
 
 
@@ -104,12 +105,12 @@ def test_a_worker_that_lost_its_lease_writes_nothing(
     store: SqliteStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     task_id = new_task_id()
-    store.create(task_id, "k", spec())
+    create(store, task_id, "k", spec())
     [stale] = store.claim("stalled-worker", 1, lease_seconds=1)
     clock.advance(2)
     [current] = store.claim("new-worker", 1, lease_seconds=60)
     make_worker(store, storage, clock).process(stale)  # the stalled worker wakes up and finishes
     assert list(storage.root.rglob("*.png")) == []  # its images were discarded
-    task = store.get(task_id)
+    task = get(store, task_id)
     assert task is not None and task.status is Status.RUN
     assert store.complete(task_id, current.token, [])

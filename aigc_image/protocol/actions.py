@@ -5,7 +5,7 @@ No SQL, files or GPUs here: the store, the registry and the result storage are p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,21 +53,21 @@ class Actions:
         self.storage = storage
         self.clock = clock
         self.limits = limits
-        self.handlers: dict[str, Callable[[Call], dict[str, Any]]] = {
+        self.handlers: dict[str, Callable[[Call], Awaitable[dict[str, Any]]]] = {
             "CreateAigcImageTask": self.create_aigc_image_task,
             "DescribeAigcImageTask": self.describe_aigc_image_task,
         }
 
-    def dispatch(self, call: Call) -> dict[str, Any]:
-        return self.handlers[call.action](call)
+    async def dispatch(self, call: Call) -> dict[str, Any]:
+        return await self.handlers[call.action](call)
 
     # -- CreateAigcImageTask ------------------------------------------------------------
 
-    def create_aigc_image_task(self, call: Call) -> dict[str, Any]:
+    async def create_aigc_image_task(self, call: Call) -> dict[str, Any]:
         values = p.check(CREATE_PARAMS, call.params, from_strings=call.from_strings)
         spec = self.task_spec(values)
         task_id = new_task_id()
-        self.store.create(task_id, call.secret_id, spec)
+        await self.store.create(task_id, call.secret_id, spec)
         return {"TaskId": task_id}
 
     def task_spec(self, values: dict[str, Any]) -> TaskSpec:
@@ -120,14 +120,14 @@ class Actions:
 
     # -- DescribeAigcImageTask ----------------------------------------------------------
 
-    def describe_aigc_image_task(self, call: Call) -> dict[str, Any]:
+    async def describe_aigc_image_task(self, call: Call) -> dict[str, Any]:
         values = p.check(DESCRIBE_PARAMS, call.params, from_strings=call.from_strings)
         task_id = values.get("TaskId")
         if not task_id:
             raise errors.MissingParameter("TaskId is required.")
         if not is_task_id(task_id):
             raise errors.InvalidParameterValue(f"TaskId {task_id!r} is not an image task id (4-AigcImage-<32 hex>).")
-        task = self.store.get(task_id)
+        task = await self.store.get(task_id)
         if task is None or task.secret_id != call.secret_id:
             raise errors.TaskNotFound(f"Task {task_id} does not exist.")
 

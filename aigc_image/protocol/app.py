@@ -52,7 +52,7 @@ def build_app(
                 raise errors.RequestLimitExceeded(
                     f"Too many {call.action} requests for this SecretId; the limit is per second."
                 )
-            return envelope.success(request_id, actions.dispatch(call))
+            return envelope.success(request_id, await actions.dispatch(call))
         except errors.ApiError as exc:
             return envelope.error(request_id, exc)
         except Exception:

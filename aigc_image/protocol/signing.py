@@ -8,6 +8,7 @@ signs with; nothing here touches the network, the clock or the key store.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import time
@@ -24,7 +25,12 @@ def sha256_hex(data: bytes) -> str:
 
 
 def utc_date(timestamp: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+    return _utc_day(timestamp // 86400)
+
+
+@functools.lru_cache(maxsize=8)
+def _utc_day(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
 
 
 def tc3_canonical_request(
@@ -44,7 +50,9 @@ def tc3_string_to_sign(timestamp: int, service: str, canonical_request: str) -> 
     return "\n".join([TC3_ALGORITHM, str(timestamp), scope, sha256_hex(canonical_request.encode("utf-8"))])
 
 
+@functools.lru_cache(maxsize=1024)
 def tc3_signing_key(secret_key: str, date: str, service: str) -> bytes:
+    """Derived per key and day, so it is cached (bounded) like the SDKs' servers cache it."""
     k_date = hmac.new(("TC3" + secret_key).encode("utf-8"), date.encode("utf-8"), hashlib.sha256).digest()
     k_service = hmac.new(k_date, service.encode("utf-8"), hashlib.sha256).digest()
     return hmac.new(k_service, b"tc3_request", hashlib.sha256).digest()

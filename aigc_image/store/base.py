@@ -23,11 +23,15 @@ class StoreError(Exception):
 
 
 class TaskStore(Protocol):
-    def create(self, task_id: str, secret_id: str, spec: TaskSpec) -> None:
-        """Insert a WAIT task durably, then wake idle workers."""
+    # API side: called from the event loop.
+
+    async def create(self, task_id: str, secret_id: str, spec: TaskSpec) -> None:
+        """Insert a WAIT task; returns once it is committed. Then wakes idle workers."""
         ...
 
-    def get(self, task_id: str) -> Task | None: ...
+    async def get(self, task_id: str) -> Task | None: ...
+
+    # Worker and sweeper side: called from their own threads or processes.
 
     def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Claim]:
         """Lease up to ``limit`` claimable tasks sharing the oldest one's batch key."""

@@ -7,6 +7,7 @@ operating-system crash or power loss may lose the last commits (see docs/operati
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import sqlite3
@@ -54,6 +55,7 @@ class SqliteStore:
         self._wake_dir = wake_dir(path)
         self._sender = WakeSender(self._wake_dir)
         self._receiver: WakeReceiver | None = None
+        self._pending: list[tuple[tuple[object, ...], asyncio.Future[None]]] = []
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -82,16 +84,39 @@ class SqliteStore:
 
     # -- API side ---------------------------------------------------------------------
 
-    def create(self, task_id: str, secret_id: str, spec: TaskSpec) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO tasks (task_id, secret_id, status, spec, batch_key, created_at) "
-                "VALUES (?, ?, 'WAIT', ?, ?, ?)",
-                (task_id, secret_id, spec.to_json(), spec.batch_key, self._clock.now()),
-            )
+    async def create(self, task_id: str, secret_id: str, spec: TaskSpec) -> None:
+        """Group commit: creates that arrive together share one transaction.
+
+        The first create schedules a flush for the loop's next turn; every create that the
+        loop runs before then joins the batch. Each caller returns only after the commit
+        that holds its row, so an answered create is always stored.
+        """
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append(((task_id, secret_id, spec.to_json(), spec.batch_key, self._clock.now()), future))
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_creates)
+        await future
+
+    def _flush_creates(self) -> None:
+        batch, self._pending = self._pending, []
+        try:
+            with self._transaction() as db:
+                db.executemany(
+                    "INSERT INTO tasks (task_id, secret_id, status, spec, batch_key, created_at) "
+                    "VALUES (?, ?, 'WAIT', ?, ?, ?)",
+                    [row for row, _ in batch],
+                )
+        except Exception as exc:  # nothing of the batch was stored; every caller hears why
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
         self._sender.wake_all()
 
-    def get(self, task_id: str) -> Task | None:
+    async def get(self, task_id: str) -> Task | None:
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return _task(row) if row else None
