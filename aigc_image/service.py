@@ -88,6 +88,10 @@ def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) ->
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler installed
+    # before it. This one asks uvicorn to stop (also when SIGTERM comes before uvicorn listens for
+    # it), so the cleanup below always runs and the process exits 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: setattr(server, "should_exit", True))
     print(f"aigc-image listening on http://{_url_host(settings.api.host)}:{port}", flush=True)
     try:
         server.run(sockets=[listener])

@@ -66,6 +66,9 @@ def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
             "AIGC_IMAGE_MODELS_DEFAULT_MODEL": "tiny-random",
             "AIGC_IMAGE_WORKER_TORCH_THREADS": "1",
             "AIGC_IMAGE_WORKER_POLL_INTERVAL": "1",
+            # Tests poll quickly; tests of the limit itself set their own (test_api_errors.py).
+            "AIGC_IMAGE_API_RATE_LIMIT": "1000",
+            "AIGC_IMAGE_API_RATE_BURST": "1000",
             "HF_HUB_OFFLINE": "1",
             "NO_PROXY": "127.0.0.1,localhost,::1",
             "PYTHONUNBUFFERED": "1",

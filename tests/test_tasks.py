@@ -24,5 +24,5 @@ def test_is_task_id_refuses_other_shapes() -> None:
 
 
 def test_spec_round_trips_through_json() -> None:
-    spec = TaskSpec("tiny-random", "1", "猫 \"quoted\"", "", 2, "jpeg", 64, 64, 10, None, "ops")
+    spec = TaskSpec("tiny-random", "1", '猫 "quoted"', "", 2, "jpeg", 64, 64, 10, None, "ops")
     assert TaskSpec.from_json(spec.to_json()) == spec

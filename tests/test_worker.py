@@ -114,3 +114,41 @@ def test_a_worker_that_lost_its_lease_writes_nothing(
     task = get(store, task_id)
     assert task is not None and task.status is Status.RUN
     assert store.complete(task_id, current.token, [])
+
+
+class Stepping:
+    """A real pipeline call, with time moved (and optionally the lease stolen) between steps."""
+
+    def __init__(self, clock: ManualClock, seconds_per_step: float, steal: SqliteStore | None = None) -> None:
+        self.clock = clock
+        self.seconds_per_step = seconds_per_step
+        self.steal = steal
+        self.inner = DiffusersEngine("cpu")
+
+    def generate(self, entry: ModelEntry, request: GenerationRequest, on_step: StepCallback) -> list[Image.Image]:
+        def step(done: int, total: int) -> None:
+            self.clock.advance(self.seconds_per_step)
+            if self.steal is not None and done == 1:
+                assert self.steal.claim("thief", 1, lease_seconds=60)
+            on_step(done, total)
+
+        return self.inner.generate(entry, request, step)
+
+
+def test_step_heartbeats_keep_a_long_task_leased(store: SqliteStore, storage: LocalStorage, clock: ManualClock) -> None:
+    task_id = new_task_id()
+    create(store, task_id, "k", spec())  # 2 steps, 45 s each: longer than the 60 s lease in total
+    make_worker(store, storage, clock, Stepping(clock, 45)).run_once()
+    task = get(store, task_id)
+    assert task is not None and task.status is Status.DONE and task.attempts == 1
+
+
+def test_a_lease_lost_mid_pipeline_stops_the_attempt_at_the_next_step(
+    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    task_id = new_task_id()
+    create(store, task_id, "k", spec())
+    make_worker(store, storage, clock, Stepping(clock, 61, steal=store)).run_once()
+    task = get(store, task_id)
+    assert task is not None and task.status is Status.RUN and task.attempts == 2  # the thief's attempt
+    assert not storage.root.exists() or list(storage.root.rglob("*.png")) == []

@@ -1,0 +1,119 @@
+"""The real `aigc-image serve` process: first start, a killed worker, shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, LiveServer, create_request, live_server, sdk_client, server_env, wait_until_finished
+
+pytestmark = pytest.mark.slow
+
+SLOW_MODEL = """
+[[models]]
+name = "slow"
+version = "1"
+default = true
+engine = "tiny-random"
+steps = 150
+guidance_scale = 6.0
+width = 64
+height = 64
+"""
+
+
+def worker_children(server: LiveServer) -> list[int]:
+    """Live child processes of the server (spawned by any of its threads)."""
+    pid = server.process.pid
+    return [
+        int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()
+    ]
+
+
+def wait_for(condition: object, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_first_start_creates_and_prints_a_key_pair(tmp_path: Path) -> None:
+    data_dir = tmp_path / "fresh"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aigc_image", "serve", "--port", "0", "--no-worker", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=server_env(), cwd=ROOT, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(4)]
+    finally:
+        process.terminate()
+        process.wait(30)
+    secret_id = next(line.split()[-1] for line in lines if "SecretId:" in line)
+    secret_key = next(line.split()[-1] for line in lines if "SecretKey:" in line)
+    assert secret_id.startswith("AKID") and len(secret_key) == 32
+    keys_file = data_dir / "keys.toml"
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    assert secret_key in keys_file.read_text()
+    assert "listening on http://127.0.0.1:" in lines[-1]
+
+    # The second start reuses the pair, prints no secret, and accepts it.
+    with live_server(data_dir, "--no-worker") as server:
+        assert "SecretKey" not in server.log.read_text()
+        task_id = sdk_client(server, secret_id, secret_key).CreateAigcImageTask(create_request(Prompt="x")).TaskId
+        assert task_id.startswith("4-AigcImage-")
+
+
+def test_a_worker_killed_mid_task_is_replaced_and_the_task_still_completes_once(tmp_path: Path) -> None:
+    registry = tmp_path / "models.toml"
+    registry.write_text(SLOW_MODEL)
+    env = {"AIGC_IMAGE_MODELS_REGISTRY_FILE": str(registry), "AIGC_IMAGE_WORKER_LEASE_SECONDS": "2"}
+    with live_server(tmp_path / "data", env=env) as server:
+        client = sdk_client(server)
+        task_id = client.CreateAigcImageTask(create_request(Prompt="x", ModelName="slow")).TaskId
+        wait_for(lambda: wait_status(server, task_id) == "RUN")
+        [first_worker] = worker_children(server)
+        os.kill(first_worker, signal.SIGKILL)  # the power goes out on the GPU, as far as the task knows
+
+        wait_for(lambda: worker_children(server) not in ([], [first_worker]))  # the supervisor restarts it
+        final = wait_until_finished(client, task_id, timeout=120)[-1]
+        assert final.Status == "DONE" and len(final.ImageUrls) == 1
+        with sqlite3.connect(server.db_path) as db:
+            attempts, keys = db.execute(
+                "SELECT attempts, result_keys FROM tasks WHERE task_id = ?", (task_id,)
+            ).fetchone()
+        assert attempts == 2
+        assert keys == f'["{task_id}/2-0.png"]'
+        assert [p.name for p in (server.data_dir / "results" / task_id).iterdir()] == ["2-0.png"]
+
+
+def wait_status(server: LiveServer, task_id: str) -> str:
+    with sqlite3.connect(server.db_path) as db:
+        row = db.execute("SELECT status FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+    return str(row[0]) if row else ""
+
+
+def test_sigterm_stops_api_and_worker_cleanly(tmp_path: Path) -> None:
+    with live_server(tmp_path / "data") as server:
+        children = worker_children(server)
+        assert len(children) == 1
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(60) == 0
+        wait_for(lambda: not Path(f"/proc/{children[0]}").exists() or _is_zombie(children[0]), timeout=30)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
