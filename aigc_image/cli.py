@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import time
@@ -13,6 +14,7 @@ from aigc_image import __version__
 from aigc_image import keys as keyfiles
 from aigc_image.client import ApiClient, ApiClientError
 from aigc_image.config import ConfigError, Settings, load_settings
+from aigc_image.store import StoreError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"aigc-image: configuration error: {exc}", file=sys.stderr)
         return 2
+    except StoreError as exc:
+        print(f"aigc-image: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `aigc-image models | head`
+        sys.stderr.close()
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default 8000; 0 picks a free one)")
     serve.add_argument("--no-worker", action="store_true", help="run the API only; workers run elsewhere")
 
-    command("worker", "Run a worker against the configured task store.", _worker)
+    worker = command("worker", "Run a worker against the configured task store.", _worker)
+    worker.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # set by `serve` for its child
 
     gen = command("generate", "Generate images through a running server and save them.", _generate)
     gen.add_argument("prompt")
@@ -70,16 +79,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(args: argparse.Namespace, settings: Settings) -> None:
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from aigc_image.service import serve
 
-    serve(settings, with_worker=not args.no_worker, config_file=args.config)
+    try:
+        serve(settings, with_worker=not args.no_worker, config_file=args.config)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        print(f"aigc-image: cannot listen on {settings.api.host}:{settings.api.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> None:
     from aigc_image.service import run_worker
 
-    run_worker(settings)
+    run_worker(settings, parent_pid=args.parent_pid)
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -108,7 +109,6 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -121,6 +121,7 @@ class _WorkerSupervisor:
 
     def __init__(self, settings: Settings, config_file: Path | None) -> None:
         self._command = [sys.executable, "-m", "aigc_image", "worker", "--data-dir", str(settings.data_dir)]
+        self._command += ["--parent-pid", str(os.getpid())]
         if config_file is not None:
             self._command += ["--config", str(config_file)]
         self._stopping = threading.Event()
@@ -131,13 +132,17 @@ class _WorkerSupervisor:
         self._thread.start()
 
     def _watch(self) -> None:
+        delay = 1.0
         while not self._stopping.is_set():
+            started = time.monotonic()
             self._child = subprocess.Popen(self._command)
             code = self._child.wait()
             if self._stopping.is_set():
                 return
-            log.error("worker exited with code %s; restarting it in 1 s", code)
-            self._stopping.wait(1.0)
+            # Back off while it keeps dying at start-up (a broken install), not after a long run.
+            delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, 60.0)
+            log.error("worker exited with code %s; restarting it in %.0f s", code, delay)
+            self._stopping.wait(delay)
 
     def stop(self, grace: float = 30.0) -> None:
         self._stopping.set()
@@ -152,8 +157,19 @@ class _WorkerSupervisor:
             child.wait()
 
 
-def run_worker(settings: Settings) -> None:
-    """Run one worker until SIGTERM/SIGINT; a second signal exits at once."""
+def _stop_when_orphaned(parent_pid: int, stop: threading.Event) -> None:
+    while not stop.wait(1.0):
+        if os.getppid() != parent_pid:
+            log.warning("the serve process %d is gone; finishing the current task, then exiting", parent_pid)
+            stop.set()
+
+
+def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
+    """Run one worker until SIGTERM/SIGINT; a second signal exits at once.
+
+    With ``parent_pid`` (set by ``serve``), the worker also stops when that process is gone,
+    even if it was killed with SIGKILL and could not tell its child.
+    """
     from aigc_image.engines.diffusers_engine import DiffusersEngine
     from aigc_image.worker.worker import Worker
 
@@ -169,6 +185,8 @@ def run_worker(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if parent_pid is not None:
+        threading.Thread(target=_stop_when_orphaned, args=(parent_pid, stop), daemon=True).start()
 
     if settings.worker.torch_threads > 0:
         import torch

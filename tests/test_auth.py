@@ -150,3 +150,9 @@ def test_json_body_must_be_an_object() -> None:
         authenticator().authenticate(tc3(json.dumps([1, 2]).encode()))
     with pytest.raises(errors.InvalidParameter):
         authenticator().authenticate(tc3(b"{not json"))
+
+
+def test_upper_case_host_signed_either_way_is_accepted() -> None:
+    assert authenticator().authenticate(tc3(host="LOCALHOST:8000")).action == "CreateAigcImageTask"
+    request = tc3(host="localhost:8000", sent_host="LOCALHOST:8000")  # signer lower-cased, as the docs do
+    assert authenticator().authenticate(request).action == "CreateAigcImageTask"

@@ -117,3 +117,11 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except FileNotFoundError:
         return True
+
+
+def test_the_worker_child_exits_when_serve_is_killed(tmp_path: Path) -> None:
+    with live_server(tmp_path / "data") as server:
+        [child] = worker_children(server)
+        server.process.kill()
+        server.process.wait(30)
+        wait_for(lambda: _is_zombie(child) or not Path(f"/proc/{child}").exists(), timeout=30)

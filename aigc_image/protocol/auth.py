@@ -116,10 +116,9 @@ class Authenticator:
         timestamp: int,
     ) -> bool:
         # The documentation lower-cases header values, the Python SDK does not: accept either.
-        candidates = [headers, {k: v.lower() for k, v in headers.items()}]
-        for index, values in enumerate(candidates):
-            if index and all(values[n] == headers[n] for n in auth.signed_headers if n in headers):
-                break
+        as_sent = {name: headers.get(name, "") for name in auth.signed_headers}
+        lowered = {name: value.lower() for name, value in as_sent.items()}
+        for values in [as_sent] if lowered == as_sent else [as_sent, lowered]:
             canonical = signing.tc3_canonical_request(method, query, values, auth.signed_headers, payload_hash)
             expected = signing.tc3_signature(secret_key, timestamp, signing.SERVICE, canonical)
             if hmac.compare_digest(expected, auth.signature):

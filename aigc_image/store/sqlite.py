@@ -38,7 +38,6 @@ def migrations() -> list[tuple[int, str]]:
 
 class SqliteStore:
     def __init__(self, path: str, clock: Clock, max_attempts: int = 3) -> None:
-        self._path = path
         self._clock = clock
         self.max_attempts = max_attempts
         self._lock = threading.Lock()
@@ -48,7 +47,6 @@ class SqliteStore:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite database {path}: {exc}") from exc
