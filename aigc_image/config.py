@@ -52,6 +52,10 @@ class ApiSettings:
     timestamp_window: int = field(
         default=300, metadata=_doc("Seconds a signed request's timestamp may differ from server time.")
     )
+    max_active_tasks_per_key: int = field(
+        default=100,
+        metadata=_doc("Tasks one SecretId may have waiting or running at once (0 = no limit)."),
+    )
     max_prompt_chars: int = field(
         default=1000, metadata=_doc("Longest `Prompt` / `NegativePrompt` accepted, in characters.")
     )

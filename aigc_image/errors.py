@@ -23,6 +23,7 @@ the request path produces an HTTP 200 error envelope (see ``protocol/envelope.py
     ├── UnknownParameter
     ├── RequestSizeLimitExceeded
     ├── RequestLimitExceeded
+    ├── CreateTaskLimitExceeded           (LimitExceeded.CreateTask)
     ├── TaskNotFound                      (ResourceNotFound.TaskNotFound)
     └── InternalError
 
@@ -142,6 +143,12 @@ class RequestSizeLimitExceeded(ApiError):
     """The request is too large."""
 
     code = "RequestSizeLimitExceeded"
+
+
+class CreateTaskLimitExceeded(ApiError):
+    """This key has as many tasks waiting or running as it may; wait for some to finish."""
+
+    code = "LimitExceeded.CreateTask"
 
 
 class RequestLimitExceeded(ApiError):

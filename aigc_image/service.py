@@ -50,7 +50,11 @@ def build_service(
         registry_from(settings),
         storage,
         clock,
-        Limits(max_prompt_chars=settings.api.max_prompt_chars, url_ttl=settings.storage.url_ttl),
+        Limits(
+            max_prompt_chars=settings.api.max_prompt_chars,
+            url_ttl=settings.storage.url_ttl,
+            max_active_tasks_per_key=settings.api.max_active_tasks_per_key,
+        ),
     )
     limiter = RateLimiter(settings.api.rate_limit, settings.api.rate_burst, clock)
     app = build_app(actions, keys, limiter, clock, settings.api.timestamp_window, storage)

@@ -62,6 +62,16 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
+class NewTask:
+    """A task about to be stored, with the fingerprint of the request that asked for it."""
+
+    task_id: str
+    secret_id: str
+    spec: TaskSpec
+    request_fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
 class Task:
     task_id: str
     secret_id: str

@@ -49,9 +49,11 @@ class LiveServer:
             return int(db.execute("SELECT count(*) FROM tasks").fetchone()[0])
 
 
-def create(store: Any, task_id: str, secret_id: str, spec: Any) -> None:
+def create(store: Any, task_id: str, secret_id: str, spec: Any) -> str:
     """TaskStore.create from synchronous test code."""
-    asyncio.run(store.create(task_id, secret_id, spec))
+    from aigc_image.tasks import NewTask
+
+    return str(asyncio.run(store.create(NewTask(task_id, secret_id, spec))))
 
 
 def get(store: Any, task_id: str) -> Any:
@@ -69,6 +71,7 @@ def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
             # Tests poll quickly; tests of the limit itself set their own (test_api_errors.py).
             "AIGC_IMAGE_API_RATE_LIMIT": "1000",
             "AIGC_IMAGE_API_RATE_BURST": "1000",
+            "AIGC_IMAGE_API_MAX_ACTIVE_TASKS_PER_KEY": "0",
             "HF_HUB_OFFLINE": "1",
             "NO_PROXY": "127.0.0.1,localhost,::1",
             "PYTHONUNBUFFERED": "1",

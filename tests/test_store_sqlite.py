@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from aigc_image.clock import ManualClock
+from aigc_image.store.base import ActiveTaskLimit
 from aigc_image.store.sqlite import SqliteStore, migrations
-from aigc_image.tasks import Status, TaskSpec, new_task_id
+from aigc_image.tasks import NewTask, Status, TaskSpec, new_task_id
 from tests.helpers import create, get
 
 
@@ -167,7 +168,7 @@ def test_concurrent_creates_are_group_committed_and_all_stored(store: SqliteStor
     ids = [new_task_id() for _ in range(50)]
 
     async def create_all() -> None:
-        await asyncio.gather(*(store.create(task_id, "k", spec()) for task_id in ids))
+        await asyncio.gather(*(store.create(NewTask(task_id, "k", spec())) for task_id in ids))
 
     asyncio.run(create_all())
     assert all(get(store, task_id) is not None for task_id in ids)
@@ -177,10 +178,42 @@ def test_a_failed_group_commit_fails_every_caller_and_stores_nothing(store: Sqli
     duplicate = new_task_id()
 
     async def create_batch() -> list[object]:
-        calls = [store.create(new_task_id(), "k", spec()), store.create(duplicate, "k", spec())]
-        calls.append(store.create(duplicate, "k", spec()))  # violates the primary key: the batch fails
+        calls = [store.create(NewTask(new_task_id(), "k", spec())), store.create(NewTask(duplicate, "k", spec()))]
+        calls.append(store.create(NewTask(duplicate, "k", spec())))  # violates the primary key: the batch fails
         return await asyncio.gather(*calls, return_exceptions=True)
 
     results = asyncio.run(create_batch())
     assert all(isinstance(result, sqlite3.IntegrityError) for result in results)
     assert store.claim("w", limit=10, lease_seconds=60) == []
+
+
+def test_a_replayed_fingerprint_returns_the_original_task(store: SqliteStore) -> None:
+    first = asyncio.run(store.create(NewTask(new_task_id(), "k", spec(), request_fingerprint="f1")))
+    again = asyncio.run(store.create(NewTask(new_task_id(), "k", spec(), request_fingerprint="f1")))
+    other = asyncio.run(store.create(NewTask(new_task_id(), "k", spec(), request_fingerprint="f2")))
+    assert again == first and other != first
+    assert len(store.claim("w", limit=10, lease_seconds=60)) == 2
+
+
+def test_concurrent_replays_in_one_batch_make_one_task(store: SqliteStore) -> None:
+    async def replay() -> list[str]:
+        calls = [store.create(NewTask(new_task_id(), "k", spec(), request_fingerprint="same")) for _ in range(20)]
+        return await asyncio.gather(*calls)
+
+    assert len(set(asyncio.run(replay()))) == 1
+    assert len(store.claim("w", limit=30, lease_seconds=60)) == 1
+
+
+def test_the_per_key_cap_counts_waiting_and_running_tasks(store: SqliteStore) -> None:
+    async def create_many(key: str, count: int) -> list[object]:
+        calls = [store.create(NewTask(new_task_id(), key, spec()), max_active_per_key=3) for _ in range(count)]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(create_many("a", 5))  # one batch: the cap applies within it too
+    assert sum(isinstance(r, str) for r in results) == 3
+    assert sum(isinstance(r, ActiveTaskLimit) for r in results) == 2
+    assert all(isinstance(r, str) for r in asyncio.run(create_many("b", 3)))  # other keys are not affected
+    [claim] = store.claim("w", limit=1, lease_seconds=60)  # RUN still counts
+    assert isinstance(asyncio.run(create_many(claim.task.secret_id, 1))[0], ActiveTaskLimit)
+    assert store.complete(claim.task.task_id, claim.token, [])  # finishing frees a place
+    assert isinstance(asyncio.run(create_many(claim.task.secret_id, 1))[0], str)

@@ -16,8 +16,8 @@ from aigc_image.media.encode import FORMATS
 from aigc_image.protocol import params as p
 from aigc_image.protocol.auth import Call
 from aigc_image.storage.base import ResultStorage
-from aigc_image.store.base import TaskStore
-from aigc_image.tasks import Status, TaskSpec, is_task_id, new_task_id
+from aigc_image.store.base import ActiveTaskLimit, TaskStore
+from aigc_image.tasks import NewTask, Status, TaskSpec, is_task_id, new_task_id
 
 MAX_OPERATOR_CHARS = 256
 
@@ -42,6 +42,7 @@ DESCRIBE_PARAMS: dict[str, p.Param] = {"TaskId": p.STRING}
 class Limits:
     max_prompt_chars: int
     url_ttl: int
+    max_active_tasks_per_key: int = 0
 
 
 class Actions:
@@ -66,8 +67,14 @@ class Actions:
     async def create_aigc_image_task(self, call: Call) -> dict[str, Any]:
         values = p.check(CREATE_PARAMS, call.params, from_strings=call.from_strings)
         spec = self.task_spec(values)
-        task_id = new_task_id()
-        await self.store.create(task_id, call.secret_id, spec)
+        new = NewTask(new_task_id(), call.secret_id, spec, call.fingerprint)
+        try:
+            task_id = await self.store.create(new, self.limits.max_active_tasks_per_key)
+        except ActiveTaskLimit:
+            raise errors.CreateTaskLimitExceeded(
+                f"This key already has {self.limits.max_active_tasks_per_key} tasks waiting or running; "
+                "wait for some to finish."
+            ) from None
         return {"TaskId": task_id}
 
     def task_spec(self, values: dict[str, Any]) -> TaskSpec:

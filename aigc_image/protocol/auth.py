@@ -41,6 +41,8 @@ class Call:
     params: dict[str, Any]
     from_strings: bool
     region: str
+    # Equal for byte-identical signed requests (a replay), different for any re-signed one.
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,9 @@ class Authenticator:
             params=self._tc3_params(request),
             from_strings=request.method == "GET" or request.content_type == FORM_TYPE,
             region=headers.get("x-tc-region", ""),
+            # The signature covers method, query, signed headers, timestamp and (unless
+            # UNSIGNED-PAYLOAD) the body; the body's own hash covers that exception.
+            fingerprint=_fingerprint(request.method, query, auth.signature, signing.sha256_hex(request.body)),
         )
 
     @staticmethod
@@ -174,6 +179,7 @@ class Authenticator:
             params=p.unflatten(action_pairs),
             from_strings=True,
             region=values.get("Region", ""),
+            fingerprint=_fingerprint(request.method, string_to_sign, values["Signature"]),
         )
 
     # -- shared checks ------------------------------------------------------------------
@@ -208,6 +214,10 @@ class Authenticator:
         if secret_key is None:
             raise errors.SecretIdNotFound()
         return secret_key
+
+
+def _fingerprint(*parts: str) -> str:
+    return signing.sha256_hex("\n".join(parts).encode("utf-8"))
 
 
 def _decode(body: bytes) -> str:

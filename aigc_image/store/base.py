@@ -15,18 +15,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from aigc_image.tasks import Claim, Task, TaskSpec
+from aigc_image.tasks import Claim, NewTask, Task
 
 
 class StoreError(Exception):
     """The store cannot be opened or reached."""
 
 
+class ActiveTaskLimit(Exception):
+    """The key already has as many tasks waiting or running as it may."""
+
+
 class TaskStore(Protocol):
     # API side: called from the event loop.
 
-    async def create(self, task_id: str, secret_id: str, spec: TaskSpec) -> None:
-        """Insert a WAIT task; returns once it is committed. Then wakes idle workers."""
+    async def create(self, task: NewTask, max_active_per_key: int = 0) -> str:
+        """Insert a WAIT task and return its id once committed; then wake idle workers.
+
+        A task with the same ``request_fingerprint`` already stored (a replayed request) is
+        not inserted again: its id is returned. Raises ActiveTaskLimit when the key already
+        has ``max_active_per_key`` tasks waiting or running (0: no limit).
+        """
         ...
 
     async def get(self, task_id: str) -> Task | None: ...

@@ -18,9 +18,9 @@ from importlib import resources
 from pathlib import Path
 
 from aigc_image.clock import Clock
-from aigc_image.store.base import StoreError
+from aigc_image.store.base import ActiveTaskLimit, StoreError
 from aigc_image.store.wake import WakeReceiver, WakeSender, wake_dir
-from aigc_image.tasks import Claim, Status, Task, TaskSpec
+from aigc_image.tasks import Claim, NewTask, Status, Task, TaskSpec
 
 _COLUMNS = (
     "task_id, secret_id, status, spec, created_at, started_at, finished_at, "
@@ -53,7 +53,7 @@ class SqliteStore:
         self._wake_dir = wake_dir(path)
         self._sender = WakeSender(self._wake_dir)
         self._receiver: WakeReceiver | None = None
-        self._pending: list[tuple[tuple[object, ...], asyncio.Future[None]]] = []
+        self._pending: list[tuple[NewTask, int, asyncio.Future[str]]] = []
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -82,37 +82,69 @@ class SqliteStore:
 
     # -- API side ---------------------------------------------------------------------
 
-    async def create(self, task_id: str, secret_id: str, spec: TaskSpec) -> None:
+    async def create(self, task: NewTask, max_active_per_key: int = 0) -> str:
         """Group commit: creates that arrive together share one transaction.
 
         The first create schedules a flush for the loop's next turn; every create that the
         loop runs before then joins the batch. Each caller returns only after the commit
         that holds its row, so an answered create is always stored.
         """
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append(((task_id, secret_id, spec.to_json(), spec.batch_key, self._clock.now()), future))
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending.append((task, max_active_per_key, future))
         if len(self._pending) == 1:
             asyncio.get_running_loop().call_soon(self._flush_creates)
-        await future
+        return await future
 
     def _flush_creates(self) -> None:
         batch, self._pending = self._pending, []
+        outcomes: list[str | Exception] = []
         try:
             with self._transaction() as db:
-                db.executemany(
-                    "INSERT INTO tasks (task_id, secret_id, status, spec, batch_key, created_at) "
-                    "VALUES (?, ?, 'WAIT', ?, ?, ?)",
-                    [row for row, _ in batch],
-                )
+                active: dict[str, int] = {}
+                for task, max_active, _ in batch:
+                    outcomes.append(self._insert(db, task, max_active, active))
         except Exception as exc:  # nothing of the batch was stored; every caller hears why
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
+            outcomes = [exc] * len(batch)
+        for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
         self._sender.wake_all()
+
+    def _insert(
+        self, db: sqlite3.Connection, task: NewTask, max_active: int, active: dict[str, int]
+    ) -> str | Exception:
+        """Insert one task inside the batch's transaction; the id that holds it, or why not."""
+        if task.request_fingerprint is not None:
+            original = db.execute(
+                "SELECT task_id FROM tasks WHERE request_fingerprint = ?", (task.request_fingerprint,)
+            ).fetchone()
+            if original is not None:
+                return str(original[0])
+        if max_active > 0:
+            if task.secret_id not in active:
+                active[task.secret_id] = db.execute(
+                    "SELECT count(*) FROM tasks WHERE secret_id = ? AND status IN ('WAIT', 'RUN')", (task.secret_id,)
+                ).fetchone()[0]
+            if active[task.secret_id] >= max_active:
+                return ActiveTaskLimit(f"{active[task.secret_id]} tasks of this key are waiting or running")
+            active[task.secret_id] += 1
+        db.execute(
+            "INSERT INTO tasks (task_id, secret_id, status, spec, batch_key, created_at, request_fingerprint) "
+            "VALUES (?, ?, 'WAIT', ?, ?, ?, ?)",
+            (
+                task.task_id,
+                task.secret_id,
+                task.spec.to_json(),
+                task.spec.batch_key,
+                self._clock.now(),
+                task.request_fingerprint,
+            ),
+        )
+        return task.task_id
 
     async def get(self, task_id: str) -> Task | None:
         with self._lock:
