@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlencode
@@ -36,6 +37,7 @@ def captured_tc3(server: LiveServer, prompt: str) -> tuple[bytes, dict[str, str]
         secret_id=SECRET_ID, secret_key=SECRET_KEY, action="CreateAigcImageTask", body=body, host=server.host,
         timestamp=int(time.time()),
     )  # fmt: skip
+    headers["X-TC-TraceId"] = str(uuid.uuid4())  # as the SDK adds to every call
     return body, headers
 
 
@@ -60,6 +62,13 @@ def test_concurrent_replays_make_one_task(server: LiveServer) -> None:
         task_ids = set(pool.map(lambda _: send(server, body, headers), range(16)))
     assert len(task_ids) == 1
     assert server.task_count() == before + 1
+
+
+def test_same_second_calls_with_the_same_parameters_are_separate_tasks(server: LiveServer) -> None:
+    """Two SDK calls in one second sign identically; only their X-TC-TraceId differs."""
+    body, headers = captured_tc3(server, "five variations, please")
+    first = send(server, body, headers)
+    assert send(server, body, {**headers, "X-TC-TraceId": str(uuid.uuid4())}) != first
 
 
 def test_a_replayed_v1_request_returns_the_original_task(server: LiveServer) -> None:
