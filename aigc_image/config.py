@@ -56,6 +56,17 @@ class ApiSettings:
         default=100,
         metadata=_doc("Tasks one SecretId may have waiting or running at once (0 = no limit)."),
     )
+    max_header_bytes: int = field(
+        default=64 * 1024,
+        metadata=_doc(
+            "Largest request head (request line and headers) read, in bytes; larger heads get HTTP 431. "
+            "Above the 32 KB GET limit, so oversized GETs still get a `RequestSizeLimitExceeded` envelope."
+        ),
+    )
+    header_timeout: float = field(
+        default=10.0, metadata=_doc("Seconds a client has to send a request's head once it starts or connects.")
+    )
+    body_timeout: float = field(default=30.0, metadata=_doc("Seconds a client has to send a request's whole body."))
     max_prompt_chars: int = field(
         default=1000, metadata=_doc("Longest `Prompt` / `NegativePrompt` accepted, in characters.")
     )

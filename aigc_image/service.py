@@ -24,6 +24,7 @@ from aigc_image.config import Settings
 from aigc_image.engines.registry import Registry, load_registry
 from aigc_image.protocol.actions import Actions, Limits
 from aigc_image.protocol.app import build_app
+from aigc_image.protocol.connection import guarded_protocol
 from aigc_image.protocol.ratelimit import RateLimiter
 from aigc_image.storage.local import LocalStorage
 from aigc_image.storage.sweeper import Sweeper
@@ -57,7 +58,7 @@ def build_service(
         ),
     )
     limiter = RateLimiter(settings.api.rate_limit, settings.api.rate_burst, clock)
-    app = build_app(actions, keys, limiter, clock, settings.api.timestamp_window, storage)
+    app = build_app(actions, keys, limiter, clock, settings.api.timestamp_window, storage, settings.api.body_timeout)
     return app, store, storage
 
 
@@ -91,7 +92,14 @@ def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) ->
     if supervisor:
         supervisor.start()
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app,
+        http=guarded_protocol(settings.api.max_header_bytes, settings.api.header_timeout),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler installed
     # before it. This one asks uvicorn to stop (also when SIGTERM comes before uvicorn listens for

@@ -35,6 +35,7 @@ def _environment(env: dict[str, str] | None) -> dict[str, str]:
             "AIGC_IMAGE_SECRET_ID": SECRET_ID,
             "AIGC_IMAGE_SECRET_KEY": SECRET_KEY,
             "AIGC_IMAGE_API_RATE_LIMIT": "0",
+            "AIGC_IMAGE_API_MAX_ACTIVE_TASKS_PER_KEY": "0",
             "HF_HUB_OFFLINE": "1",
             "NO_PROXY": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",

@@ -7,11 +7,12 @@ envelope; nothing that goes wrong inside ever reaches the client as a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -40,13 +41,18 @@ def build_app(
     clock: Clock,
     timestamp_window: int,
     local_storage: LocalStorage | None,
+    body_timeout: float = 30.0,
 ) -> Starlette:
     authenticator = Authenticator(keys.get, actions.handlers.keys(), clock.now, timestamp_window)
 
     async def api(request: Request) -> Response:
         request_id = envelope.new_request_id()
         try:
-            raw = await _read_request(request)
+            try:
+                async with asyncio.timeout(body_timeout):
+                    raw = await _read_request(request)
+            except TimeoutError:  # a slow client: not an API error, so not an envelope
+                return PlainTextResponse("The request body did not arrive in time.", 408, {"Connection": "close"})
             call = authenticator.authenticate(raw)
             if not limiter.allow(call.secret_id, call.action):
                 raise errors.RequestLimitExceeded(
@@ -55,6 +61,8 @@ def build_app(
             return envelope.success(request_id, await actions.dispatch(call))
         except errors.ApiError as exc:
             return envelope.error(request_id, exc)
+        except ClientDisconnect:
+            return Response(status_code=499)  # the client left mid-body; nobody reads this
         except Exception:
             log.exception("request %s failed", request_id)
             return envelope.error(request_id, errors.InternalError())

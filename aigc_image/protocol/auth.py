@@ -221,7 +221,8 @@ class Authenticator:
 
 
 def _fingerprint(*parts: str) -> str:
-    return signing.sha256_hex("\n".join(parts).encode("utf-8"))
+    # 128 bits: collisions are out of reach, and the store's unique index stays small.
+    return signing.sha256_hex("\n".join(parts).encode("utf-8"))[:32]
 
 
 def _decode(body: bytes) -> str:

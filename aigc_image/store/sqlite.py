@@ -97,12 +97,9 @@ class SqliteStore:
 
     def _flush_creates(self) -> None:
         batch, self._pending = self._pending, []
-        outcomes: list[str | Exception] = []
         try:
             with self._transaction() as db:
-                active: dict[str, int] = {}
-                for task, max_active, _ in batch:
-                    outcomes.append(self._insert(db, task, max_active, active))
+                outcomes = self._insert_batch(db, [(task, max_active) for task, max_active, _ in batch])
         except Exception as exc:  # nothing of the batch was stored; every caller hears why
             outcomes = [exc] * len(batch)
         for (_, _, future), outcome in zip(batch, outcomes, strict=True):
@@ -114,37 +111,49 @@ class SqliteStore:
                 future.set_result(outcome)
         self._sender.wake_all()
 
-    def _insert(
-        self, db: sqlite3.Connection, task: NewTask, max_active: int, active: dict[str, int]
-    ) -> str | Exception:
-        """Insert one task inside the batch's transaction; the id that holds it, or why not."""
-        if task.request_fingerprint is not None:
-            original = db.execute(
-                "SELECT task_id FROM tasks WHERE request_fingerprint = ?", (task.request_fingerprint,)
-            ).fetchone()
-            if original is not None:
-                return str(original[0])
-        if max_active > 0:
-            if task.secret_id not in active:
-                active[task.secret_id] = db.execute(
-                    "SELECT count(*) FROM tasks WHERE secret_id = ? AND status IN ('WAIT', 'RUN')", (task.secret_id,)
-                ).fetchone()[0]
-            if active[task.secret_id] >= max_active:
-                return ActiveTaskLimit(f"{active[task.secret_id]} tasks of this key are waiting or running")
-            active[task.secret_id] += 1
-        db.execute(
+    def _insert_batch(self, db: sqlite3.Connection, batch: list[tuple[NewTask, int]]) -> list[str | Exception]:
+        """Insert a batch in one transaction: for each create, the id that holds it, or why not.
+
+        1. Replays: a fingerprint already stored, or seen earlier in this batch, gets that task.
+        2. Caps: a key over its limit of waiting and running tasks gets ActiveTaskLimit.
+        3. Everything else is inserted with one executemany.
+        """
+        fingerprints = [task.request_fingerprint for task, _ in batch if task.request_fingerprint]
+        known: dict[str, str] = {}
+        if fingerprints:
+            marks = ",".join("?" * len(fingerprints))
+            query = f"SELECT request_fingerprint, task_id FROM tasks WHERE request_fingerprint IN ({marks})"
+            known = dict(db.execute(query, fingerprints).fetchall())
+        active: dict[str, int] = {}
+        outcomes: list[str | Exception] = []
+        rows = []
+        now = self._clock.now()
+        for task, max_active in batch:
+            fingerprint = task.request_fingerprint
+            if fingerprint and fingerprint in known:
+                outcomes.append(known[fingerprint])
+                continue
+            if max_active > 0:
+                if task.secret_id not in active:
+                    active[task.secret_id] = db.execute(
+                        "SELECT count(*) FROM tasks WHERE secret_id = ? AND status IN ('WAIT', 'RUN')",
+                        (task.secret_id,),
+                    ).fetchone()[0]
+                if active[task.secret_id] >= max_active:
+                    outcomes.append(ActiveTaskLimit(f"{active[task.secret_id]} tasks are waiting or running"))
+                    continue
+                active[task.secret_id] += 1
+            if fingerprint:
+                known[fingerprint] = task.task_id
+            spec = task.spec
+            rows.append((task.task_id, task.secret_id, spec.to_json(), spec.batch_key, now, fingerprint))
+            outcomes.append(task.task_id)
+        db.executemany(
             "INSERT INTO tasks (task_id, secret_id, status, spec, batch_key, created_at, request_fingerprint) "
             "VALUES (?, ?, 'WAIT', ?, ?, ?, ?)",
-            (
-                task.task_id,
-                task.secret_id,
-                task.spec.to_json(),
-                task.spec.batch_key,
-                self._clock.now(),
-                task.request_fingerprint,
-            ),
+            rows,
         )
-        return task.task_id
+        return outcomes
 
     async def get(self, task_id: str) -> Task | None:
         with self._lock:

@@ -1,0 +1,97 @@
+"""Connection limits over real sockets: oversized heads, slow heads (slowloris), slow bodies."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aigc_image.protocol import signing
+from tests.helpers import SECRET_ID, SECRET_KEY, LiveServer, live_server
+
+pytestmark = pytest.mark.slow
+
+LIMITS = {
+    "AIGC_IMAGE_API_MAX_HEADER_BYTES": "4096",
+    "AIGC_IMAGE_API_HEADER_TIMEOUT": "1",
+    "AIGC_IMAGE_API_BODY_TIMEOUT": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_server(tmp_path_factory.mktemp("limits"), "--no-worker", env=LIMITS) as server:
+        yield server
+
+
+def connect(server: LiveServer) -> socket.socket:
+    host, port = server.host.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    return sock
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def signed_head(server: LiveServer, body: bytes, extra: str = "") -> bytes:
+    headers = signing.sign_tc3_headers(
+        secret_id=SECRET_ID, secret_key=SECRET_KEY, action="DescribeAigcImageTask", body=body, host=server.host,
+        timestamp=int(time.time()),
+    )  # fmt: skip
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"POST / HTTP/1.1\r\n{lines}{extra}Content-Length: {len(body)}\r\n\r\n".encode()
+
+
+def test_a_normal_request_fits_the_limits(limited: LiveServer) -> None:
+    body = json.dumps({"TaskId": "4-AigcImage-" + "0" * 32}).encode()
+    with connect(limited) as sock:
+        sock.sendall(signed_head(limited, body, "Connection: close\r\n") + body)
+        reply = read_reply(sock)
+    assert reply.startswith(b"HTTP/1.1 200") and b"ResourceNotFound.TaskNotFound" in reply
+
+
+def test_an_oversized_head_is_refused_before_it_is_read(limited: LiveServer) -> None:
+    with connect(limited) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            for _ in range(1000):  # 64 MiB would be sent if the server kept reading
+                sock.sendall(b"X-Padding: " + b"a" * 65536 + b"\r\n")
+    with connect(limited) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8192 + b"\r\n\r\n")
+        assert read_reply(sock).startswith(b"HTTP/1.1 431")
+
+
+def test_a_head_that_trickles_in_is_cut_off(limited: LiveServer) -> None:
+    with connect(limited) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        reply = read_reply(sock)  # the server closes; the client never finished its head
+    assert reply.startswith(b"HTTP/1.1 408")
+    assert time.monotonic() - started < 8
+
+
+def test_an_idle_connection_is_closed(limited: LiveServer) -> None:
+    with connect(limited) as sock:
+        assert read_reply(sock) == b""  # closed without a word, since none was asked
+
+
+def test_a_body_that_trickles_in_is_cut_off(limited: LiveServer) -> None:
+    body = json.dumps({"TaskId": "4-AigcImage-" + "0" * 32}).encode()
+    with connect(limited) as sock:
+        sock.sendall(signed_head(limited, body) + body[:5])  # the rest never comes
+        reply = read_reply(sock)
+    assert reply.startswith(b"HTTP/1.1 408") and b"connection: close" in reply.lower()
+
+
+def test_limits_leave_the_server_healthy(limited: LiveServer, tmp_path: Path) -> None:
+    with connect(limited) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert read_reply(sock).startswith(b"HTTP/1.1 200")
