@@ -126,6 +126,24 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class ModerationSettings:
+    term_files: str = field(
+        default="",
+        metadata=_doc("Comma-separated term lists (UTF-8, one term a line, `#` comments) refused in prompts."),
+    )
+    default_list: bool = field(
+        default=True, metadata=_doc("Also use the small term list shipped with aigc-image (docs/security.md).")
+    )
+    classifier: str = field(
+        default="",
+        metadata=_doc("`module:callable` asked about every prompt and output image after the term lists."),
+    )
+    log_prompts: bool = field(
+        default=False, metadata=_doc("Write the full refused prompt into the audit log (off: only which list matched).")
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(
         default=Path("./aigc-data"), metadata=_doc("Directory for the database, keys and result images.")
@@ -148,6 +166,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
+    moderation: ModerationSettings = field(default_factory=ModerationSettings)
 
     @property
     def resolved_database_url(self) -> str:

@@ -18,7 +18,9 @@ the request path produces an HTTP 200 error envelope (see ``protocol/envelope.py
     ├── UnsupportedOperation
     ├── MissingParameter
     ├── InvalidParameter
-    │   └── ModelNotSupported             (InvalidParameter.ModelNotSupported)
+    │   ├── ModelNotSupported             (InvalidParameter.ModelNotSupported)
+    │   └── ViolationContent              (InvalidParameter.ViolationContent)
+    ├── FailedOperation                   (e.g. content review unavailable: fail closed)
     ├── InvalidParameterValue
     ├── UnknownParameter
     ├── RequestSizeLimitExceeded
@@ -125,6 +127,18 @@ class ModelNotSupported(InvalidParameter):
     """The requested model, or a feature of the request, is not supported by the model."""
 
     code = "InvalidParameter.ModelNotSupported"
+
+
+class ViolationContent(InvalidParameter):
+    """The content was refused by content review."""
+
+    code = "InvalidParameter.ViolationContent"
+
+
+class FailedOperation(ApiError):
+    """The operation failed; nothing was created."""
+
+    code = "FailedOperation"
 
 
 class InvalidParameterValue(ApiError):

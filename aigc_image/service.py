@@ -22,6 +22,7 @@ from aigc_image import keys as keyfiles
 from aigc_image.clock import Clock, SystemClock
 from aigc_image.config import Settings
 from aigc_image.engines.registry import Registry, load_registry
+from aigc_image.moderation.review import ContentReview, build_review
 from aigc_image.protocol.actions import Actions, Limits
 from aigc_image.protocol.app import build_app
 from aigc_image.protocol.connection import guarded_protocol
@@ -41,6 +42,11 @@ def storage_from(settings: Settings) -> LocalStorage:
     return LocalStorage(settings.data_dir / "results", settings.resolved_public_url, keyfiles.url_signing_key(settings))
 
 
+def review_from(settings: Settings) -> ContentReview:
+    moderation = settings.moderation
+    return build_review(moderation.term_files, moderation.default_list, moderation.classifier)
+
+
 def build_service(
     settings: Settings, clock: Clock, keys: Mapping[str, str]
 ) -> tuple[Starlette, TaskStore, LocalStorage]:
@@ -56,6 +62,8 @@ def build_service(
             url_ttl=settings.storage.url_ttl,
             max_active_tasks_per_key=settings.api.max_active_tasks_per_key,
         ),
+        review_from(settings),
+        log_prompts=settings.moderation.log_prompts,
     )
     limiter = RateLimiter(settings.api.rate_limit, settings.api.rate_burst, clock)
     app = build_app(actions, keys, limiter, clock, settings.api.timestamp_window, storage, settings.api.body_timeout)
@@ -220,6 +228,7 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
         clock,
         lease_seconds=settings.worker.lease_seconds,
         poll_interval=settings.worker.poll_interval,
+        review=review_from(settings),
     )
     try:
         worker.run(stop)

@@ -152,3 +152,19 @@ def test_a_lease_lost_mid_pipeline_stops_the_attempt_at_the_next_step(
     task = get(store, task_id)
     assert task is not None and task.status is Status.RUN and task.attempts == 2  # the thief's attempt
     assert not storage.root.exists() or list(storage.root.rglob("*.png")) == []
+
+
+def test_an_output_image_refused_by_the_classifier_is_never_stored(
+    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    from aigc_image.moderation.review import ContentReview
+    from tests.classifiers import refuse_images
+
+    task_id = new_task_id()
+    create(store, task_id, "k", spec())
+    worker = make_worker(store, storage, clock)
+    worker.review = ContentReview([], refuse_images)
+    worker.run_once()
+    task = get(store, task_id)
+    assert task is not None and task.status is Status.FAIL and "refused by content review" in task.message
+    assert not storage.root.exists() or list(storage.root.rglob("*.png")) == []

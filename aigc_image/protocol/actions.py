@@ -5,6 +5,7 @@ No SQL, files or GPUs here: the store, the registry and the result storage are p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from aigc_image import errors
 from aigc_image.clock import Clock
 from aigc_image.engines.registry import Registry
 from aigc_image.media.encode import FORMATS
+from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.protocol import params as p
 from aigc_image.protocol.auth import Call
 from aigc_image.storage.base import ResultStorage
@@ -20,6 +22,9 @@ from aigc_image.store.base import ActiveTaskLimit, TaskStore
 from aigc_image.tasks import NewTask, Status, TaskSpec, is_task_id, new_task_id
 
 MAX_OPERATOR_CHARS = 256
+
+# Refusals go to their own logger, so operators can route them to an audit trail.
+audit = logging.getLogger("aigc_image.audit")
 
 CREATE_PARAMS: dict[str, p.Param] = {
     "ModelName": p.STRING,
@@ -47,26 +52,36 @@ class Limits:
 
 class Actions:
     def __init__(
-        self, store: TaskStore, registry: Registry, storage: ResultStorage, clock: Clock, limits: Limits
+        self,
+        store: TaskStore,
+        registry: Registry,
+        storage: ResultStorage,
+        clock: Clock,
+        limits: Limits,
+        review: ContentReview,
+        log_prompts: bool = False,
     ) -> None:
         self.store = store
         self.registry = registry
         self.storage = storage
         self.clock = clock
         self.limits = limits
-        self.handlers: dict[str, Callable[[Call], Awaitable[dict[str, Any]]]] = {
+        self.review = review
+        self.log_prompts = log_prompts
+        self.handlers: dict[str, Callable[[Call, str], Awaitable[dict[str, Any]]]] = {
             "CreateAigcImageTask": self.create_aigc_image_task,
             "DescribeAigcImageTask": self.describe_aigc_image_task,
         }
 
-    async def dispatch(self, call: Call) -> dict[str, Any]:
-        return await self.handlers[call.action](call)
+    async def dispatch(self, call: Call, request_id: str) -> dict[str, Any]:
+        return await self.handlers[call.action](call, request_id)
 
     # -- CreateAigcImageTask ------------------------------------------------------------
 
-    async def create_aigc_image_task(self, call: Call) -> dict[str, Any]:
+    async def create_aigc_image_task(self, call: Call, request_id: str) -> dict[str, Any]:
         values = p.check(CREATE_PARAMS, call.params, from_strings=call.from_strings)
         spec = self.task_spec(values)
+        self.review_prompts(spec, call.secret_id, request_id)
         new = NewTask(new_task_id(), call.secret_id, spec, call.fingerprint)
         try:
             task_id = await self.store.create(new, self.limits.max_active_tasks_per_key)
@@ -127,7 +142,29 @@ class Actions:
 
     # -- DescribeAigcImageTask ----------------------------------------------------------
 
-    async def describe_aigc_image_task(self, call: Call) -> dict[str, Any]:
+    def review_prompts(self, spec: TaskSpec, secret_id: str, request_id: str) -> None:
+        """Refuse prompts that break the content policy; fail closed if the review cannot run."""
+        for field_name, text in (("Prompt", spec.prompt), ("NegativePrompt", spec.negative_prompt)):
+            if not text:
+                continue
+            try:
+                verdict = self.review.check_text(field_name, text)
+            except ReviewUnavailable as exc:
+                audit.error("review unavailable key=%s request=%s field=%s: %s", secret_id, request_id, field_name, exc)
+                raise errors.FailedOperation("Content review is unavailable, so the request was refused.") from None
+            if not verdict.allowed:
+                shown = f" text={text!r}" if self.log_prompts else ""
+                audit.warning(
+                    "refused key=%s request=%s field=%s by=%s%s",
+                    secret_id,
+                    request_id,
+                    field_name,
+                    verdict.source,
+                    shown,
+                )
+                raise errors.ViolationContent(f"{field_name} was refused by content review.")
+
+    async def describe_aigc_image_task(self, call: Call, request_id: str) -> dict[str, Any]:
         values = p.check(DESCRIBE_PARAMS, call.params, from_strings=call.from_strings)
         task_id = values.get("TaskId")
         if not task_id:

@@ -58,7 +58,7 @@ def build_app(
                 raise errors.RequestLimitExceeded(
                     f"Too many {call.action} requests for this SecretId; the limit is per second."
                 )
-            return envelope.success(request_id, await actions.dispatch(call))
+            return envelope.success(request_id, await actions.dispatch(call, request_id))
         except errors.ApiError as exc:
             return envelope.error(request_id, exc)
         except ClientDisconnect:

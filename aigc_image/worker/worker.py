@@ -13,11 +13,14 @@ import os
 import socket
 import threading
 
+from PIL import Image
+
 from aigc_image.clock import Clock
 from aigc_image.engines.base import Engine, GenerationRequest, ModelUnavailable
 from aigc_image.engines.registry import Registry
 from aigc_image.errors import ApiError
 from aigc_image.media.encode import encode
+from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.storage.base import ResultStorage, result_key
 from aigc_image.store.base import TaskStore
 from aigc_image.tasks import Claim
@@ -41,6 +44,7 @@ class Worker:
         lease_seconds: float,
         poll_interval: float,
         worker_id: str | None = None,
+        review: ContentReview | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -50,6 +54,7 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.review = review
 
     def run(self, stop: threading.Event) -> None:
         """Work until ``stop`` is set; a task already started is finished first."""
@@ -92,6 +97,10 @@ class Worker:
             self._fail(claim, f"Image generation failed: {type(exc).__name__}: {exc}")
             return
 
+        refusal = self._review_outputs(images)
+        if refusal:
+            self._fail(claim, refusal)
+            return
         keys = [result_key(task.task_id, task.attempts, i, spec.output_format) for i in range(len(images))]
         try:
             for key, image in zip(keys, images, strict=True):
@@ -106,6 +115,21 @@ class Worker:
         else:
             log.warning("task %s: lease lost before completion; discarding this attempt's images", task.task_id)
             self._discard(keys)
+
+    def _review_outputs(self, images: list[Image.Image]) -> str:
+        """Why the images may not be published, or "" when they may; unreviewable is refused."""
+        if self.review is None:
+            return ""
+        for image in images:
+            try:
+                verdict = self.review.check_image("output_image", image)
+            except ReviewUnavailable as exc:
+                log.error("output review unavailable: %s", exc)
+                return "Content review of the generated image is unavailable, so it was not published."
+            if not verdict.allowed:
+                log.warning("output image refused by %s", verdict.source)
+                return "A generated image was refused by content review."
+        return ""
 
     def _heartbeat(self, claim: Claim) -> _Heartbeat:
         return _Heartbeat(self, claim)
