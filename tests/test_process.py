@@ -55,7 +55,9 @@ def test_first_start_creates_and_prints_a_key_pair(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         assert process.stdout is not None
-        lines = [process.stdout.readline() for _ in range(4)]
+        lines: list[str] = []
+        while len(lines) < 50 and "listening on" not in "".join(lines[-1:]):
+            lines.append(process.stdout.readline())
     finally:
         process.terminate()
         process.wait(30)
