@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import sys
 import time
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the task")
 
     command("models", "List the models this installation serves.", _models)
+    command("openapi", "Print an OpenAPI description of the actions (one pseudo-path per action).", _openapi)
 
     keys = command("keys", "List API keys, or create one with --create.", _keys)
     keys.add_argument("--create", action="store_true", help="create a new key pair in the data dir")
@@ -107,6 +109,12 @@ def _models(args: argparse.Namespace, settings: Settings) -> None:
         default = " (default version)" if entry.default else ""
         print(f"{entry.name}:{entry.version}{default}  {entry.width}x{entry.height}, {entry.steps} steps")
         print(f"    {entry.description}  [{entry.engine}: {entry.source or 'built locally'}]")
+
+
+def _openapi(args: argparse.Namespace, settings: Settings) -> None:
+    from aigc_image.protocol.openapi import openapi_description
+
+    print(json.dumps(openapi_description(), indent=2))
 
 
 def _keys(args: argparse.Namespace, settings: Settings) -> None:
