@@ -61,6 +61,22 @@ def get(store: Any, task_id: str) -> Any:
     return asyncio.run(store.get(task_id))
 
 
+def in_process_service(data_dir: Path) -> tuple[Any, Any]:
+    """The real app and store over SQLite in ``data_dir``, limits off, for fuzzing in-process."""
+    from aigc_image.clock import SystemClock
+    from aigc_image.config import load_settings
+    from aigc_image.service import build_service
+
+    environ = {
+        "AIGC_IMAGE_DATA_DIR": str(data_dir),
+        "AIGC_IMAGE_MODELS_DEFAULT_MODEL": "tiny-random",
+        "AIGC_IMAGE_API_RATE_LIMIT": "0",
+        "AIGC_IMAGE_API_MAX_ACTIVE_TASKS_PER_KEY": "0",
+    }
+    app, store, _ = build_service(load_settings(environ=environ), SystemClock(), {SECRET_ID: SECRET_KEY})
+    return app, store
+
+
 def server_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIGC_IMAGE_")}
     env.update(

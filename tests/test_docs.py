@@ -32,6 +32,14 @@ def test_every_setting_is_in_the_configuration_docs(key: str, env: str, doc: str
         assert f"`{env}`" in text
 
 
+def test_the_settings_table_is_generated_from_the_code(capsys: pytest.CaptureFixture[str]) -> None:
+    import runpy
+
+    runpy.run_path(str(ROOT / "scripts" / "settings_table.py"), run_name="__main__")
+    generated = capsys.readouterr().out.strip()
+    assert generated in (DOCS / "configuration.md").read_text()
+
+
 def test_every_builtin_model_is_in_the_models_docs() -> None:
     text = (DOCS / "models.md").read_text()
     for entry in load_registry():

@@ -7,7 +7,6 @@ with an error creates no task. FUZZ_EXAMPLES sets the number of cases per test (
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -22,13 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from aigc_image.clock import SystemClock
-from aigc_image.config import load_settings
 from aigc_image.protocol import signing
 from aigc_image.protocol.actions import CREATE_PARAMS
-from aigc_image.service import build_service
 from aigc_image.store.base import TaskStore
-from tests.helpers import SECRET_ID, SECRET_KEY, UUID
+from tests.helpers import SECRET_ID, SECRET_KEY, UUID, in_process_service
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -67,16 +63,9 @@ class Target:
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     data = tmp_path_factory.mktemp("fuzz")
-    environ = {
-        "AIGC_IMAGE_DATA_DIR": str(data),
-        "AIGC_IMAGE_MODELS_DEFAULT_MODEL": "tiny-random",
-        "AIGC_IMAGE_API_RATE_LIMIT": "0",
-        "AIGC_IMAGE_API_MAX_ACTIVE_TASKS_PER_KEY": "0",
-    }
-    app, store, _ = build_service(load_settings(environ=environ), SystemClock(), {SECRET_ID: SECRET_KEY})
+    app, store = in_process_service(data)
     with TestClient(app, base_url=f"http://{HOST}") as client:
         yield Target(client, store, data / "aigc-image.db")
-    asyncio.run(asyncio.sleep(0))
     store.close()
 
 

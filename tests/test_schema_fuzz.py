@@ -21,12 +21,9 @@ from schemathesis.core import NOT_SET
 from schemathesis.generation import GenerationMode
 from starlette.testclient import TestClient
 
-from aigc_image.clock import SystemClock
-from aigc_image.config import load_settings
 from aigc_image.protocol import signing
 from aigc_image.protocol.openapi import openapi_description
-from aigc_image.service import build_service
-from tests.helpers import SECRET_ID, SECRET_KEY, UUID
+from tests.helpers import SECRET_ID, SECRET_KEY, UUID, in_process_service
 
 schema = schemathesis.openapi.from_dict(openapi_description())
 schema.config.generation.update(
@@ -39,13 +36,7 @@ schema.config.generation.update(
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Path]]:
     data = tmp_path_factory.mktemp("schema-fuzz")
-    environ = {
-        "AIGC_IMAGE_DATA_DIR": str(data),
-        "AIGC_IMAGE_MODELS_DEFAULT_MODEL": "tiny-random",
-        "AIGC_IMAGE_API_RATE_LIMIT": "0",
-        "AIGC_IMAGE_API_MAX_ACTIVE_TASKS_PER_KEY": "0",
-    }
-    service, store, _ = build_service(load_settings(environ=environ), SystemClock(), {SECRET_ID: SECRET_KEY})
+    service, store = in_process_service(data)
     with TestClient(service, base_url="http://testserver") as client:
         yield client, data / "aigc-image.db"
     store.close()
