@@ -11,6 +11,7 @@ Matching then uses two views of the result (see ``views``).
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -22,7 +23,14 @@ def _t2s() -> opencc.OpenCC:
     return opencc.OpenCC("t2s")
 
 
+# ASCII control characters become spaces (they separate words like any other space).
+_ASCII_CONTROLS = {code: " " for code in (*range(32), 127)}
+_ALNUM_RUNS = re.compile(r"[^\W_]+")  # runs of letters and digits, in any script
+
+
 def normalize(text: str) -> str:
+    if text.isascii():  # most prompts: NFKC, format characters and OpenCC cannot change them
+        return text.lower().translate(_ASCII_CONTROLS)
     text = unicodedata.normalize("NFKC", text).casefold()
     kept = []
     for char in text:
@@ -46,14 +54,7 @@ def views(normalized: str) -> Views:
     term ``rape`` does not match it. Chinese has no spaces, so CJK terms match in the compact
     view, across any separators an attacker inserts.
     """
-    tokens: list[str] = []
-    current: list[str] = []
-    for char in normalized + " ":
-        if char.isalnum():
-            current.append(char)
-        elif current:
-            tokens.append("".join(current))
-            current = []
+    tokens = _ALNUM_RUNS.findall(normalized)
     joined: list[str] = []
     spelling = False  # is joined[-1] a run of single letters?
     for token in tokens:
