@@ -82,6 +82,12 @@ class WorkerSettings:
         default=600,
         metadata=_doc("How long a claimed task stays leased to its worker before another may claim it."),
     )
+    shutdown_grace: float = field(
+        default=30.0,
+        metadata=_doc(
+            "Seconds a stopping worker lets its running task finish before interrupting it and handing it back."
+        ),
+    )
     device: str = field(
         default="auto",
         metadata=_doc("Torch device for pipelines: `auto` (CUDA when present, else CPU), `cpu`, `cuda`, `cuda:N`."),
@@ -102,6 +108,10 @@ class WorkerSettings:
 class StorageSettings:
     url_ttl: int = field(
         default=12 * 3600, metadata=_doc("Seconds an image URL stays valid; the file is deleted after that.")
+    )
+    task_retention: int = field(
+        default=7 * 24 * 3600,
+        metadata=_doc("Seconds a finished task's record is kept; after that DescribeAigcImageTask no longer finds it."),
     )
     sweep_interval: float = field(default=60.0, metadata=_doc("Seconds between sweeps that delete expired images."))
     url_signing_key: str = field(

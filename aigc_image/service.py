@@ -30,6 +30,7 @@ from aigc_image.protocol.ratelimit import RateLimiter
 from aigc_image.storage.local import LocalStorage
 from aigc_image.storage.sweeper import Sweeper
 from aigc_image.store import TaskStore, open_store
+from aigc_image.worker.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) ->
     app, store, storage = build_service(settings, clock, keys)
 
     stop = threading.Event()
-    sweeper = Sweeper(store, storage, clock, settings.storage.url_ttl)
+    sweeper = Sweeper(store, storage, clock, settings.storage.url_ttl, settings.storage.task_retention)
     threading.Thread(target=sweeper.run, args=(stop, settings.storage.sweep_interval), daemon=True).start()
     supervisor = _WorkerSupervisor(settings, config_file) if with_worker else None
     if supervisor:
@@ -177,37 +178,26 @@ class _WorkerSupervisor:
             child.wait()
 
 
-def _stop_when_orphaned(parent_pid: int, stop: threading.Event) -> None:
-    while not stop.wait(1.0):
+def _stop_when_orphaned(parent_pid: int, worker: Worker) -> None:
+    while not worker.stopping:
         if os.getppid() != parent_pid:
-            log.warning("the serve process %d is gone; finishing the current task, then exiting", parent_pid)
-            stop.set()
+            log.warning("the serve process %d is gone; stopping", parent_pid)
+            worker.request_stop()
+            return
+        time.sleep(1.0)
 
 
 def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
     """Run one worker until SIGTERM/SIGINT; a second signal exits at once.
 
+    On the first signal the worker stops claiming and gives its running task
+    ``worker.shutdown_grace`` seconds, then interrupts it at the next step and hands it back.
     With ``parent_pid`` (set by ``serve``), the worker also stops when that process is gone,
     even if it was killed with SIGKILL and could not tell its child.
     """
     from aigc_image.engines.diffusers_engine import DiffusersEngine
-    from aigc_image.worker.worker import Worker
 
     clock = SystemClock()
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            log.warning("second signal: exiting now; the task's lease will expire and it will be retried")
-            raise SystemExit(1)
-        log.info("signal %d: finishing the current task, then exiting", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    if parent_pid is not None:
-        threading.Thread(target=_stop_when_orphaned, args=(parent_pid, stop), daemon=True).start()
-
     if settings.worker.torch_threads > 0:
         import torch
 
@@ -215,11 +205,6 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
     registry = registry_from(settings)
     engine = DiffusersEngine(settings.worker.device, settings.models.allow_download, settings.worker.max_loaded_models)
     store = open_store(settings.resolved_database_url, clock)
-    for name in filter(None, (n.strip() for n in settings.worker.preload.split(","))):
-        model, _, version = name.partition(":")
-        started = time.monotonic()
-        engine.pipeline(registry.resolve(model, version or None))
-        log.info("preloaded %s in %.1f s", name, time.monotonic() - started)
     worker = Worker(
         store,
         engine,
@@ -229,9 +214,27 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
         lease_seconds=settings.worker.lease_seconds,
         poll_interval=settings.worker.poll_interval,
         review=review_from(settings),
+        shutdown_grace=settings.worker.shutdown_grace,
     )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if worker.stopping:
+            log.warning("second signal: exiting now; the task's lease will expire and it will be retried")
+            raise SystemExit(1)
+        log.info("signal %d: stopping; the running task has %.0f s to finish", signum, worker.shutdown_grace)
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if parent_pid is not None:
+        threading.Thread(target=_stop_when_orphaned, args=(parent_pid, worker), daemon=True).start()
     try:
-        worker.run(stop)
+        for name in filter(None, (n.strip() for n in settings.worker.preload.split(","))):
+            model, _, version = name.partition(":")
+            started = time.monotonic()
+            engine.pipeline(registry.resolve(model, version or None))
+            log.info("preloaded %s in %.1f s", name, time.monotonic() - started)
+        worker.run()
     finally:
         with contextlib.suppress(Exception):
             store.close()

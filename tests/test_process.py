@@ -127,3 +127,25 @@ def test_the_worker_child_exits_when_serve_is_killed(tmp_path: Path) -> None:
         server.process.kill()
         server.process.wait(30)
         wait_for(lambda: _is_zombie(child) or not Path(f"/proc/{child}").exists(), timeout=30)
+
+
+def test_sigterm_hands_a_long_task_back_and_exits_0(tmp_path: Path) -> None:
+    """A standalone worker gets SIGTERM mid-image; past its grace period it hands the task back."""
+    registry = tmp_path / "models.toml"
+    registry.write_text(SLOW_MODEL)
+    env = {"AIGC_IMAGE_MODELS_REGISTRY_FILE": str(registry), "AIGC_IMAGE_WORKER_SHUTDOWN_GRACE": "0.5"}
+    with live_server(tmp_path / "data", "--no-worker", env=env) as server:
+        task_id = sdk_client(server).CreateAigcImageTask(create_request(Prompt="x", ModelName="slow")).TaskId
+        command = [sys.executable, "-m", "aigc_image", "worker", "--data-dir", str(server.data_dir)]
+        command += ["--config", str(server.data_dir / "config.toml")]
+        worker = subprocess.Popen(command, env=server_env(env), cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: wait_status(server, task_id) == "RUN")
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(60) == 0
+        finally:
+            worker.kill()
+        assert worker.stderr is not None and "handed back to the queue" in worker.stderr.read()
+        with sqlite3.connect(server.db_path) as db:
+            status, attempts = db.execute("SELECT status, attempts FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        assert (status, attempts) == ("WAIT", 0)

@@ -78,7 +78,7 @@ def test_urls_work_until_they_expire_then_the_sweeper_deletes_the_files(harness:
 
     harness.clock.advance(TTL - 60)
     assert harness.client.get(paths[0]).status_code == 200
-    assert Sweeper(harness.store, harness.storage, harness.clock, TTL).sweep() == 0
+    assert Sweeper(harness.store, harness.storage, harness.clock, TTL, 7 * 86400).sweep() == 0
 
     harness.clock.advance(120)
     assert harness.client.get(paths[0]).status_code == 403  # refused once expired, even before the sweep
@@ -86,9 +86,9 @@ def test_urls_work_until_they_expire_then_the_sweeper_deletes_the_files(harness:
     assert reply["Status"] == "DONE" and reply["ImageUrls"] == [] and "expired" in reply["Message"]
     stored = list((harness.storage.root / task_id).iterdir())
     assert len(stored) == 2
-    assert Sweeper(harness.store, harness.storage, harness.clock, TTL).sweep() == 1
+    assert Sweeper(harness.store, harness.storage, harness.clock, TTL, 7 * 86400).sweep() == 1
     assert not (harness.storage.root / task_id).exists()
-    assert Sweeper(harness.store, harness.storage, harness.clock, TTL).sweep() == 0
+    assert Sweeper(harness.store, harness.storage, harness.clock, TTL, 7 * 86400).sweep() == 0
 
 
 def test_forged_or_altered_urls_are_refused(harness: Harness) -> None:
@@ -113,3 +113,18 @@ def test_a_broken_store_answers_internal_error_without_details(harness: Harness)
     reply = harness.call("CreateAigcImageTask", {"Prompt": "x"})
     message = assert_error_envelope(reply, "InternalError")
     assert "sqlite" not in message.lower() and "closed" not in message.lower()
+
+
+def test_task_records_are_deleted_after_the_retention_period(harness: Harness) -> None:
+    task_id, _ = finished_task(harness)
+    waiting = harness.call("CreateAigcImageTask", {"Prompt": "x"}).json()["Response"]["TaskId"]  # never run
+    sweeper = Sweeper(harness.store, harness.storage, harness.clock, TTL, 7 * 86400)
+    harness.clock.advance(7 * 86400 - 60)
+    sweeper.sweep()
+    assert harness.call("DescribeAigcImageTask", {"TaskId": task_id}).json()["Response"]["Status"] == "DONE"
+    harness.clock.advance(120)
+    sweeper.sweep()
+    assert_error_envelope(harness.call("DescribeAigcImageTask", {"TaskId": task_id}), "ResourceNotFound.TaskNotFound")
+    assert not (harness.storage.root / task_id).exists()
+    # A task that has not finished is never deleted, however old.
+    assert harness.call("DescribeAigcImageTask", {"TaskId": waiting}).json()["Response"]["Status"] == "WAIT"

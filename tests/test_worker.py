@@ -168,3 +168,55 @@ def test_an_output_image_refused_by_the_classifier_is_never_stored(
     task = get(store, task_id)
     assert task is not None and task.status is Status.FAIL and "refused by content review" in task.message
     assert not storage.root.exists() or list(storage.root.rglob("*.png")) == []
+
+
+class StopsMidTask:
+    """A real pipeline call during which shutdown is requested and time passes."""
+
+    def __init__(self, worker_clock: ManualClock, seconds_per_step: float) -> None:
+        self.clock = worker_clock
+        self.seconds_per_step = seconds_per_step
+        self.inner = DiffusersEngine("cpu")
+        self.worker: Worker | None = None
+
+    def generate(self, entry: ModelEntry, request: GenerationRequest, on_step: StepCallback) -> list[Image.Image]:
+        def step(done: int, total: int) -> None:
+            assert self.worker is not None
+            self.worker.request_stop()  # SIGTERM arrives during the image
+            self.clock.advance(self.seconds_per_step)
+            on_step(done, total)
+
+        return self.inner.generate(entry, request, step)
+
+
+def test_shutdown_lets_the_running_task_finish_within_the_grace_period(
+    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    task_id, later = new_task_id(), new_task_id()
+    create(store, task_id, "k", spec())
+    engine = StopsMidTask(clock, seconds_per_step=1)
+    worker = make_worker(store, storage, clock, engine)
+    engine.worker = worker
+    worker.shutdown_grace = 30
+    assert worker.run_once()
+    create(store, later, "k", spec())
+    worker.run()  # returns at once: it stopped claiming
+    assert get(store, task_id).status is Status.DONE
+    assert get(store, later).status is Status.WAIT
+
+
+def test_shutdown_past_the_grace_period_hands_the_task_back(
+    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    task_id = new_task_id()
+    create(store, task_id, "k", spec())
+    engine = StopsMidTask(clock, seconds_per_step=20)
+    worker = make_worker(store, storage, clock, engine)
+    engine.worker = worker
+    worker.shutdown_grace = 10
+    assert worker.run_once()
+    task = get(store, task_id)
+    assert task.status is Status.WAIT and task.attempts == 0  # the interrupted attempt is not counted
+    assert not storage.root.exists() or list(storage.root.rglob("*.png")) == []
+    [claim] = store.claim("next-worker", 1, lease_seconds=60)  # another worker takes it at once
+    assert claim.task.attempts == 1

@@ -1,4 +1,5 @@
-"""Delete images whose URLs have expired (``storage.url_ttl`` after the task finished)."""
+"""Enforce retention: images ``storage.url_ttl`` after their task finished, task records
+``storage.task_retention`` after it finished."""
 
 from __future__ import annotations
 
@@ -13,22 +14,30 @@ log = logging.getLogger(__name__)
 
 
 class Sweeper:
-    def __init__(self, store: TaskStore, storage: ResultStorage, clock: Clock, ttl: float) -> None:
+    def __init__(
+        self, store: TaskStore, storage: ResultStorage, clock: Clock, ttl: float, task_retention: float
+    ) -> None:
         self.store = store
         self.storage = storage
         self.clock = clock
         self.ttl = ttl
+        self.task_retention = max(task_retention, ttl)  # a record outlives its images' URLs
 
     def sweep(self, batch: int = 500) -> int:
-        """Delete one batch of expired results; returns how many tasks were purged."""
-        expired = self.store.finished_before(self.clock.now() - self.ttl, batch)
+        """Delete one batch of expired images and of expired task records; returns how many."""
+        now = self.clock.now()
+        expired = self.store.finished_before(now - self.ttl, batch)
         for task in expired:
             for key in task.result_keys:
                 self.storage.delete(key)
             self.store.mark_results_purged(task.task_id)
-        if expired:
-            log.info("purged the images of %d expired task(s)", len(expired))
-        return len(expired)
+        deleted = self.store.delete_finished_before(now - self.task_retention, batch)
+        for task in deleted:
+            for key in () if task.results_purged else task.result_keys:
+                self.storage.delete(key)
+        if expired or deleted:
+            log.info("retention: purged images of %d task(s), deleted %d task record(s)", len(expired), len(deleted))
+        return len(expired) + len(deleted)
 
     def run(self, stop: threading.Event, interval: float) -> None:
         while not stop.wait(interval):

@@ -4,6 +4,7 @@ State transitions allowed (anything else is refused by the store):
 
     WAIT ──claim──▶ RUN ──complete──▶ DONE
                      │  ──fail──────▶ FAIL
+                     ├─ release (shutdown) ─▶ WAIT, the attempt not counted
                      └─ lease expired ─▶ claimable again (attempts < max), else FAIL
 
 ``complete``, ``fail`` and ``heartbeat`` succeed only with the current lease token, so a
@@ -52,6 +53,10 @@ class TaskStore(Protocol):
 
     def fail(self, task_id: str, token: str, message: str) -> bool: ...
 
+    def release(self, task_id: str, token: str) -> bool:
+        """Hand a running task back to WAIT (a worker shutting down); the attempt is not counted."""
+        ...
+
     def fail_exhausted(self) -> int:
         """FAIL tasks whose lease expired after their last allowed attempt; returns how many."""
         ...
@@ -61,6 +66,10 @@ class TaskStore(Protocol):
         ...
 
     def mark_results_purged(self, task_id: str) -> None: ...
+
+    def delete_finished_before(self, cutoff: float, limit: int) -> list[Task]:
+        """Delete up to ``limit`` DONE/FAIL task records finished before ``cutoff``; returns them."""
+        ...
 
     def wait_for_work(self, timeout: float) -> None:
         """Block until a task may be claimable, or ``timeout`` seconds pass."""

@@ -209,6 +209,13 @@ class SqliteStore:
             now=self._clock.now(),
         )
 
+    def release(self, task_id: str, token: str) -> bool:
+        return self._update_leased(
+            "status = 'WAIT', attempts = attempts - 1, worker_id = NULL, lease_token = NULL, lease_expires_at = NULL",
+            task_id,
+            token,
+        )
+
     def _update_leased(self, assignments: str, task_id: str, token: str, **values: object) -> bool:
         with self._transaction() as db:
             cursor = db.execute(
@@ -245,6 +252,15 @@ class SqliteStore:
                 (cutoff, limit),
             ).fetchall()
         return [_task(r) for r in rows]
+
+    def delete_finished_before(self, cutoff: float, limit: int) -> list[Task]:
+        with self._transaction() as db:
+            rows = db.execute(
+                f"DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM tasks WHERE finished_at < ? "
+                f"AND status IN ('DONE', 'FAIL') ORDER BY finished_at LIMIT ?) RETURNING {_COLUMNS}",
+                (cutoff, limit),
+            ).fetchall()
+        return [_task(row) for row in rows]
 
     def mark_results_purged(self, task_id: str) -> None:
         with self._lock:

@@ -32,6 +32,10 @@ class LeaseLost(Exception):
     """Another worker now owns the task; abandon it without writing anything."""
 
 
+class Interrupted(Exception):
+    """Shutdown's grace period ran out mid-task; hand the task back for another worker."""
+
+
 class Worker:
     def __init__(
         self,
@@ -45,6 +49,7 @@ class Worker:
         poll_interval: float,
         worker_id: str | None = None,
         review: ContentReview | None = None,
+        shutdown_grace: float = 30.0,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -55,14 +60,32 @@ class Worker:
         self.poll_interval = poll_interval
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.review = review
+        self.shutdown_grace = shutdown_grace
+        self._stop = threading.Event()
+        self._stop_requested_at: float | None = None
 
-    def run(self, stop: threading.Event) -> None:
-        """Work until ``stop`` is set; a task already started is finished first."""
+    def run(self) -> None:
+        """Work until ``request_stop``; the task in hand gets ``shutdown_grace`` seconds to finish."""
         log.info("worker %s ready", self.worker_id)
-        while not stop.is_set():
+        while not self._stop.is_set():
             if not self.run_once():
                 self.store.fail_exhausted()
                 self.store.wait_for_work(self.poll_interval)
+
+    def request_stop(self) -> None:
+        """Stop claiming. A running task that outlives the grace period is interrupted at its
+        next step and handed back (WAIT), so another worker runs it. Safe from signal handlers."""
+        if self._stop_requested_at is None:
+            self._stop_requested_at = self.clock.monotonic()
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def past_grace(self) -> bool:
+        started = self._stop_requested_at
+        return started is not None and self.clock.monotonic() - started >= self.shutdown_grace
 
     def run_once(self) -> bool:
         """Claim and process one task; False when none was waiting."""
@@ -88,6 +111,10 @@ class Worker:
             images = self.engine.generate(entry, request, self._heartbeat(claim))
         except LeaseLost:
             log.warning("task %s: lease lost; abandoning this attempt", task.task_id)
+            return
+        except Interrupted:
+            if self.store.release(task.task_id, claim.token):
+                log.warning("task %s: interrupted by shutdown; handed back to the queue", task.task_id)
             return
         except (ModelUnavailable, ApiError) as exc:
             self._fail(claim, str(exc))
@@ -147,7 +174,8 @@ class Worker:
 
 
 class _Heartbeat:
-    """Step callback: renews the lease once a third of it has passed; aborts if it was lost."""
+    """Step callback: renews the lease once a third of it has passed; aborts if it was lost,
+    or if shutdown's grace period is over."""
 
     def __init__(self, worker: Worker, claim: Claim) -> None:
         self._worker = worker
@@ -155,6 +183,8 @@ class _Heartbeat:
         self._last = worker.clock.monotonic()
 
     def __call__(self, step: int, steps: int) -> None:
+        if self._worker.past_grace():
+            raise Interrupted(self._claim.task.task_id)
         now = self._worker.clock.monotonic()
         if now - self._last < self._worker.lease_seconds / 3:
             return
