@@ -82,6 +82,13 @@ class WorkerSettings:
         default=600,
         metadata=_doc("How long a claimed task stays leased to its worker before another may claim it."),
     )
+    max_attempts: int = field(
+        default=3, metadata=_doc("Attempts a task gets (transient errors, stalled workers) before it ends FAIL.")
+    )
+    retry_base_delay: float = field(
+        default=2.0, metadata=_doc("Seconds before the first retry after a transient error; doubles each attempt.")
+    )
+    retry_max_delay: float = field(default=300.0, metadata=_doc("Longest wait between two attempts, in seconds."))
     shutdown_grace: float = field(
         default=30.0,
         metadata=_doc(

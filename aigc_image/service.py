@@ -30,6 +30,7 @@ from aigc_image.protocol.ratelimit import RateLimiter
 from aigc_image.storage.local import LocalStorage
 from aigc_image.storage.sweeper import Sweeper
 from aigc_image.store import TaskStore, open_store
+from aigc_image.worker.retry import RetryPolicy
 from aigc_image.worker.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def review_from(settings: Settings) -> ContentReview:
 def build_service(
     settings: Settings, clock: Clock, keys: Mapping[str, str]
 ) -> tuple[Starlette, TaskStore, LocalStorage]:
-    store = open_store(settings.resolved_database_url, clock)
+    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
     storage = storage_from(settings)
     actions = Actions(
         store,
@@ -204,7 +205,7 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
         torch.set_num_threads(settings.worker.torch_threads)
     registry = registry_from(settings)
     engine = DiffusersEngine(settings.worker.device, settings.models.allow_download, settings.worker.max_loaded_models)
-    store = open_store(settings.resolved_database_url, clock)
+    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
     worker = Worker(
         store,
         engine,
@@ -215,6 +216,9 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
         poll_interval=settings.worker.poll_interval,
         review=review_from(settings),
         shutdown_grace=settings.worker.shutdown_grace,
+        retry=RetryPolicy(
+            settings.worker.max_attempts, settings.worker.retry_base_delay, settings.worker.retry_max_delay
+        ),
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from aigc_image.engines.registry import ModelEntry, load_registry
 from aigc_image.storage.local import LocalStorage
 from aigc_image.store.sqlite import SqliteStore
 from aigc_image.tasks import Status, TaskSpec, new_task_id
+from aigc_image.worker.retry import RetryPolicy
 from aigc_image.worker.worker import Worker
 from tests.helpers import create, get
 
@@ -80,15 +82,36 @@ def test_missing_weights_fail_the_task_with_the_engines_advice(
     assert task is not None and (task.status, task.message) == (Status.FAIL, advice)
 
 
-def test_an_unexpected_engine_error_fails_the_task_without_a_traceback(
+def test_a_transient_error_is_retried_with_backoff_then_fails_with_the_reason(
     store: SqliteStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     task_id = new_task_id()
     create(store, task_id, "k", spec())
-    make_worker(store, storage, clock, Broken(RuntimeError("CUDA out of memory"))).run_once()
+    worker = make_worker(store, storage, clock, Broken(RuntimeError("CUDA out of memory")))
+    worker.retry = RetryPolicy(max_attempts=3, base_delay=10, max_delay=15)
+    for attempt, longest_wait in [(1, 10), (2, 15)]:
+        assert worker.run_once()
+        task = get(store, task_id)
+        assert (task.status, task.attempts) == (Status.WAIT, attempt)
+        assert task.message == "Image generation failed: RuntimeError: CUDA out of memory"
+        clock.advance(longest_wait / 2 - 0.01)  # jitter never goes below half the delay
+        assert not worker.run_once(), "retried before its backoff"
+        clock.advance(longest_wait / 2 + 0.02)
+    assert worker.run_once()  # the third and last attempt
     task = get(store, task_id)
-    assert task is not None and task.status is Status.FAIL
-    assert task.message == "Image generation failed: RuntimeError: CUDA out of memory"
+    assert task.status is Status.FAIL
+    assert task.message == "Image generation failed: RuntimeError: CUDA out of memory (after 3 attempts)"
+
+
+def test_the_retry_delay_doubles_is_capped_and_jittered() -> None:
+    policy = RetryPolicy(max_attempts=10, base_delay=2, max_delay=20)
+    rng = random.Random(3)
+    delays = [policy.delay(attempt, rng) for attempt in range(1, 10)]
+    for attempt, delay in enumerate(delays, start=1):
+        full = min(20, 2 * 2 ** (attempt - 1))
+        assert delay is not None and full / 2 <= delay <= full
+    assert policy.delay(10) is None
+    assert not policy.is_transient(ModelUnavailable("x")) and policy.is_transient(OSError("disk full"))
 
 
 def test_a_model_removed_from_the_registry_fails_clearly(

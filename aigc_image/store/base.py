@@ -4,6 +4,7 @@ State transitions allowed (anything else is refused by the store):
 
     WAIT ──claim──▶ RUN ──complete──▶ DONE
                      │  ──fail──────▶ FAIL
+                     ├─ retry_later (transient error) ─▶ WAIT until its retry time
                      ├─ release (shutdown) ─▶ WAIT, the attempt not counted
                      └─ lease expired ─▶ claimable again (attempts < max), else FAIL
 
@@ -52,6 +53,10 @@ class TaskStore(Protocol):
     def complete(self, task_id: str, token: str, result_keys: Sequence[str]) -> bool: ...
 
     def fail(self, task_id: str, token: str, message: str) -> bool: ...
+
+    def retry_later(self, task_id: str, token: str, retry_at: float, message: str) -> bool:
+        """Back to WAIT after a transient failure, claimable again from ``retry_at``."""
+        ...
 
     def release(self, task_id: str, token: str) -> bool:
         """Hand a running task back to WAIT (a worker shutting down); the attempt is not counted."""

@@ -26,7 +26,10 @@ _COLUMNS = (
     "task_id, secret_id, status, spec, created_at, started_at, finished_at, "
     "attempts, message, result_keys, results_purged"
 )
-_CLAIMABLE = "(status = 'WAIT' OR (status = 'RUN' AND lease_expires_at < :now AND attempts < :max_attempts))"
+_CLAIMABLE = (
+    "((status = 'WAIT' AND (retry_at IS NULL OR retry_at <= :now))"
+    " OR (status = 'RUN' AND lease_expires_at < :now AND attempts < :max_attempts))"
+)
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -207,6 +210,16 @@ class SqliteStore:
             token,
             message=message,
             now=self._clock.now(),
+        )
+
+    def retry_later(self, task_id: str, token: str, retry_at: float, message: str) -> bool:
+        return self._update_leased(
+            "status = 'WAIT', retry_at = :retry_at, message = :message, worker_id = NULL, lease_token = NULL, "
+            "lease_expires_at = NULL",
+            task_id,
+            token,
+            retry_at=retry_at,
+            message=message,
         )
 
     def release(self, task_id: str, token: str) -> bool:

@@ -24,6 +24,7 @@ from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.storage.base import ResultStorage, result_key
 from aigc_image.store.base import TaskStore
 from aigc_image.tasks import Claim
+from aigc_image.worker.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Worker:
         worker_id: str | None = None,
         review: ContentReview | None = None,
         shutdown_grace: float = 30.0,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -61,6 +63,7 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.review = review
         self.shutdown_grace = shutdown_grace
+        self.retry = retry or RetryPolicy()
         self._stop = threading.Event()
         self._stop_requested_at: float | None = None
 
@@ -121,7 +124,7 @@ class Worker:
             return
         except Exception as exc:
             log.exception("task %s: generation failed", task.task_id)
-            self._fail(claim, f"Image generation failed: {type(exc).__name__}: {exc}")
+            self._fail_or_retry(claim, exc, f"Image generation failed: {type(exc).__name__}: {exc}")
             return
 
         refusal = self._review_outputs(images)
@@ -135,7 +138,7 @@ class Worker:
         except Exception as exc:
             log.exception("task %s: storing results failed", task.task_id)
             self._discard(keys)
-            self._fail(claim, f"Storing the images failed: {type(exc).__name__}: {exc}")
+            self._fail_or_retry(claim, exc, f"Storing the images failed: {type(exc).__name__}: {exc}")
             return
         if self.store.complete(task.task_id, claim.token, keys):
             log.info("task %s: done, %d image(s)", task.task_id, len(keys))
@@ -160,6 +163,16 @@ class Worker:
 
     def _heartbeat(self, claim: Claim) -> _Heartbeat:
         return _Heartbeat(self, claim)
+
+    def _fail_or_retry(self, claim: Claim, error: Exception, message: str) -> None:
+        """Transient errors go back to the queue after a backoff, until the attempts run out."""
+        delay = self.retry.delay(claim.task.attempts) if self.retry.is_transient(error) else None
+        if delay is None:
+            attempts = claim.task.attempts
+            self._fail(claim, message if attempts == 1 else f"{message} (after {attempts} attempts)")
+            return
+        if self.store.retry_later(claim.task.task_id, claim.token, self.clock.now() + delay, message):
+            log.warning("task %s: will retry in %.1f s: %s", claim.task.task_id, delay, message)
 
     def _fail(self, claim: Claim, message: str) -> None:
         if not self.store.fail(claim.task.task_id, claim.token, message):

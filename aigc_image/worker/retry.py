@@ -1,0 +1,39 @@
+"""Which failures are worth another attempt, and when: a pure policy.
+
+Permanent failures end the task at once: bad input, a model that cannot be loaded (its message
+tells the operator what to do), content refusals. Anything else raised while generating or
+storing (an out-of-memory error, a full disk, a flaky network file system) is transient: the
+task goes back to the queue after an exponential delay with jitter, until its attempts run out.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from aigc_image.engines.base import ModelUnavailable
+from aigc_image.errors import ApiError
+
+PERMANENT = (ApiError, ModelUnavailable)
+_JITTER = random.Random()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    base_delay: float = 2.0
+    max_delay: float = 300.0
+
+    def is_transient(self, error: BaseException) -> bool:
+        return not isinstance(error, PERMANENT)
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None when attempts are used up.
+
+        Full delay ``base * 2**(attempt - 1)`` capped at ``max_delay``, then "equal jitter":
+        a random point in its upper half, so retries of tasks that failed together spread out.
+        """
+        if attempt >= self.max_attempts:
+            return None
+        full = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
+        return full / 2 + (rng or _JITTER).uniform(0, full / 2)
