@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import random
+import threading
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from aigc_image.clock import ManualClock
+from aigc_image.clock import ManualClock, SystemClock
 from aigc_image.engines.base import GenerationRequest, ModelUnavailable, StepCallback
 from aigc_image.engines.diffusers_engine import DiffusersEngine
 from aigc_image.engines.registry import ModelEntry, load_registry
@@ -243,3 +244,43 @@ def test_shutdown_past_the_grace_period_hands_the_task_back(
     assert not storage.root.exists() or list(storage.root.rglob("*.png")) == []
     [claim] = store.claim("next-worker", 1, lease_seconds=60)  # another worker takes it at once
     assert claim.task.attempts == 1
+
+
+class SlowLoad:
+    """Blocks without reporting any step, as loading a large model does, then returns images."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+        self.inner = DiffusersEngine("cpu")
+
+    def generate(self, entry: ModelEntry, request: GenerationRequest, on_step: StepCallback) -> list[Image.Image]:
+        assert self.release.wait(30)
+        return self.inner.generate(entry, request, on_step)
+
+
+def test_a_timer_keeps_the_lease_while_no_step_reports(tmp_path: Path, storage: LocalStorage) -> None:
+    real = SystemClock()
+    store = SqliteStore(str(tmp_path / "db"), real)
+    task_id = new_task_id()
+    create(store, task_id, "k", spec())
+    release = threading.Event()
+    worker = Worker(
+        store, SlowLoad(release), load_registry(default_model="tiny-random"), storage, real,
+        lease_seconds=0.3, poll_interval=0.1,
+    )  # fmt: skip
+    running = threading.Thread(target=worker.run_once)
+    running.start()
+    try:
+        for _ in range(200):  # until the worker holds the task
+            if get(store, task_id).status is Status.RUN:
+                break
+            release.wait(0.01)
+        deadline = real.monotonic() + 1.5  # five leases long: without the timer it would expire
+        while real.monotonic() < deadline:
+            assert store.claim("thief", 1, lease_seconds=60) == [], "the lease expired during the load"
+            release.wait(0.05)
+    finally:
+        release.set()
+        running.join(60)
+    task = get(store, task_id)
+    assert task.status is Status.DONE and task.attempts == 1

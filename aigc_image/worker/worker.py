@@ -1,8 +1,9 @@
 """The worker loop: claim a task, generate, store the images, complete.
 
-One worker runs one pipeline call at a time. It renews its lease from the pipeline's
-step callback; if the lease was lost (another worker took the task over after this
-one stalled), it stops at the next step and writes nothing, so a task is completed
+One worker runs one pipeline call at a time. It renews its lease from a timer thread (so
+loading a large model or one very long step cannot outlast the lease) and from the
+pipeline's step callback; if the lease was lost (another worker took the task over after
+this one stalled), it stops at the next step and writes nothing, so a task is completed
 exactly once even when it runs more than once.
 """
 
@@ -98,6 +99,25 @@ class Worker:
         return bool(claims)
 
     def process(self, claim: Claim) -> None:
+        """Run one claimed task to its end, renewing its lease on a timer meanwhile."""
+        done = threading.Event()
+        lost = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.lease_seconds / 3):
+                if not self.store.heartbeat(claim.task.task_id, claim.token, self.lease_seconds):
+                    lost.set()  # the step callback aborts at the next step
+                    return
+
+        timer = threading.Thread(target=renew, name=f"lease-{claim.task.task_id}", daemon=True)
+        timer.start()
+        try:
+            self._process(claim, lost)
+        finally:
+            done.set()
+            timer.join()
+
+    def _process(self, claim: Claim, lease_lost: threading.Event) -> None:
         task, spec = claim.task, claim.task.spec
         log.info("task %s: attempt %d on %s:%s", task.task_id, task.attempts, spec.model_name, spec.model_version)
         try:
@@ -111,7 +131,7 @@ class Worker:
                 steps=spec.steps,
                 guidance_scale=spec.guidance_scale,
             )
-            images = self.engine.generate(entry, request, self._heartbeat(claim))
+            images = self.engine.generate(entry, request, _Heartbeat(self, claim, lease_lost))
         except LeaseLost:
             log.warning("task %s: lease lost; abandoning this attempt", task.task_id)
             return
@@ -161,9 +181,6 @@ class Worker:
                 return "A generated image was refused by content review."
         return ""
 
-    def _heartbeat(self, claim: Claim) -> _Heartbeat:
-        return _Heartbeat(self, claim)
-
     def _fail_or_retry(self, claim: Claim, error: Exception, message: str) -> None:
         """Transient errors go back to the queue after a backoff, until the attempts run out."""
         delay = self.retry.delay(claim.task.attempts) if self.retry.is_transient(error) else None
@@ -190,14 +207,17 @@ class _Heartbeat:
     """Step callback: renews the lease once a third of it has passed; aborts if it was lost,
     or if shutdown's grace period is over."""
 
-    def __init__(self, worker: Worker, claim: Claim) -> None:
+    def __init__(self, worker: Worker, claim: Claim, lease_lost: threading.Event) -> None:
         self._worker = worker
         self._claim = claim
+        self._lease_lost = lease_lost
         self._last = worker.clock.monotonic()
 
     def __call__(self, step: int, steps: int) -> None:
         if self._worker.past_grace():
             raise Interrupted(self._claim.task.task_id)
+        if self._lease_lost.is_set():  # the timer found the lease gone
+            raise LeaseLost(self._claim.task.task_id)
         now = self._worker.clock.monotonic()
         if now - self._last < self._worker.lease_seconds / 3:
             return
