@@ -9,6 +9,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -110,8 +111,10 @@ def live_server(data_dir: Path, *args: str, env: Mapping[str, str] | None = None
     log = data_dir / "server.log"
     command = [sys.executable, "-m", "aigc_image", "serve", "--port", "0", "--data-dir", str(data_dir)]
     command += ["--config", str(config), *args]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=server_env(env), cwd=ROOT)
+    with log.open("ab") as out:  # logging (stderr) goes straight to the log file
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=out, env=server_env(env), cwd=ROOT
+        )  # fmt: skip
     try:
         url = _wait_for_url(process, log)
         yield LiveServer(url, url.removeprefix("http://"), data_dir, process, log)
@@ -125,20 +128,34 @@ def live_server(data_dir: Path, *args: str, env: Mapping[str, str] | None = None
 
 
 def _wait_for_url(process: subprocess.Popen[bytes], log: Path) -> str:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        match = re.search(r"listening on (http://\S+)", log.read_text(errors="replace"))
-        if match:
-            url = match.group(1)
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    return url
-            except httpx.HTTPError:
-                pass
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log.read_text(errors='replace')}")
-        time.sleep(0.1)
-    raise RuntimeError(f"server did not become ready:\n{log.read_text(errors='replace')}")
+    """Wait, on an event, for the URL that ``serve`` prints once its socket is listening.
+
+    A thread copies the server's stdout (key lines, the URL) into the log and sets the event
+    when the URL appears or the output ends.
+    """
+    found: list[str] = []
+    printed = threading.Event()
+
+    def copy_stdout() -> None:
+        assert process.stdout is not None
+        with log.open("ab") as out:
+            for line in process.stdout:
+                out.write(line)
+                out.flush()
+                match = re.search(rb"listening on (http://\S+)", line)
+                if match and not found:
+                    found.append(match.group(1).decode())
+                    printed.set()
+        printed.set()  # the output ended: the server exited
+
+    threading.Thread(target=copy_stdout, daemon=True).start()
+    if not printed.wait(60) or not found:
+        raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')}")
+    url = found[0]
+    # The socket is bound and listening before the URL is printed: this waits in the backlog.
+    if httpx.get(f"{url}/healthz", timeout=60).status_code != 200:
+        raise RuntimeError(f"server is not healthy:\n{log.read_text(errors='replace')}")
+    return url
 
 
 def sdk_client(

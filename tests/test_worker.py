@@ -213,16 +213,24 @@ class StopsMidTask:
         return self.inner.generate(entry, request, step)
 
 
+def stopped_mid_task(
+    store: SqliteStore, storage: LocalStorage, clock: ManualClock, seconds_per_step: float, grace: float
+) -> Worker:
+    """A worker that took one task and was asked to stop while running it."""
+    engine = StopsMidTask(clock, seconds_per_step)
+    worker = make_worker(store, storage, clock, engine)
+    engine.worker = worker
+    worker.shutdown_grace = grace
+    assert worker.run_once()
+    return worker
+
+
 def test_shutdown_lets_the_running_task_finish_within_the_grace_period(
     store: SqliteStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     task_id, later = new_task_id(), new_task_id()
     create(store, task_id, "k", spec())
-    engine = StopsMidTask(clock, seconds_per_step=1)
-    worker = make_worker(store, storage, clock, engine)
-    engine.worker = worker
-    worker.shutdown_grace = 30
-    assert worker.run_once()
+    worker = stopped_mid_task(store, storage, clock, seconds_per_step=1, grace=30)
     create(store, later, "k", spec())
     worker.run()  # returns at once: it stopped claiming
     assert get(store, task_id).status is Status.DONE
@@ -234,11 +242,7 @@ def test_shutdown_past_the_grace_period_hands_the_task_back(
 ) -> None:
     task_id = new_task_id()
     create(store, task_id, "k", spec())
-    engine = StopsMidTask(clock, seconds_per_step=20)
-    worker = make_worker(store, storage, clock, engine)
-    engine.worker = worker
-    worker.shutdown_grace = 10
-    assert worker.run_once()
+    stopped_mid_task(store, storage, clock, seconds_per_step=20, grace=10)
     task = get(store, task_id)
     assert task.status is Status.WAIT and task.attempts == 0  # the interrupted attempt is not counted
     assert not storage.root.exists() or list(storage.root.rglob("*.png")) == []

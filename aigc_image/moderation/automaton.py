@@ -54,6 +54,3 @@ class Automaton:
                 node = self._fail[node]
             node = self._goto[node].get(char, 0)
             yield from self._out[node]
-
-    def __bool__(self) -> bool:
-        return len(self._goto) > 1
