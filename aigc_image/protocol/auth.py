@@ -92,10 +92,11 @@ class Authenticator:
             raise errors.TokenFailure()
         if auth.service != signing.SERVICE or auth.date != signing.utc_date(timestamp):
             raise errors.SignatureFailure("The credential scope must be <UTC date of X-TC-Timestamp>/mps/tc3_request.")
+        body_hash = signing.sha256_hex(request.body)
         if headers.get("x-tc-content-sha256") == signing.UNSIGNED_PAYLOAD:
             payload_hash = signing.sha256_hex(signing.UNSIGNED_PAYLOAD.encode())
         else:
-            payload_hash = signing.sha256_hex(request.body)
+            payload_hash = body_hash
         query = request.query if request.method == "GET" else ""
         if not self._tc3_matches(request.method, query, headers, auth, payload_hash, secret_key, timestamp):
             raise errors.SignatureFailure()
@@ -109,9 +110,7 @@ class Authenticator:
             # UNSIGNED-PAYLOAD) the body; the body's own hash covers that exception. The SDKs
             # send a fresh X-TC-TraceId with every call, so two calls in one second with the
             # same parameters stay two tasks, while a byte-identical replay stays one.
-            fingerprint=_fingerprint(
-                request.method, query, auth.signature, signing.sha256_hex(request.body), headers.get("x-tc-traceid", "")
-            ),
+            fingerprint=_fingerprint(request.method, query, auth.signature, body_hash, headers.get("x-tc-traceid", "")),
         )
 
     @staticmethod
