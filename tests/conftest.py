@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import LiveServer, live_server
+from tests.postgres_server import PostgresServer
+from tests.stores import Backend
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +20,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL cluster on loopback for the session; each test makes its own database."""
+    server = PostgresServer()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """A fresh database of each kind: tests that take it run once per store."""
+    if request.param == "sqlite":
+        return Backend("sqlite", f"sqlite:///{tmp_path / 'tasks.db'}")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return Backend("postgresql", server.new_database())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,12 @@ from aigc_image.engines.base import GenerationRequest, ModelUnavailable, StepCal
 from aigc_image.engines.diffusers_engine import DiffusersEngine
 from aigc_image.engines.registry import ModelEntry, load_registry
 from aigc_image.storage.local import LocalStorage
-from aigc_image.store.sqlite import SqliteStore
+from aigc_image.store import TaskStore
 from aigc_image.tasks import Status, TaskSpec, new_task_id
 from aigc_image.worker.retry import RetryPolicy
 from aigc_image.worker.worker import Worker
 from tests.helpers import create, get
+from tests.stores import Backend
 
 
 def spec(model: str = "tiny-random", count: int = 1, output_format: str = "png") -> TaskSpec:
@@ -40,8 +42,11 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: ManualClock) -> SqliteStore:
-    return SqliteStore(str(tmp_path / "db"), clock)
+def store(backend: Backend, clock: ManualClock) -> Iterator[TaskStore]:
+    """Every worker test runs on SQLite and on PostgreSQL."""
+    store = backend.open(clock)
+    yield store
+    store.close()
 
 
 @pytest.fixture
@@ -49,7 +54,7 @@ def storage(tmp_path: Path) -> LocalStorage:
     return LocalStorage(tmp_path / "results", "http://127.0.0.1:9", b"k")
 
 
-def make_worker(store: SqliteStore, storage: LocalStorage, clock: ManualClock, engine: object = None) -> Worker:
+def make_worker(store: TaskStore, storage: LocalStorage, clock: ManualClock, engine: object = None) -> Worker:
     registry = load_registry(default_model="tiny-random")
     return Worker(
         store, engine or DiffusersEngine("cpu"), registry, storage, clock,  # type: ignore[arg-type]
@@ -59,7 +64,7 @@ def make_worker(store: SqliteStore, storage: LocalStorage, clock: ManualClock, e
 
 @pytest.mark.parametrize(("output_format", "pil_format"), [("png", "PNG"), ("jpeg", "JPEG")])
 def test_a_task_runs_to_done_with_decodable_images(
-    store: SqliteStore, storage: LocalStorage, clock: ManualClock, output_format: str, pil_format: str
+    store: TaskStore, storage: LocalStorage, clock: ManualClock, output_format: str, pil_format: str
 ) -> None:
     task_id = new_task_id()
     create(store, task_id, "k", spec(count=2, output_format=output_format))
@@ -73,7 +78,7 @@ def test_a_task_runs_to_done_with_decodable_images(
 
 
 def test_missing_weights_fail_the_task_with_the_engines_advice(
-    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     task_id = new_task_id()
     create(store, task_id, "k", spec())
@@ -84,7 +89,7 @@ def test_missing_weights_fail_the_task_with_the_engines_advice(
 
 
 def test_a_transient_error_is_retried_with_backoff_then_fails_with_the_reason(
-    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     task_id = new_task_id()
     create(store, task_id, "k", spec())
@@ -116,7 +121,7 @@ def test_the_retry_delay_doubles_is_capped_and_jittered() -> None:
 
 
 def test_a_model_removed_from_the_registry_fails_clearly(
-    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     task_id = new_task_id()
     create(store, task_id, "k", spec(model="Retired"))
@@ -126,7 +131,7 @@ def test_a_model_removed_from_the_registry_fails_clearly(
 
 
 def test_a_worker_that_lost_its_lease_writes_nothing(
-    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     task_id = new_task_id()
     create(store, task_id, "k", spec())
@@ -143,7 +148,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing(
 class Stepping:
     """A real pipeline call, with time moved (and optionally the lease stolen) between steps."""
 
-    def __init__(self, clock: ManualClock, seconds_per_step: float, steal: SqliteStore | None = None) -> None:
+    def __init__(self, clock: ManualClock, seconds_per_step: float, steal: TaskStore | None = None) -> None:
         self.clock = clock
         self.seconds_per_step = seconds_per_step
         self.steal = steal
@@ -159,7 +164,7 @@ class Stepping:
         return self.inner.generate(entry, request, step)
 
 
-def test_step_heartbeats_keep_a_long_task_leased(store: SqliteStore, storage: LocalStorage, clock: ManualClock) -> None:
+def test_step_heartbeats_keep_a_long_task_leased(store: TaskStore, storage: LocalStorage, clock: ManualClock) -> None:
     task_id = new_task_id()
     create(store, task_id, "k", spec())  # 2 steps, 45 s each: longer than the 60 s lease in total
     make_worker(store, storage, clock, Stepping(clock, 45)).run_once()
@@ -168,7 +173,7 @@ def test_step_heartbeats_keep_a_long_task_leased(store: SqliteStore, storage: Lo
 
 
 def test_a_lease_lost_mid_pipeline_stops_the_attempt_at_the_next_step(
-    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     task_id = new_task_id()
     create(store, task_id, "k", spec())
@@ -179,7 +184,7 @@ def test_a_lease_lost_mid_pipeline_stops_the_attempt_at_the_next_step(
 
 
 def test_an_output_image_refused_by_the_classifier_is_never_stored(
-    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     from aigc_image.moderation.review import ContentReview
     from tests.classifiers import refuse_images
@@ -214,7 +219,7 @@ class StopsMidTask:
 
 
 def stopped_mid_task(
-    store: SqliteStore, storage: LocalStorage, clock: ManualClock, seconds_per_step: float, grace: float
+    store: TaskStore, storage: LocalStorage, clock: ManualClock, seconds_per_step: float, grace: float
 ) -> Worker:
     """A worker that took one task and was asked to stop while running it."""
     engine = StopsMidTask(clock, seconds_per_step)
@@ -226,7 +231,7 @@ def stopped_mid_task(
 
 
 def test_shutdown_lets_the_running_task_finish_within_the_grace_period(
-    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     task_id, later = new_task_id(), new_task_id()
     create(store, task_id, "k", spec())
@@ -238,7 +243,7 @@ def test_shutdown_lets_the_running_task_finish_within_the_grace_period(
 
 
 def test_shutdown_past_the_grace_period_hands_the_task_back(
-    store: SqliteStore, storage: LocalStorage, clock: ManualClock
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     task_id = new_task_id()
     create(store, task_id, "k", spec())
@@ -262,9 +267,9 @@ class SlowLoad:
         return self.inner.generate(entry, request, on_step)
 
 
-def test_a_timer_keeps_the_lease_while_no_step_reports(tmp_path: Path, storage: LocalStorage) -> None:
+def test_a_timer_keeps_the_lease_while_no_step_reports(backend: Backend, storage: LocalStorage) -> None:
     real = SystemClock()
-    store = SqliteStore(str(tmp_path / "db"), real)
+    store = backend.open(real)
     task_id = new_task_id()
     create(store, task_id, "k", spec())
     release = threading.Event()

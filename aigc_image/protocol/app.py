@@ -25,6 +25,7 @@ from aigc_image.protocol.auth import FORM_TYPE, Authenticator, RawRequest
 from aigc_image.protocol.ratelimit import RateLimiter
 from aigc_image.storage.base import CONTENT_TYPES
 from aigc_image.storage.local import LocalStorage
+from aigc_image.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ def build_app(
             return envelope.error(request_id, exc)
         except ClientDisconnect:
             return Response(status_code=499)  # the client left mid-body; nobody reads this
+        except StoreUnavailable as exc:  # an outage, not a bug: one line in the log, no traceback
+            log.warning("request %s: task store unavailable: %s", request_id, exc)
+            return envelope.error(request_id, errors.InternalError("The task store is unavailable; retry shortly."))
         except Exception:
             log.exception("request %s failed", request_id)
             return envelope.error(request_id, errors.InternalError())

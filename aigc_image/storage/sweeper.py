@@ -8,7 +8,7 @@ import threading
 
 from aigc_image.clock import Clock
 from aigc_image.storage.base import ResultStorage
-from aigc_image.store.base import TaskStore
+from aigc_image.store.base import StoreUnavailable, TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -44,5 +44,7 @@ class Sweeper:
             try:
                 while self.sweep() and not stop.is_set():
                     pass
+            except StoreUnavailable as exc:
+                log.warning("sweep skipped, task store unavailable: %s", exc)
             except Exception:
                 log.exception("sweep failed; will retry")

@@ -24,6 +24,14 @@ class StoreError(Exception):
     """The store cannot be opened or reached."""
 
 
+class StoreUnavailable(StoreError):
+    """The database did not answer (restarting, unreachable, locked too long).
+
+    The operation may or may not have been applied; callers retry it later. The API answers
+    ``InternalError``; workers back off and retry.
+    """
+
+
 class ActiveTaskLimit(Exception):
     """The key already has as many tasks waiting or running as it may."""
 

@@ -14,11 +14,12 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 
 from aigc_image.clock import Clock
-from aigc_image.store.base import ActiveTaskLimit, StoreError
+from aigc_image.store.base import StoreError, StoreUnavailable
+from aigc_image.store.creates import plan_creates
+from aigc_image.store.migrations import migrations
 from aigc_image.store.wake import WakeReceiver, WakeSender, wake_dir
 from aigc_image.tasks import Claim, NewTask, Status, Task, TaskSpec
 
@@ -30,13 +31,6 @@ _CLAIMABLE = (
     "((status = 'WAIT' AND (retry_at IS NULL OR retry_at <= :now))"
     " OR (status = 'RUN' AND lease_expires_at < :now AND attempts < :max_attempts))"
 )
-
-
-def migrations() -> list[tuple[int, str]]:
-    """Numbered migration scripts, in order."""
-    folder = resources.files("aigc_image.store") / "migrations" / "sqlite"
-    found = [(int(f.name.split("_", 1)[0]), f.read_text("utf-8")) for f in folder.iterdir() if f.name.endswith(".sql")]
-    return sorted(found)
 
 
 class SqliteStore:
@@ -51,7 +45,7 @@ class SqliteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StoreUnavailable) as exc:
             raise StoreError(f"cannot open SQLite database {path}: {exc}") from exc
         self._wake_dir = wake_dir(path)
         self._sender = WakeSender(self._wake_dir)
@@ -60,19 +54,25 @@ class SqliteStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, _unavailable_on_error():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, _unavailable_on_error():
+            yield self._db
 
     def _migrate(self) -> None:
         with self._transaction() as db:
             current = db.execute("PRAGMA user_version").fetchone()[0]
-            for number, script in migrations():
+            for number, script in migrations("sqlite"):
                 if number > current:
                     for statement in script.split(";\n"):
                         if statement.strip():
@@ -115,52 +115,29 @@ class SqliteStore:
         self._sender.wake_all()
 
     def _insert_batch(self, db: sqlite3.Connection, batch: list[tuple[NewTask, int]]) -> list[str | Exception]:
-        """Insert a batch in one transaction: for each create, the id that holds it, or why not.
-
-        1. Replays: a fingerprint already stored, or seen earlier in this batch, gets that task.
-        2. Caps: a key over its limit of waiting and running tasks gets ActiveTaskLimit.
-        3. Everything else is inserted with one executemany.
-        """
+        """Insert a batch in one transaction: for each create, the id that holds it, or why not."""
         fingerprints = [task.request_fingerprint for task, _ in batch if task.request_fingerprint]
-        known: dict[str, str] = {}
+        stored: dict[str, str] = {}
         if fingerprints:
             marks = ",".join("?" * len(fingerprints))
             query = f"SELECT request_fingerprint, task_id FROM tasks WHERE request_fingerprint IN ({marks})"
-            known = dict(db.execute(query, fingerprints).fetchall())
-        active: dict[str, int] = {}
-        outcomes: list[str | Exception] = []
-        rows = []
-        now = self._clock.now()
-        for task, max_active in batch:
-            fingerprint = task.request_fingerprint
-            if fingerprint and fingerprint in known:
-                outcomes.append(known[fingerprint])
-                continue
-            if max_active > 0:
-                if task.secret_id not in active:
-                    active[task.secret_id] = db.execute(
-                        "SELECT count(*) FROM tasks WHERE secret_id = ? AND status IN ('WAIT', 'RUN')",
-                        (task.secret_id,),
-                    ).fetchone()[0]
-                if active[task.secret_id] >= max_active:
-                    outcomes.append(ActiveTaskLimit(f"{active[task.secret_id]} tasks are waiting or running"))
-                    continue
-                active[task.secret_id] += 1
-            if fingerprint:
-                known[fingerprint] = task.task_id
-            spec = task.spec
-            rows.append((task.task_id, task.secret_id, spec.to_json(), spec.batch_key, now, fingerprint))
-            outcomes.append(task.task_id)
+            stored = dict(db.execute(query, fingerprints).fetchall())
+
+        def count_active(secret_id: str) -> int:
+            query = "SELECT count(*) FROM tasks WHERE secret_id = ? AND status IN ('WAIT', 'RUN')"
+            return int(db.execute(query, (secret_id,)).fetchone()[0])
+
+        plan = plan_creates(batch, stored, count_active, self._clock.now())
         db.executemany(
             "INSERT INTO tasks (task_id, secret_id, status, spec, batch_key, created_at, request_fingerprint) "
             "VALUES (?, ?, 'WAIT', ?, ?, ?, ?)",
-            rows,
+            plan.rows,
         )
-        return outcomes
+        return plan.outcomes
 
     async def get(self, task_id: str) -> Task | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        with self._reading() as db:
+            row = db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return _task(row) if row else None
 
     # -- worker side --------------------------------------------------------------------
@@ -196,18 +173,20 @@ class SqliteStore:
 
     def complete(self, task_id: str, token: str, result_keys: Sequence[str]) -> bool:
         return self._update_leased(
-            "status = 'DONE', message = 'ok', result_keys = :keys, finished_at = :now, lease_token = NULL",
+            "status = 'DONE', message = 'ok', result_keys = :keys, finished_at = :now",
             task_id,
             token,
+            finished_as=Status.DONE,
             keys=json.dumps(list(result_keys)),
             now=self._clock.now(),
         )
 
     def fail(self, task_id: str, token: str, message: str) -> bool:
         return self._update_leased(
-            "status = 'FAIL', message = :message, finished_at = :now, lease_token = NULL",
+            "status = 'FAIL', message = :message, finished_at = :now",
             task_id,
             token,
+            finished_as=Status.FAIL,
             message=message,
             now=self._clock.now(),
         )
@@ -229,13 +208,22 @@ class SqliteStore:
             token,
         )
 
-    def _update_leased(self, assignments: str, task_id: str, token: str, **values: object) -> bool:
+    def _update_leased(
+        self, assignments: str, task_id: str, token: str, finished_as: Status | None = None, **values: object
+    ) -> bool:
+        """Apply ``assignments`` if ``token`` holds the task's lease. A finished task keeps the
+        token that finished it, so a finish retried after an outage (did it commit?) is True."""
         with self._transaction() as db:
             cursor = db.execute(
                 f"UPDATE tasks SET {assignments} WHERE task_id = :task_id AND status = 'RUN' AND lease_token = :token",
                 {**values, "task_id": task_id, "token": token},
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount == 1:
+                return True
+            if finished_as is None:
+                return False
+            query = "SELECT 1 FROM tasks WHERE task_id = ? AND status = ? AND lease_token = ?"
+            return db.execute(query, (task_id, finished_as.value, token)).fetchone() is not None
 
     def fail_exhausted(self) -> int:
         with self._transaction() as db:
@@ -258,8 +246,8 @@ class SqliteStore:
     # -- sweeper side -------------------------------------------------------------------
 
     def finished_before(self, cutoff: float, limit: int) -> list[Task]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 f"SELECT {_COLUMNS} FROM tasks WHERE results_purged = 0 AND finished_at < ? AND status = 'DONE' "
                 "ORDER BY finished_at LIMIT ?",
                 (cutoff, limit),
@@ -276,8 +264,8 @@ class SqliteStore:
         return [_task(row) for row in rows]
 
     def mark_results_purged(self, task_id: str) -> None:
-        with self._lock:
-            self._db.execute("UPDATE tasks SET results_purged = 1 WHERE task_id = ?", (task_id,))
+        with self._transaction() as db:
+            db.execute("UPDATE tasks SET results_purged = 1 WHERE task_id = ?", (task_id,))
 
     def close(self) -> None:
         if self._receiver is not None:
@@ -285,6 +273,15 @@ class SqliteStore:
         self._sender.close()
         with self._lock:
             self._db.close()
+
+
+@contextmanager
+def _unavailable_on_error() -> Iterator[None]:
+    """A locked or unreadable database is an outage the caller may retry, not a bug."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise StoreUnavailable(f"SQLite: {exc}") from exc
 
 
 def _task(row: sqlite3.Row) -> Task:

@@ -37,3 +37,25 @@ class RetryPolicy:
             return None
         full = min(self.max_delay, self.base_delay * 2.0 ** (attempt - 1))
         return full / 2 + (rng or _JITTER).uniform(0, full / 2)
+
+
+class Backoff:
+    """Delays between attempts to reach an unavailable task store: exponential, capped, jittered.
+
+    Workers on many hosts lose the database together; jitter keeps them from all
+    reconnecting in the same instant when it comes back.
+    """
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> None:
+        self.base = base
+        self.cap = cap
+        self._rng = rng or _JITTER
+        self._failures = 0
+
+    def next_delay(self) -> float:
+        full = min(self.cap, self.base * 2.0**self._failures)
+        self._failures += 1
+        return full / 2 + self._rng.uniform(0, full / 2)
+
+    def reset(self) -> None:
+        self._failures = 0

@@ -5,6 +5,11 @@ loading a large model or one very long step cannot outlast the lease) and from t
 pipeline's step callback; if the lease was lost (another worker took the task over after
 this one stalled), it stops at the next step and writes nothing, so a task is completed
 exactly once even when it runs more than once.
+
+When the task store is unreachable (a database restart), the worker keeps what it has:
+heartbeats that fail are skipped (the lease decides), and the final write of a task
+(complete, fail, retry, release) is retried with backoff until the store answers, so a
+finished image is never thrown away because of an outage.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
 from PIL import Image
 
@@ -23,9 +31,9 @@ from aigc_image.errors import ApiError
 from aigc_image.media.encode import encode
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.storage.base import ResultStorage, result_key
-from aigc_image.store.base import TaskStore
+from aigc_image.store.base import StoreUnavailable, TaskStore
 from aigc_image.tasks import Claim
-from aigc_image.worker.retry import RetryPolicy
+from aigc_image.worker.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +79,17 @@ class Worker:
     def run(self) -> None:
         """Work until ``request_stop``; the task in hand gets ``shutdown_grace`` seconds to finish."""
         log.info("worker %s ready", self.worker_id)
+        backoff = Backoff()
         while not self._stop.is_set():
-            if not self.run_once():
-                self.store.fail_exhausted()
-                self.store.wait_for_work(self.poll_interval)
+            try:
+                if not self.run_once():
+                    self.store.fail_exhausted()
+                    self.store.wait_for_work(self.poll_interval)
+                backoff.reset()
+            except StoreUnavailable as exc:
+                delay = backoff.next_delay()
+                log.warning("task store unavailable (%s); trying again in %.1f s", exc, delay)
+                self._stop.wait(delay)
 
     def request_stop(self) -> None:
         """Stop claiming. A running task that outlives the grace period is interrupted at its
@@ -105,7 +120,12 @@ class Worker:
 
         def renew() -> None:
             while not done.wait(self.lease_seconds / 3):
-                if not self.store.heartbeat(claim.task.task_id, claim.token, self.lease_seconds):
+                try:
+                    renewed = self.store.heartbeat(claim.task.task_id, claim.token, self.lease_seconds)
+                except StoreUnavailable as exc:
+                    log.warning("task %s: heartbeat skipped, store unavailable: %s", claim.task.task_id, exc)
+                    continue
+                if not renewed:
                     lost.set()  # the step callback aborts at the next step
                     return
 
@@ -136,7 +156,7 @@ class Worker:
             log.warning("task %s: lease lost; abandoning this attempt", task.task_id)
             return
         except Interrupted:
-            if self.store.release(task.task_id, claim.token):
+            if self._persist(self.store.release, task.task_id, claim.token):
                 log.warning("task %s: interrupted by shutdown; handed back to the queue", task.task_id)
             return
         except (ModelUnavailable, ApiError) as exc:
@@ -160,11 +180,32 @@ class Worker:
             self._discard(keys)
             self._fail_or_retry(claim, exc, f"Storing the images failed: {type(exc).__name__}: {exc}")
             return
-        if self.store.complete(task.task_id, claim.token, keys):
+        completed = self._persist(self.store.complete, task.task_id, claim.token, keys)
+        if completed:
             log.info("task %s: done, %d image(s)", task.task_id, len(keys))
-        else:
+        elif completed is False:
             log.warning("task %s: lease lost before completion; discarding this attempt's images", task.task_id)
             self._discard(keys)
+        # None: unknown whether the store recorded it, so the images stay where they are.
+
+    def _persist(self, write: Callable[..., bool], *args: Any) -> bool | None:
+        """A task's final write, retried while the store is unavailable.
+
+        Returns what the store answered, or None if shutdown's grace ran out first (the lease
+        then expires and another worker runs the task again). Retrying is safe: complete and
+        fail answer True again to the lease that already recorded them.
+        """
+        backoff = Backoff()
+        while True:
+            try:
+                return write(*args)
+            except StoreUnavailable as exc:
+                if self.past_grace():
+                    log.error("store unavailable past the shutdown grace; leaving %s to its lease", args[0])
+                    return None
+                delay = backoff.next_delay()
+                log.warning("task %s: store unavailable (%s); retrying in %.1f s", args[0], exc, delay)
+                time.sleep(delay)
 
     def _review_outputs(self, images: list[Image.Image]) -> str:
         """Why the images may not be published, or "" when they may; unreviewable is refused."""
@@ -188,11 +229,11 @@ class Worker:
             attempts = claim.task.attempts
             self._fail(claim, message if attempts == 1 else f"{message} (after {attempts} attempts)")
             return
-        if self.store.retry_later(claim.task.task_id, claim.token, self.clock.now() + delay, message):
+        if self._persist(self.store.retry_later, claim.task.task_id, claim.token, self.clock.now() + delay, message):
             log.warning("task %s: will retry in %.1f s: %s", claim.task.task_id, delay, message)
 
     def _fail(self, claim: Claim, message: str) -> None:
-        if not self.store.fail(claim.task.task_id, claim.token, message):
+        if self._persist(self.store.fail, claim.task.task_id, claim.token, message) is False:
             log.warning("task %s: lease lost before recording failure", claim.task.task_id)
 
     def _discard(self, keys: list[str]) -> None:
@@ -222,5 +263,11 @@ class _Heartbeat:
         if now - self._last < self._worker.lease_seconds / 3:
             return
         self._last = now
-        if not self._worker.store.heartbeat(self._claim.task.task_id, self._claim.token, self._worker.lease_seconds):
+        try:
+            renewed = self._worker.store.heartbeat(
+                self._claim.task.task_id, self._claim.token, self._worker.lease_seconds
+            )
+        except StoreUnavailable:
+            return  # keep generating: the timer retries, and the lease decides if it was too long
+        if not renewed:
             raise LeaseLost(self._claim.task.task_id)

@@ -1,0 +1,376 @@
+"""The PostgreSQL task store: for several API processes and workers on several hosts.
+
+Claims lock rows with ``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on each
+other nor take the same task. A create sends ``NOTIFY`` in its transaction; idle workers
+``LISTEN`` and claim the moment it commits.
+
+A lost connection (a database restart, a network cut) raises StoreUnavailable and the next
+call reconnects: the API answers ``InternalError`` meanwhile and workers back off (see
+worker.py). Times are the service's clock, like SQLite's, so hosts must keep their clocks
+in sync (NTP); leases are tens of seconds, so a skew well under a second is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from aigc_image.clock import Clock
+from aigc_image.store.base import StoreError, StoreUnavailable
+from aigc_image.store.creates import plan_creates
+from aigc_image.store.migrations import migrations
+from aigc_image.tasks import Claim, NewTask, Status, Task, TaskSpec
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "aigc_image_tasks"
+# Held while migrating, so processes starting together apply each migration once.
+_MIGRATION_LOCK = 0x41494743  # "AIGC"
+_COLUMNS = (
+    "task_id, secret_id, status, spec, created_at, started_at, finished_at, "
+    "attempts, message, result_keys, results_purged"
+)
+_CLAIMABLE = (
+    "((status = 'WAIT' AND (retry_at IS NULL OR retry_at <= %(now)s))"
+    " OR (status = 'RUN' AND lease_expires_at < %(now)s AND attempts < %(max_attempts)s))"
+)
+_CLAIM = f"""
+WITH picked AS (
+    SELECT task_id FROM tasks
+    WHERE {_CLAIMABLE} AND batch_key = (
+        SELECT batch_key FROM tasks WHERE {_CLAIMABLE}
+        ORDER BY created_at, task_id LIMIT 1 FOR UPDATE SKIP LOCKED
+    )
+    ORDER BY created_at, task_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks SET status = 'RUN', attempts = tasks.attempts + 1, worker_id = %(worker)s,
+    lease_token = %(token)s, lease_expires_at = %(expires)s, started_at = %(now)s
+FROM picked WHERE tasks.task_id = picked.task_id
+RETURNING {", ".join("tasks." + c for c in _COLUMNS.split(", "))}
+"""
+
+
+class PostgresStore:
+    def __init__(self, url: str, clock: Clock, max_attempts: int = 3) -> None:
+        self._url = url
+        self._clock = clock
+        self.max_attempts = max_attempts
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[dict[str, Any]] | None = None
+        self._listener: psycopg.Connection[dict[str, Any]] | None = None
+        self._pending: list[tuple[NewTask, int, asyncio.Future[str]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        try:
+            self._migrate()
+        except (StoreUnavailable, psycopg.Error) as exc:
+            raise StoreError(f"cannot open PostgreSQL database {_redacted(url)}: {exc}") from exc
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
+        try:
+            return psycopg.connect(
+                self._url, autocommit=True, row_factory=dict_row, connect_timeout=5, application_name="aigc-image"
+            )
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """One transaction on the shared connection; reconnects after an outage."""
+        with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = self._connect()
+            conn = self._conn
+            try:
+                with conn.transaction():
+                    yield conn
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if conn.broken or conn.closed:
+                    conn.close()
+                    self._conn = None
+                raise StoreUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+            row = db.execute("SELECT coalesce(max(version), 0) AS version FROM schema_migrations").fetchone()
+            current = row["version"] if row else 0
+            for number, script in migrations("postgresql"):
+                if number > current:
+                    db.execute(script.encode())  # bytes: a multi-statement script, sent as one query
+                    db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+
+    def schema_version(self) -> int:
+        with self._transaction() as db:
+            row = db.execute("SELECT max(version) AS version FROM schema_migrations").fetchone()
+            return int(row["version"]) if row else 0
+
+    # -- API side -------------------------------------------------------------------------
+
+    async def create(self, task: NewTask, max_active_per_key: int = 0) -> str:
+        """Group commit: creates that arrive while a batch is committing form the next batch.
+
+        Each caller returns only after the commit that holds its row.
+        """
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending.append((task, max_active_per_key, future))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_creates())
+        return await future
+
+    async def _flush_creates(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    outcomes = await asyncio.to_thread(self._insert_batch, [(t, cap) for t, cap, _ in batch])
+                except Exception as exc:  # nothing of the batch was stored; every caller hears why
+                    outcomes = [exc] * len(batch)
+                for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, Exception):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            self._flusher = None
+
+    def _insert_batch(self, batch: list[tuple[NewTask, int]]) -> list[str | Exception]:
+        with self._transaction() as db:
+            # Creates of one key are serialised across API processes, so the replay lookup and
+            # the cap count below see every committed create of that key.
+            keys = sorted({task.secret_id for task, _ in batch})
+            db.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('aigc-image:' || k)) FROM unnest(%s::text[]) AS k", (keys,)
+            )
+            fingerprints = [task.request_fingerprint for task, _ in batch if task.request_fingerprint]
+            stored: dict[str, str] = {}
+            if fingerprints:
+                rows = db.execute(
+                    "SELECT request_fingerprint, task_id FROM tasks WHERE request_fingerprint = ANY(%s)",
+                    (fingerprints,),
+                ).fetchall()
+                stored = {row["request_fingerprint"]: row["task_id"] for row in rows}
+
+            def count_active(secret_id: str) -> int:
+                row = db.execute(
+                    "SELECT count(*) AS n FROM tasks WHERE secret_id = %s AND status IN ('WAIT', 'RUN')", (secret_id,)
+                ).fetchone()
+                return int(row["n"]) if row else 0
+
+            plan = plan_creates(batch, stored, count_active, self._clock.now())
+            if plan.rows:
+                with db.cursor() as cursor:
+                    cursor.executemany(
+                        "INSERT INTO tasks (task_id, secret_id, status, spec, batch_key, created_at, "
+                        "request_fingerprint) VALUES (%s, %s, 'WAIT', %s, %s, %s, %s)",
+                        plan.rows,
+                    )
+                db.execute(f"NOTIFY {CHANNEL}")  # delivered at commit
+            return plan.outcomes
+
+    async def get(self, task_id: str) -> Task | None:
+        return await asyncio.to_thread(self._get, task_id)
+
+    def _get(self, task_id: str) -> Task | None:
+        with self._transaction() as db:
+            row = db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = %s", (task_id,)).fetchone()
+        return _task(row) if row else None
+
+    # -- worker side ----------------------------------------------------------------------
+
+    def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Claim]:
+        # Listen before looking, so a task committed between this look and the next
+        # wait_for_work() still wakes us.
+        self._listen()
+        now = self._clock.now()
+        token = secrets.token_hex(16)
+        expires = now + lease_seconds
+        args = {
+            "now": now,
+            "max_attempts": self.max_attempts,
+            "limit": limit,
+            "worker": worker_id,
+            "token": token,
+            "expires": expires,
+        }
+        with self._transaction() as db:
+            rows = db.execute(_CLAIM, args).fetchall()
+        tasks = sorted((_task(r) for r in rows), key=lambda t: (t.created_at, t.task_id))
+        return [Claim(task, token, expires) for task in tasks]
+
+    def heartbeat(self, task_id: str, token: str, lease_seconds: float) -> bool:
+        return self._update_leased(
+            "lease_expires_at = %(expires)s", task_id, token, expires=self._clock.now() + lease_seconds
+        )
+
+    def complete(self, task_id: str, token: str, result_keys: Sequence[str]) -> bool:
+        return self._update_leased(
+            "status = 'DONE', message = 'ok', result_keys = %(keys)s, finished_at = %(now)s",
+            task_id,
+            token,
+            finished_as=Status.DONE,
+            keys=json.dumps(list(result_keys)),
+            now=self._clock.now(),
+        )
+
+    def fail(self, task_id: str, token: str, message: str) -> bool:
+        return self._update_leased(
+            "status = 'FAIL', message = %(message)s, finished_at = %(now)s",
+            task_id,
+            token,
+            finished_as=Status.FAIL,
+            message=message,
+            now=self._clock.now(),
+        )
+
+    def retry_later(self, task_id: str, token: str, retry_at: float, message: str) -> bool:
+        return self._update_leased(
+            "status = 'WAIT', retry_at = %(retry_at)s, message = %(message)s, worker_id = NULL, lease_token = NULL, "
+            "lease_expires_at = NULL",
+            task_id,
+            token,
+            retry_at=retry_at,
+            message=message,
+        )
+
+    def release(self, task_id: str, token: str) -> bool:
+        return self._update_leased(
+            "status = 'WAIT', attempts = attempts - 1, worker_id = NULL, lease_token = NULL, lease_expires_at = NULL",
+            task_id,
+            token,
+            notify=True,  # another idle worker can take it at once
+        )
+
+    def _update_leased(
+        self,
+        assignments: str,
+        task_id: str,
+        token: str,
+        finished_as: Status | None = None,
+        notify: bool = False,
+        **values: object,
+    ) -> bool:
+        """Apply ``assignments`` if ``token`` holds the task's lease. A finished task keeps the
+        token that finished it, so a finish retried after an outage (did it commit?) is True."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                f"UPDATE tasks SET {assignments} "
+                "WHERE task_id = %(task_id)s AND status = 'RUN' AND lease_token = %(token)s",
+                {**values, "task_id": task_id, "token": token},
+            )
+            if cursor.rowcount == 1:
+                if notify:
+                    db.execute(f"NOTIFY {CHANNEL}")
+                return True
+            if finished_as is None:
+                return False
+            query = "SELECT 1 FROM tasks WHERE task_id = %s AND status = %s AND lease_token = %s"
+            return db.execute(query, (task_id, finished_as.value, token)).fetchone() is not None
+
+    def fail_exhausted(self) -> int:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE tasks SET status = 'FAIL', finished_at = %(now)s, lease_token = NULL, "
+                "message = 'The worker running this task stopped responding ' || attempts || ' times; giving up.' "
+                "WHERE status = 'RUN' AND lease_expires_at < %(now)s "
+                "AND attempts >= %(max_attempts)s",
+                {"now": self._clock.now(), "max_attempts": self.max_attempts},
+            )
+            return cursor.rowcount
+
+    def wait_for_work(self, timeout: float) -> None:
+        listener = self._listen()
+        try:
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                pass
+            for _ in listener.notifies(timeout=0):  # drain: one wake-up per wait is enough
+                pass
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            listener.close()
+            self._listener = None
+            raise StoreUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
+
+    def _listen(self) -> psycopg.Connection[dict[str, Any]]:
+        if self._listener is not None and (self._listener.closed or self._listener.broken):
+            self._listener = None
+        if self._listener is None:
+            listener = self._connect()
+            try:
+                listener.execute(f"LISTEN {CHANNEL}")
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                listener.close()
+                raise StoreUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
+            self._listener = listener
+        return self._listener
+
+    # -- sweeper side ---------------------------------------------------------------------
+
+    def finished_before(self, cutoff: float, limit: int) -> list[Task]:
+        with self._transaction() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE status = 'DONE' AND NOT results_purged AND finished_at < %s "
+                "ORDER BY finished_at LIMIT %s",
+                (cutoff, limit),
+            ).fetchall()
+        return [_task(r) for r in rows]
+
+    def delete_finished_before(self, cutoff: float, limit: int) -> list[Task]:
+        with self._transaction() as db:
+            rows = db.execute(
+                f"DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM tasks WHERE finished_at < %s "
+                f"AND status IN ('DONE', 'FAIL') ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+                f"RETURNING {_COLUMNS}",
+                (cutoff, limit),
+            ).fetchall()
+        return [_task(row) for row in rows]
+
+    def mark_results_purged(self, task_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE tasks SET results_purged = TRUE WHERE task_id = %s", (task_id,))
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in (self._conn, self._listener):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._listener = None
+
+
+def _task(row: dict[str, Any]) -> Task:
+    return Task(
+        task_id=row["task_id"],
+        secret_id=row["secret_id"],
+        spec=TaskSpec.from_json(row["spec"]),
+        status=Status(row["status"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        attempts=row["attempts"],
+        message=row["message"],
+        result_keys=tuple(json.loads(row["result_keys"])),
+        results_purged=bool(row["results_purged"]),
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for error messages."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in info.items())
