@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
+
+import psycopg
 
 from aigc_image.clock import Clock
 from aigc_image.store import TaskStore, open_store
@@ -18,3 +21,12 @@ class Backend:
     def open(self, clock: Clock, max_attempts: int = 3) -> TaskStore:
         """A new connection (a new store object) to this database, migrated on first open."""
         return open_store(self.url, clock, max_attempts)
+
+    def clear(self) -> None:
+        """Delete every task, for tests that reuse one database."""
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.url.removeprefix("sqlite:///")) as db:
+                db.execute("DELETE FROM tasks")
+        else:
+            with psycopg.connect(self.url) as db:
+                db.execute("DELETE FROM tasks")

@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import socket
+import sqlite3
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from aigc_image.clock import ManualClock, SystemClock
-from aigc_image.store import TaskStore, open_store
+from aigc_image.store import StoreError, StoreUnavailable, TaskStore, open_store
 from aigc_image.store.base import ActiveTaskLimit
 from aigc_image.store.migrations import migrations
-from aigc_image.tasks import NewTask, Status, TaskSpec, new_task_id
+from aigc_image.store.sqlite import SqliteStore
+from aigc_image.tasks import Claim, NewTask, Status, Task, TaskSpec, new_task_id
 from tests.helpers import create, get
+from tests.postgres_server import PostgresServer
 from tests.stores import Backend
 
 
@@ -224,3 +233,242 @@ def test_the_per_key_cap_counts_waiting_and_running_tasks(store: TaskStore) -> N
     assert isinstance(asyncio.run(create_many(claim.task.secret_id, 1))[0], ActiveTaskLimit)
     assert store.complete(claim.task.task_id, claim.token, [])  # finishing frees a place
     assert isinstance(asyncio.run(create_many(claim.task.secret_id, 1))[0], str)
+
+
+def test_creates_from_two_api_processes_share_one_cap_and_one_replay_record(
+    backend: Backend, clock: ManualClock
+) -> None:
+    """Two store objects (two API processes) creating at once: the cap and replays hold across them."""
+    first, second = backend.open(clock), backend.open(clock)
+
+    async def race() -> list[object]:
+        calls = [
+            store.create(NewTask(new_task_id(), "k", spec(), request_fingerprint=f"f{n % 5}"), max_active_per_key=4)
+            for n in range(20)
+            for store in (first, second)
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(race())
+    created = {r for r in results if isinstance(r, str)}
+    assert len(created) == 4  # five distinct requests, but at most four may wait
+    assert sum(isinstance(r, ActiveTaskLimit) for r in results) >= 1
+    assert not [r for r in results if not isinstance(r, (str, ActiveTaskLimit))]
+    assert len(first.claim("w", limit=10, lease_seconds=60)) == 4
+    first.close()
+    second.close()
+
+
+def test_a_finish_retried_after_an_unknown_outcome_is_answered_true_once_recorded(store: TaskStore) -> None:
+    task_id = new_task_id()
+    create(store, task_id, "k", spec())
+    [claim] = store.claim("w", 1, lease_seconds=60)
+    assert store.complete(task_id, claim.token, ["a"])
+    assert store.complete(task_id, claim.token, ["a"])  # the worker could not tell whether it committed
+    assert not store.fail(task_id, claim.token, "no")  # but a finished task never changes outcome
+    assert not store.heartbeat(task_id, claim.token, 60)
+    task = get(store, task_id)
+    assert task is not None and task.status is Status.DONE and task.result_keys == ("a",)
+
+
+def test_released_tasks_wake_a_waiting_worker(backend: Backend, clock: ManualClock) -> None:
+    holder, waiter = backend.open(clock), backend.open(clock)
+    create(holder, new_task_id(), "k", spec())
+    [claim] = holder.claim("w1", 1, lease_seconds=60)
+    assert waiter.claim("w2", 1, lease_seconds=60) == []  # also starts listening
+    woke = threading.Event()
+    thread = threading.Thread(target=lambda: (waiter.wait_for_work(30), woke.set()))
+    thread.start()
+    assert holder.release(claim.task.task_id, claim.token)
+    assert woke.wait(10), "the waiting worker was not woken by release()"
+    thread.join(60)
+    [again] = waiter.claim("w2", 1, lease_seconds=60)
+    assert again.task.attempts == 1  # the released attempt was not counted
+    holder.close()
+    waiter.close()
+
+
+# -- PostgreSQL outages -------------------------------------------------------------------------
+
+
+def test_a_postgresql_restart_is_an_outage_then_the_store_reconnects(postgres: PostgresServer) -> None:
+    """R7 at the store level: calls during the outage raise StoreUnavailable; afterwards the same
+    store object works again, for the API side, the worker side and the listener."""
+    clock = ManualClock()
+    store = open_store(postgres.new_database(), clock)
+    task_id = new_task_id()
+    create(store, task_id, "k", spec())
+    store.wait_for_work(0)  # the listener connection exists
+    postgres.stop()
+    try:
+        with pytest.raises(StoreUnavailable):
+            get(store, task_id)
+        with pytest.raises(StoreUnavailable):
+            store.claim("w", 1, lease_seconds=60)
+        with pytest.raises(StoreUnavailable):
+            create(store, new_task_id(), "k", spec())
+    finally:
+        postgres.start()
+    task = get(store, task_id)
+    assert task is not None and task.status is Status.WAIT
+    [claim] = store.claim("w", 1, lease_seconds=60)
+    assert store.complete(task_id, claim.token, [])
+    woke = threading.Event()
+    thread = threading.Thread(target=lambda: (store.wait_for_work(30), woke.set()))
+    thread.start()
+    other = open_store(store_url(store), clock)
+    create(other, new_task_id(), "k", spec())
+    assert woke.wait(10), "the listener did not come back after the restart"
+    thread.join(60)
+    store.close()
+    other.close()
+
+
+def store_url(store: TaskStore) -> str:
+    return str(store._url)  # type: ignore[attr-defined]
+
+
+def test_an_unreachable_postgresql_names_the_server_and_hides_the_password() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(StoreError) as refused:
+        open_store(f"postgresql://user:hunter2@127.0.0.1:{port}/db", ManualClock())
+    assert f"port={port}" in str(refused.value) and "hunter2" not in str(refused.value)
+
+
+# -- R11: a stateful property test ------------------------------------------------------------------
+
+
+def test_random_sequences_of_operations_keep_the_store_invariants(backend: Backend) -> None:
+    """R11: any interleaving of submit / claim / heartbeat / complete / fail / retry / release /
+    time passing / reaping keeps: one state per task, one live lease per task, attempts within
+    the maximum, finished tasks never change, and a stale token never writes."""
+    run_state_machine_as_test(
+        lambda: StoreMachine(backend),
+        settings=settings(max_examples=20, stateful_step_count=25, deadline=None),
+    )
+
+
+MAX_ATTEMPTS = 3
+
+
+class StoreMachine(RuleBasedStateMachine):
+    claims = Bundle("claims")
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self.clock = ManualClock()
+        self.store = backend.open(self.clock, max_attempts=MAX_ATTEMPTS)
+        backend.clear()  # one database serves every example
+        self.ids: list[str] = []
+        self.current: dict[str, str | None] = {}  # task -> the token that holds (or finished) it
+        self.finished: dict[str, Task] = {}
+
+    @rule()
+    def submit(self) -> None:
+        task_id = new_task_id()
+        create(self.store, task_id, "k", spec())
+        self.ids.append(task_id)
+        self.current[task_id] = None
+
+    @rule(target=claims, lease=st.sampled_from([5.0, 30.0]))
+    def claim(self, lease: float) -> list[Claim]:
+        taken = self.store.claim("w", 2, lease_seconds=lease)
+        for claim in taken:
+            assert claim.task.task_id in self.current and claim.task.task_id not in self.finished
+            self.current[claim.task.task_id] = claim.token
+        return taken
+
+    @rule(claims=claims, action=st.sampled_from(["heartbeat", "complete", "fail", "retry_later", "release"]))
+    def act(self, claims: list[Claim], action: str) -> None:
+        for claim in claims:
+            task_id, token = claim.task.task_id, claim.token
+            before = get(self.store, task_id)
+            holds = before is not None and before.status is Status.RUN and self.current[task_id] == token
+            if action == "heartbeat":
+                answered = self.store.heartbeat(task_id, token, 30)
+            elif action == "complete":
+                answered = self.store.complete(task_id, token, [f"{task_id}/x.png"])
+            elif action == "fail":
+                answered = self.store.fail(task_id, token, "failed")
+            elif action == "retry_later":
+                answered = self.store.retry_later(task_id, token, self.clock.now() + 3, "retry")
+            else:
+                answered = self.store.release(task_id, token)
+            finished_by_this = task_id in self.finished and self.current[task_id] == token
+            expected = holds or (
+                finished_by_this
+                and action in ("complete", "fail")
+                and self.finished[task_id].status.value == ("DONE" if action == "complete" else "FAIL")
+            )
+            assert answered == expected, (action, before)
+            if answered and action in ("retry_later", "release"):
+                self.current[task_id] = None
+
+    @rule(seconds=st.sampled_from([1.0, 4.0, 6.0, 31.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @rule()
+    def reap(self) -> None:
+        self.store.fail_exhausted()
+
+    @invariant()
+    def states_are_consistent(self) -> None:
+        for task_id in self.ids:
+            task = get(self.store, task_id)
+            assert task is not None and task.status in Status
+            assert 0 <= task.attempts <= MAX_ATTEMPTS
+            if task_id in self.finished:
+                assert task == self.finished[task_id], "a finished task changed"
+            elif task.status in (Status.DONE, Status.FAIL):
+                self.finished[task_id] = task
+
+    def teardown(self) -> None:
+        self.store.close()
+
+
+# -- R12: migration parity --------------------------------------------------------------------------
+
+
+def test_both_databases_migrate_to_the_same_schema(tmp_path: Path, postgres: PostgresServer) -> None:
+    """R12: the SQLite migrations, applied in order, and the PostgreSQL ones give the same
+    columns (names, nullability, defaults' meaning) and the same named indexes."""
+    clock = ManualClock()
+    SqliteStore(str(tmp_path / "db"), clock).close()
+    with sqlite3.connect(tmp_path / "db") as db:
+        sqlite_columns = {(row[1], bool(row[3])) for row in db.execute("PRAGMA table_info(tasks)")}
+        sqlite_indexes = {row[1] for row in db.execute("PRAGMA index_list(tasks)") if not row[1].startswith("sqlite_")}
+    url = postgres.new_database()
+    open_store(url, clock).close()
+    with psycopg.connect(url) as db:
+        pg_columns = {
+            (name, nullable == "NO")
+            for name, nullable in db.execute(
+                "SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name = 'tasks'"
+            )
+        }
+        pg_indexes = {row[0] for row in db.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'tasks'")}
+    assert sqlite_columns == {(name, notnull and name != "task_id") for name, notnull in pg_columns} | {
+        ("task_id", False)  # SQLite reports a TEXT PRIMARY KEY as nullable; it is the key all the same
+    }
+    assert sqlite_indexes == pg_indexes - {"tasks_pkey"}
+
+
+def test_an_old_sqlite_database_is_upgraded_with_its_tasks(tmp_path: Path) -> None:
+    """A database left by the first release (migration 0001 only) opens, migrates and keeps its rows."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(migrations("sqlite")[0][1])
+        db.execute(
+            "INSERT INTO tasks (task_id, secret_id, status, spec, batch_key, created_at) VALUES (?, 'k', 'WAIT', ?, "
+            "'b', 1.0)",
+            ("4-AigcImage-" + "0" * 32, spec().to_json()),
+        )
+        db.execute("PRAGMA user_version = 1")
+    store = SqliteStore(str(path), ManualClock())
+    task = get(store, "4-AigcImage-" + "0" * 32)
+    assert task is not None and task.status is Status.WAIT and task.spec == spec()
+    assert [c.task.task_id for c in store.claim("w", 1, lease_seconds=60)] == [task.task_id]
+    store.close()

@@ -298,10 +298,12 @@ class PostgresStore:
                 pass
             for _ in listener.notifies(timeout=0):  # drain: one wake-up per wait is enough
                 pass
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError):
             listener.close()
             self._listener = None
-            raise StoreUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
+            # Listen again (StoreUnavailable while the server is still down). Notifications sent
+            # while we were away are lost, so return now and let the caller look for work.
+            self._listen()
 
     def _listen(self) -> psycopg.Connection[dict[str, Any]]:
         if self._listener is not None and (self._listener.closed or self._listener.broken):

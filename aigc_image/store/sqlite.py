@@ -202,11 +202,14 @@ class SqliteStore:
         )
 
     def release(self, task_id: str, token: str) -> bool:
-        return self._update_leased(
+        released = self._update_leased(
             "status = 'WAIT', attempts = attempts - 1, worker_id = NULL, lease_token = NULL, lease_expires_at = NULL",
             task_id,
             token,
         )
+        if released:
+            self._sender.wake_all()  # another idle worker can take it at once
+        return released
 
     def _update_leased(
         self, assignments: str, task_id: str, token: str, finished_as: Status | None = None, **values: object
