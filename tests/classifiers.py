@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -16,3 +17,11 @@ def policy(kind: str, content: Any) -> str | None:
 
 def refuse_images(kind: str, content: Any) -> str | None:
     return "image refused" if kind == "output_image" else None
+
+
+def crash_on_48px_images(kind: str, content: Any) -> str | None:
+    """A "poison" task for the worker tests: its 48 px images crash the worker process outright,
+    as an out-of-memory kill would."""
+    if kind == "output_image" and content.size == (48, 48):
+        os._exit(137)
+    return None

@@ -10,10 +10,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from tests.helpers import ROOT, LiveServer, create_request, live_server, sdk_client, server_env, wait_until_finished
+from tests.stores import Backend
 
 pytestmark = pytest.mark.slow
 
@@ -76,33 +80,85 @@ def test_first_start_creates_and_prints_a_key_pair(tmp_path: Path) -> None:
         assert task_id.startswith("4-AigcImage-")
 
 
-def test_a_worker_killed_mid_task_is_replaced_and_the_task_still_completes_once(tmp_path: Path) -> None:
+def test_a_worker_killed_mid_task_is_replaced_and_the_task_still_completes_once(
+    tmp_path: Path, backend: Backend
+) -> None:
+    """R2 on each store: SIGKILL mid-image; the next attempt completes it, once."""
     registry = tmp_path / "models.toml"
     registry.write_text(SLOW_MODEL)
-    env = {"AIGC_IMAGE_MODELS_REGISTRY_FILE": str(registry), "AIGC_IMAGE_WORKER_LEASE_SECONDS": "2"}
+    env = {
+        "AIGC_IMAGE_MODELS_REGISTRY_FILE": str(registry),
+        "AIGC_IMAGE_WORKER_LEASE_SECONDS": "2",
+        "AIGC_IMAGE_DATABASE_URL": backend.url,
+    }
     with live_server(tmp_path / "data", env=env) as server:
         client = sdk_client(server)
         task_id = client.CreateAigcImageTask(create_request(Prompt="x", ModelName="slow")).TaskId
-        wait_for(lambda: wait_status(server, task_id) == "RUN")
+        wait_for(lambda: task_row(backend, task_id)["status"] == "RUN")
         [first_worker] = worker_children(server)
         os.kill(first_worker, signal.SIGKILL)  # the power goes out on the GPU, as far as the task knows
 
         wait_for(lambda: worker_children(server) not in ([], [first_worker]))  # the supervisor restarts it
         final = wait_until_finished(client, task_id, timeout=120)[-1]
         assert final.Status == "DONE" and len(final.ImageUrls) == 1
-        with sqlite3.connect(server.db_path) as db:
-            attempts, keys = db.execute(
-                "SELECT attempts, result_keys FROM tasks WHERE task_id = ?", (task_id,)
-            ).fetchone()
-        assert attempts == 2
-        assert keys == f'["{task_id}/2-0.png"]'
+        row = task_row(backend, task_id)
+        assert row["attempts"] == 2
+        assert row["result_keys"] == f'["{task_id}/2-0.png"]'
         assert [p.name for p in (server.data_dir / "results" / task_id).iterdir()] == ["2-0.png"]
 
 
-def wait_status(server: LiveServer, task_id: str) -> str:
-    with sqlite3.connect(server.db_path) as db:
-        row = db.execute("SELECT status FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-    return str(row[0]) if row else ""
+QUICK_AND_POISON_MODELS = """
+[[models]]
+name = "quick"
+version = "1"
+default = true
+engine = "tiny-random"
+steps = 2
+width = 64
+height = 64
+
+[[models]]
+name = "poison"  # tests.classifiers:crash_on_48px_images kills the worker on its images
+version = "1"
+engine = "tiny-random"
+steps = 2
+width = 48
+height = 48
+"""
+
+
+def test_a_task_that_kills_its_worker_every_time_fails_and_others_keep_flowing(tmp_path: Path) -> None:
+    """R5: a "poison" task crashes the worker process (os._exit) on every attempt. After
+    worker.max_attempts it FAILs naming the cause; a normal task created after it is DONE."""
+    registry = tmp_path / "models.toml"
+    registry.write_text(QUICK_AND_POISON_MODELS)
+    env = {
+        "AIGC_IMAGE_MODELS_REGISTRY_FILE": str(registry),
+        "AIGC_IMAGE_WORKER_LEASE_SECONDS": "2",
+        "AIGC_IMAGE_WORKER_MAX_ATTEMPTS": "2",
+        "AIGC_IMAGE_MODERATION_CLASSIFIER": "tests.classifiers:crash_on_48px_images",
+    }
+    with live_server(tmp_path / "data", env=env) as server:
+        client = sdk_client(server)
+        poison = client.CreateAigcImageTask(create_request(Prompt="x", ModelName="poison")).TaskId
+        normal = client.CreateAigcImageTask(create_request(Prompt="y", ModelName="quick")).TaskId
+        final = wait_until_finished(client, poison, timeout=180)[-1]
+        assert final.Status == "FAIL" and "stopped responding 2 times" in final.Message
+        assert wait_until_finished(client, normal, timeout=120)[-1].Status == "DONE"
+        assert (server.data_dir / "server.log").read_text().count("worker exited with code 137") == 2
+
+
+def task_row(backend: Backend, task_id: str) -> dict[str, Any]:
+    """The task's row, read straight from whichever database the server uses."""
+    query = "SELECT status, attempts, result_keys FROM tasks WHERE task_id = "
+    if backend.kind == "sqlite":
+        with sqlite3.connect(backend.url.removeprefix("sqlite:///")) as db:
+            db.row_factory = sqlite3.Row
+            row = db.execute(query + "?", (task_id,)).fetchone()
+    else:
+        with psycopg.connect(backend.url, row_factory=dict_row) as pg:
+            row = pg.execute(query + "%s", (task_id,)).fetchone()
+    return dict(row) if row else {"status": ""}
 
 
 def test_sigterm_stops_api_and_worker_cleanly(tmp_path: Path) -> None:
@@ -140,7 +196,7 @@ def test_sigterm_hands_a_long_task_back_and_exits_0(tmp_path: Path) -> None:
         command += ["--config", str(server.data_dir / "config.toml")]
         worker = subprocess.Popen(command, env=server_env(env), cwd=ROOT, stderr=subprocess.PIPE, text=True)
         try:
-            wait_for(lambda: wait_status(server, task_id) == "RUN")
+            wait_for(lambda: task_row(Backend("sqlite", f"sqlite:///{server.db_path}"), task_id)["status"] == "RUN")
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(60) == 0
         finally:
