@@ -166,7 +166,11 @@ class Settings:
         default=Path("./aigc-data"), metadata=_doc("Directory for the database, keys and result images.")
     )
     database_url: str = field(
-        default="", metadata=_doc("Task store, `sqlite:///PATH`; empty means `sqlite:///<data_dir>/aigc-image.db`.")
+        default="",
+        metadata=_doc(
+            "Task store: `sqlite:///PATH` (one host) or `postgresql://USER:PASSWORD@HOST:PORT/DB` (several hosts); "
+            "empty means `sqlite:///<data_dir>/aigc-image.db`."
+        ),
     )
     public_url: str = field(
         default="",

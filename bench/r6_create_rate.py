@@ -69,18 +69,28 @@ async def connection(
     writer.close()
 
 
-async def load(url: str, seconds: float, connections: int) -> tuple[float, dict[str, int]]:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    requests = prebuilt_requests(f"{host}:{port}", 4000)
+async def load(urls: list[str], seconds: float, connections: int) -> tuple[float, dict[str, int]]:
+    """Drive ``connections`` keep-alive connections, spread evenly over ``urls``, for ``seconds``."""
+    targets = []
+    for url in urls:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        targets.append((host, int(port), prebuilt_requests(f"{host}:{port}", 4000 // len(urls))))
+
+    async def run(deadline: float, salt: int) -> None:
+        await asyncio.gather(
+            *(
+                connection(
+                    *targets[i % len(targets)][:2], targets[i % len(targets)][2], i * 131 + salt, deadline, counts
+                )
+                for i in range(connections)
+            )
+        )
+
     counts = {"ok": 0, "error": 0}
-    warm = time.perf_counter() + 1.0
-    await asyncio.gather(*(connection(host, int(port), requests, i * 97, warm, counts) for i in range(connections)))
+    await run(time.perf_counter() + 1.0, 0)  # warm-up
     counts = {"ok": 0, "error": 0}
     started = time.perf_counter()
-    deadline = started + seconds
-    await asyncio.gather(
-        *(connection(host, int(port), requests, i * 131 + 7, deadline, counts) for i in range(connections))
-    )
+    await run(started + seconds, 7)
     return time.perf_counter() - started, counts
 
 
@@ -90,18 +100,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(target: str, data_dir: Path, core: int) -> tuple[subprocess.Popen[bytes], str]:
-    """Start one server pinned to ``core``; both kinds get the same environment and output handling."""
+def start(
+    target: str, data_dir: Path, cores: str, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start one server pinned to ``cores`` (a taskset list); both kinds get the same environment
+    and output handling."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIGC_IMAGE_")}
-    env.update({"AIGC_IMAGE_SECRET_ID": SECRET_ID, "AIGC_IMAGE_SECRET_KEY": SECRET_KEY})
+    env.update({"AIGC_IMAGE_SECRET_ID": SECRET_ID, "AIGC_IMAGE_SECRET_KEY": SECRET_KEY, **(extra_env or {})})
     # The rate limit and the per-key cap are off: this measures throughput, not the limits.
     env.update({"AIGC_IMAGE_API_RATE_LIMIT": "0", "AIGC_IMAGE_API_MAX_ACTIVE_TASKS_PER_KEY": "0"})
     if target == "bare":
         args = ["-m", "uvicorn", "bench.bare_app:app", "--log-level", "warning", "--no-access-log", "--port", str(port)]
     else:
         args = ["-m", "aigc_image", "serve", "--no-worker", "--data-dir", str(data_dir), "--port", str(port)]
-    command = ["taskset", "-c", str(core), sys.executable, *args]
+    command = ["taskset", "-c", cores, sys.executable, *args]
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:
@@ -113,9 +126,9 @@ def start(target: str, data_dir: Path, core: int) -> tuple[subprocess.Popen[byte
 
 
 def measure(target: str, data_dir: Path, core: int, seconds: float, connections: int) -> tuple[float, int]:
-    process, url = start(target, data_dir, core)
+    process, url = start(target, data_dir, str(core))
     try:
-        elapsed, counts = asyncio.run(load(url, seconds, connections))
+        elapsed, counts = asyncio.run(load([url], seconds, connections))
     finally:
         process.terminate()
         process.wait()
