@@ -178,6 +178,13 @@ class Settings:
             "Base of returned image URLs, e.g. `https://images.example.com`; empty means `http://<host>:<port>`."
         ),
     )
+    content_producer: str = field(
+        default="aigc-image",
+        metadata=_doc(
+            "`ContentProducer` in every image's implicit AI-generated label (GB 45438-2025): "
+            "your service's name or filing number."
+        ),
+    )
     secret_id: str = field(default="", metadata=_doc("SecretId of one API key pair (with `secret_key`)."))
     secret_key: str = field(default="", metadata=_doc("SecretKey of that key pair."))
     keys: tuple[KeyPair, ...] = field(

@@ -219,6 +219,7 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
         retry=RetryPolicy(
             settings.worker.max_attempts, settings.worker.retry_base_delay, settings.worker.retry_max_delay
         ),
+        content_producer=settings.content_producer,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -47,6 +47,12 @@ class TaskSpec:
     steps: int
     guidance_scale: float | None  # None: the pipeline's own default
     operator: str = ""
+    seed: int | None = None  # recorded at create; None only in tasks stored before seeds were
+    output_width: int = 0  # the size delivered; 0: the generated size (width × height)
+    output_height: int = 0
+    logo: bool = False  # ExtraParameters.LogoAdd: the visible AI-generated mark
+    aspect_ratio: str = ""  # as requested, for task listings
+    resolution: str = ""
 
     @property
     def batch_key(self) -> str:

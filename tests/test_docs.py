@@ -50,3 +50,12 @@ def test_readme_has_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "bash scripts/serve" in readme and "bash scripts/test" in readme
     assert "bash scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_size_table_in_the_protocol_docs_is_the_one_the_server_uses() -> None:
+    from aigc_image.media.sizes import ASPECT_RATIOS, OUTPUT_SIZES, SHORTER_SIDE
+
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    for ratio in ASPECT_RATIOS:
+        cells = " | ".join("{}×{}".format(*OUTPUT_SIZES[(ratio, resolution)]) for resolution in SHORTER_SIDE)
+        assert f"| `{ratio}` | {cells} |" in text

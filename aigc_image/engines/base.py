@@ -27,6 +27,7 @@ class GenerationRequest:
     height: int
     steps: int
     guidance_scale: float | None
+    seed: int | None = None  # same seed and request → the same images on the same machine
 
 
 class Engine(Protocol):

@@ -64,6 +64,9 @@ class DiffusersEngine:
             kwargs["negative_prompt"] = request.negative_prompt
         if request.guidance_scale is not None:
             kwargs["guidance_scale"] = request.guidance_scale
+        if request.seed is not None:
+            # A CPU generator: the initial noise is then the same whatever device runs the pipeline.
+            kwargs["generator"] = torch.Generator("cpu").manual_seed(request.seed)
         with torch.inference_mode():
             images: list[Image.Image] = pipe(**kwargs).images
         if len(images) != request.count:

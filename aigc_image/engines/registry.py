@@ -17,6 +17,7 @@ from typing import Any
 
 from aigc_image.config import ConfigError
 from aigc_image.errors import ModelNotSupported
+from aigc_image.media.sizes import ASPECT_RATIOS, SHORTER_SIDE, STANDARD_RESOLUTIONS
 
 ENGINES = ("diffusers", "tiny-random")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -39,8 +40,16 @@ class ModelEntry:
     negative_prompt: bool = True
     max_output_images: int = 4
     max_reference_images: int = 0
-    aspect_ratios: tuple[str, ...] = ()
-    resolutions: tuple[str, ...] = ()
+    # ExtraParameters.AspectRatio / Resolution this model accepts (any model can: its images are
+    # generated at its native size in that shape, then resized).
+    aspect_ratios: tuple[str, ...] = tuple(ASPECT_RATIOS)
+    resolutions: tuple[str, ...] = STANDARD_RESOLUTIONS
+    size_multiple: int = 16  # generated sides are multiples of this (the VAE and transformer need it)
+    # Bounds of AdditionalParameters {"size": "WxH"}; 0 pixels: no bound beyond the sides.
+    size_min_side: int = 256
+    size_max_side: int = 2048
+    size_min_pixels: int = 0
+    size_max_pixels: int = 0
 
     @property
     def label(self) -> str:
@@ -152,6 +161,16 @@ def _entry(raw: Mapping[str, Any], origin: str) -> ModelEntry:
         problems.append("a diffusers model needs a source (repo id or directory)")
     if entry.steps < 1 or entry.width < 8 or entry.height < 8 or entry.max_output_images < 1:
         problems.append("steps, width, height and max_output_images must be positive")
+    if entry.size_multiple < 1 or not 1 <= entry.size_min_side <= entry.size_max_side:
+        problems.append("size_multiple must be positive and size_min_side at most size_max_side")
+    if unknown_ratios := set(entry.aspect_ratios) - set(ASPECT_RATIOS):
+        problems.append(
+            f"aspect_ratios: unknown {', '.join(sorted(unknown_ratios))}; known: {', '.join(ASPECT_RATIOS)}"
+        )
+    if unknown_resolutions := set(entry.resolutions) - set(SHORTER_SIDE):
+        problems.append(
+            f"resolutions: unknown {', '.join(sorted(unknown_resolutions))}; known: {', '.join(SHORTER_SIDE)}"
+        )
     if problems:
         raise ConfigError(f"{origin}: model {entry.label}: {'; '.join(problems)}")
     return entry

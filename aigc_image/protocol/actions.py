@@ -6,6 +6,7 @@ No SQL, files or GPUs here: the store, the registry and the result storage are p
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,9 @@ from aigc_image.engines.registry import Registry
 from aigc_image.media.encode import FORMATS
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.protocol import params as p
+from aigc_image.protocol.additional import MAX_SEED, parse_additional
 from aigc_image.protocol.auth import Call
+from aigc_image.protocol.sizes import resolve_size
 from aigc_image.storage.base import ResultStorage
 from aigc_image.store.base import ActiveTaskLimit, TaskStore
 from aigc_image.tasks import NewTask, Status, TaskSpec, is_task_id, new_task_id
@@ -117,14 +120,21 @@ class Actions:
                 f"OutputImageCount must be between 1 and {entry.max_output_images} "
                 f"for model {entry.label}; got {count}."
             )
-        output_format = values.get("ExtraParameters", {}).get("OutputFormat", "png")
+        extra = values.get("ExtraParameters", {})
+        output_format = extra.get("OutputFormat", "png")
         if output_format not in FORMATS:
             raise errors.InvalidParameterValue(
                 f"ExtraParameters.OutputFormat must be one of {', '.join(FORMATS)}; got {output_format!r}."
             )
+        logo = extra.get("LogoAdd", 0)
+        if logo not in (0, 1):
+            raise errors.InvalidParameterValue(f"ExtraParameters.LogoAdd must be 0 or 1; got {logo}.")
         operator = values.get("Operator", "")
         if len(operator) > MAX_OPERATOR_CHARS:
             raise errors.InvalidParameterValue(f"Operator is longer than {MAX_OPERATOR_CHARS} characters.")
+        additional = parse_additional(values.get("AdditionalParameters", ""))
+        aspect_ratio, resolution = extra.get("AspectRatio", ""), extra.get("Resolution", "")
+        generated, delivered = resolve_size(entry, aspect_ratio, resolution, additional.size)
 
         return TaskSpec(
             model_name=entry.name,
@@ -133,11 +143,17 @@ class Actions:
             negative_prompt=negative_prompt,
             image_count=count,
             output_format=output_format,
-            width=entry.width,
-            height=entry.height,
-            steps=entry.steps,
-            guidance_scale=entry.guidance_scale,
+            width=generated[0],
+            height=generated[1],
+            steps=additional.steps or entry.steps,
+            guidance_scale=additional.guidance_scale if additional.guidance_scale is not None else entry.guidance_scale,
             operator=operator,
+            seed=additional.seed if additional.seed is not None else secrets.randbelow(MAX_SEED + 1),
+            output_width=delivered[0] if delivered != generated else 0,
+            output_height=delivered[1] if delivered != generated else 0,
+            logo=logo == 1,
+            aspect_ratio=aspect_ratio,
+            resolution=resolution,
         )
 
     # -- DescribeAigcImageTask ----------------------------------------------------------
@@ -188,18 +204,10 @@ class Actions:
 
 def _refuse_unimplemented(values: dict[str, Any]) -> None:
     """Fields this server does not implement yet are refused, never silently ignored."""
-    extra = values.get("ExtraParameters", {})
-    logo = extra.get("LogoAdd", 0)
-    if logo not in (0, 1):
-        raise errors.InvalidParameterValue(f"ExtraParameters.LogoAdd must be 0 or 1; got {logo}.")
     unimplemented = {
         "SceneType": "SceneType" in values,
         "EnhancePrompt": values.get("EnhancePrompt", False),
         "ImageInfos": bool(values.get("ImageInfos")),
-        "ExtraParameters.AspectRatio": "AspectRatio" in extra,
-        "ExtraParameters.Resolution": "Resolution" in extra,
-        "ExtraParameters.LogoAdd": logo == 1,
-        "AdditionalParameters": bool(values.get("AdditionalParameters")),
         "StoreCosParam": bool(values.get("StoreCosParam")),
     }
     for name, present in unimplemented.items():

@@ -29,10 +29,11 @@ from aigc_image.engines.base import Engine, GenerationRequest, ModelUnavailable
 from aigc_image.engines.registry import Registry
 from aigc_image.errors import ApiError
 from aigc_image.media.encode import encode
+from aigc_image.media.labels import add_visible_label, implicit_label
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.storage.base import ResultStorage, result_key
 from aigc_image.store.base import StoreUnavailable, TaskStore
-from aigc_image.tasks import Claim
+from aigc_image.tasks import Claim, TaskSpec
 from aigc_image.worker.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Worker:
         review: ContentReview | None = None,
         shutdown_grace: float = 30.0,
         retry: RetryPolicy | None = None,
+        content_producer: str = "aigc-image",
     ) -> None:
         self.store = store
         self.engine = engine
@@ -73,6 +75,7 @@ class Worker:
         self.review = review
         self.shutdown_grace = shutdown_grace
         self.retry = retry or RetryPolicy()
+        self.content_producer = content_producer
         self._stop = threading.Event()
         self._stop_requested_at: float | None = None
 
@@ -150,6 +153,7 @@ class Worker:
                 height=spec.height,
                 steps=spec.steps,
                 guidance_scale=spec.guidance_scale,
+                seed=spec.seed,
             )
             images = self.engine.generate(entry, request, _Heartbeat(self, claim, lease_lost))
         except LeaseLost:
@@ -173,8 +177,9 @@ class Worker:
             return
         keys = [result_key(task.task_id, task.attempts, i, spec.output_format) for i in range(len(images))]
         try:
-            for key, image in zip(keys, images, strict=True):
-                self.storage.put(key, encode(image, spec.output_format))
+            for index, (key, image) in enumerate(zip(keys, images, strict=True)):
+                label = implicit_label(self.content_producer, f"{task.task_id}-{index}")
+                self.storage.put(key, encode(deliverable(image, spec), spec.output_format, label))
         except Exception as exc:
             log.exception("task %s: storing results failed", task.task_id)
             self._discard(keys)
@@ -242,6 +247,13 @@ class Worker:
                 self.storage.delete(key)
             except Exception:
                 log.exception("could not delete %s", key)
+
+
+def deliverable(image: Image.Image, spec: TaskSpec) -> Image.Image:
+    """The generated image as the request asked for it: resized to its size, labelled if asked."""
+    if spec.output_width and (image.width, image.height) != (spec.output_width, spec.output_height):
+        image = image.resize((spec.output_width, spec.output_height), Image.Resampling.LANCZOS)
+    return add_visible_label(image) if spec.logo else image
 
 
 class _Heartbeat:

@@ -1,0 +1,86 @@
+"""``AdditionalParameters``: a JSON object serialised into a string, as the MPS API defines it.
+
+Keys: ``size`` ("WxH", as the MPS documentation's Hunyuan and Qwen examples) and this server's
+documented extensions ``seed``, ``steps`` and ``guidance_scale``. Anything else is refused:
+a parameter that would be silently ignored is worse than an error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aigc_image import errors
+
+KEYS = ("size", "seed", "steps", "guidance_scale")
+MAX_SEED = 2**32 - 1
+MAX_STEPS = 200
+MAX_GUIDANCE_SCALE = 50.0
+_SIZE = re.compile(r"(\d{1,5})[x*×](\d{1,5})")
+
+
+@dataclass(frozen=True)
+class Additional:
+    size: tuple[int, int] | None = None
+    seed: int | None = None
+    steps: int | None = None
+    guidance_scale: float | None = None
+
+
+def parse_additional(text: str) -> Additional:
+    if not text.strip():
+        return Additional()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise errors.InvalidParameter(
+            f"AdditionalParameters is not valid JSON ({exc.msg} at character {exc.pos}); "
+            'it must be a JSON object in a string, e.g. "{\\"size\\":\\"1024x1024\\"}".'
+        ) from None
+    if not isinstance(data, dict):
+        raise errors.InvalidParameter('AdditionalParameters must be a JSON object, e.g. {"size":"1024x1024"}.')
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise errors.InvalidParameter(
+            f"AdditionalParameters has unknown key(s) {', '.join(map(repr, unknown))}; supported: {', '.join(KEYS)}."
+        )
+    return Additional(
+        size=_size(data["size"]) if "size" in data else None,
+        seed=_integer(data, "seed", 0, MAX_SEED),
+        steps=_integer(data, "steps", 1, MAX_STEPS),
+        guidance_scale=_guidance(data),
+    )
+
+
+def _size(value: Any) -> tuple[int, int]:
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if not match:
+        raise errors.InvalidParameter(f'AdditionalParameters size must be a string "WIDTHxHEIGHT"; got {value!r}.')
+    return int(match.group(1)), int(match.group(2))
+
+
+def _integer(data: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    if key not in data:
+        return None
+    value = data[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise errors.InvalidParameter(f"AdditionalParameters {key} must be an integer; got {value!r}.")
+    if not low <= value <= high:
+        raise errors.InvalidParameterValue(f"AdditionalParameters {key} must be between {low} and {high}; got {value}.")
+    return value
+
+
+def _guidance(data: dict[str, Any]) -> float | None:
+    if "guidance_scale" not in data:
+        return None
+    value = data["guidance_scale"]
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise errors.InvalidParameter(f"AdditionalParameters guidance_scale must be a number; got {value!r}.")
+    if not 0 <= value <= MAX_GUIDANCE_SCALE:
+        raise errors.InvalidParameterValue(
+            f"AdditionalParameters guidance_scale must be between 0 and {MAX_GUIDANCE_SCALE:g}; got {value}."
+        )
+    return float(value)
