@@ -125,6 +125,37 @@ class StorageSettings:
         default="",
         metadata=_doc("Secret for signing image URLs; generated into the data dir when empty."),
     )
+    backend: str = field(
+        default="local",
+        metadata=_doc(
+            "Where images are kept: `local` (the data dir, served by the API) or `s3` (a bucket; presigned URLs)."
+        ),
+    )
+    s3_endpoint: str = field(
+        default="", metadata=_doc("S3 endpoint URL, e.g. `https://cos.ap-guangzhou.myqcloud.com`; empty: AWS.")
+    )
+    s3_region: str = field(default="us-east-1", metadata=_doc("Region of the S3 bucket."))
+    s3_bucket: str = field(default="", metadata=_doc("Bucket for images when `backend = s3`."))
+    s3_prefix: str = field(default="", metadata=_doc("Key prefix for images in that bucket, e.g. `aigc/`."))
+    s3_access_key_id: str = field(
+        default="", metadata=_doc("Access key for the bucket; empty: boto3's usual sources (environment, role).")
+    )
+    s3_secret_access_key: str = field(default="", metadata=_doc("Secret key for the bucket."))
+    s3_addressing_style: str = field(
+        default="auto", metadata=_doc("`auto`, `path` or `virtual` (bucket in the host name, as COS requires).")
+    )
+    cos_endpoint: str = field(
+        default="https://cos.{region}.myqcloud.com",
+        metadata=_doc("Endpoint of a `StoreCosParam` bucket; `{region}` is its `CosBucketRegion`."),
+    )
+    cos_secret_id: str = field(
+        default="",
+        metadata=_doc("Key used to write into `StoreCosParam` buckets; empty: `StoreCosParam` is refused."),
+    )
+    cos_secret_key: str = field(default="", metadata=_doc("Secret of that key."))
+    cos_addressing_style: str = field(
+        default="virtual", metadata=_doc("`virtual` (COS), `path` (most other S3 servers) or `auto`.")
+    )
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,17 @@ from starlette.applications import Starlette
 
 from aigc_image import keys as keyfiles
 from aigc_image.clock import Clock, SystemClock
-from aigc_image.config import Settings
+from aigc_image.config import ConfigError, Settings
 from aigc_image.engines.registry import Registry, load_registry
 from aigc_image.moderation.review import ContentReview, build_review
 from aigc_image.protocol.actions import Actions, Limits
 from aigc_image.protocol.app import build_app
 from aigc_image.protocol.connection import guarded_protocol
 from aigc_image.protocol.ratelimit import RateLimiter
+from aigc_image.storage.base import ResultStorage
 from aigc_image.storage.local import LocalStorage
+from aigc_image.storage.results import Results
+from aigc_image.storage.s3 import S3Storage, s3_client
 from aigc_image.storage.sweeper import Sweeper
 from aigc_image.store import TaskStore, open_store
 from aigc_image.worker.retry import RetryPolicy
@@ -40,8 +43,30 @@ def registry_from(settings: Settings) -> Registry:
     return load_registry(settings.models.registry_file, settings.models.default_model)
 
 
-def storage_from(settings: Settings) -> LocalStorage:
-    return LocalStorage(settings.data_dir / "results", settings.resolved_public_url, keyfiles.url_signing_key(settings))
+def storage_from(settings: Settings, clock: Clock) -> Results:
+    """The service's own storage (local disk or an S3 bucket), and StoreCosParam buckets if configured."""
+    conf = settings.storage
+    own: ResultStorage
+    if conf.backend == "local":
+        own = LocalStorage(
+            settings.data_dir / "results", settings.resolved_public_url, keyfiles.url_signing_key(settings)
+        )
+    elif conf.backend == "s3":
+        if not conf.s3_bucket:
+            raise ConfigError("storage.backend = s3 needs storage.s3_bucket")
+        client = s3_client(
+            conf.s3_endpoint, conf.s3_region, conf.s3_access_key_id, conf.s3_secret_access_key, conf.s3_addressing_style
+        )
+        own = S3Storage(client, conf.s3_bucket, clock, conf.s3_prefix)
+    else:
+        raise ConfigError(f"storage.backend must be local or s3; got {conf.backend!r}")
+
+    def user_bucket(region: str, bucket: str) -> S3Storage:
+        endpoint = conf.cos_endpoint.replace("{region}", region)
+        client = s3_client(endpoint, region, conf.cos_secret_id, conf.cos_secret_key, conf.cos_addressing_style)
+        return S3Storage(client, bucket, clock, region=region)
+
+    return Results(own, user_bucket if conf.cos_secret_id and conf.cos_secret_key else None)
 
 
 def review_from(settings: Settings) -> ContentReview:
@@ -49,11 +74,9 @@ def review_from(settings: Settings) -> ContentReview:
     return build_review(moderation.term_files, moderation.default_list, moderation.classifier)
 
 
-def build_service(
-    settings: Settings, clock: Clock, keys: Mapping[str, str]
-) -> tuple[Starlette, TaskStore, LocalStorage]:
+def build_service(settings: Settings, clock: Clock, keys: Mapping[str, str]) -> tuple[Starlette, TaskStore, Results]:
     store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
-    storage = storage_from(settings)
+    storage = storage_from(settings, clock)
     actions = Actions(
         store,
         registry_from(settings),
@@ -68,7 +91,8 @@ def build_service(
         log_prompts=settings.moderation.log_prompts,
     )
     limiter = RateLimiter(settings.api.rate_limit, settings.api.rate_burst, clock)
-    app = build_app(actions, keys, limiter, clock, settings.api.timestamp_window, storage, settings.api.body_timeout)
+    local = storage.own if isinstance(storage.own, LocalStorage) else None  # served by the API itself
+    app = build_app(actions, keys, limiter, clock, settings.api.timestamp_window, local, settings.api.body_timeout)
     return app, store, storage
 
 
@@ -210,7 +234,7 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
         store,
         engine,
         registry,
-        storage_from(settings),
+        storage_from(settings, clock),
         clock,
         lease_seconds=settings.worker.lease_seconds,
         poll_interval=settings.worker.poll_interval,

@@ -53,6 +53,9 @@ class TaskSpec:
     logo: bool = False  # ExtraParameters.LogoAdd: the visible AI-generated mark
     aspect_ratio: str = ""  # as requested, for task listings
     resolution: str = ""
+    cos_bucket: str = ""  # StoreCosParam: images go to this bucket of the user's
+    cos_region: str = ""
+    cos_path: str = ""
 
     @property
     def batch_key(self) -> str:

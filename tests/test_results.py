@@ -20,6 +20,7 @@ from aigc_image.engines.diffusers_engine import DiffusersEngine
 from aigc_image.protocol.signing import sign_tc3_headers
 from aigc_image.service import build_service, registry_from
 from aigc_image.storage.local import LocalStorage
+from aigc_image.storage.results import Results
 from aigc_image.storage.sweeper import Sweeper
 from aigc_image.store.base import TaskStore
 from aigc_image.worker.worker import Worker
@@ -56,7 +57,8 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
         store, DiffusersEngine("cpu"), registry_from(settings), storage, clock, lease_seconds=60, poll_interval=1
     )
     with TestClient(app, base_url="http://testserver") as client:
-        yield Harness(client, clock, store, storage, worker)
+        assert isinstance(storage.own, LocalStorage)
+        yield Harness(client, clock, store, storage.own, worker)
     store.close()
 
 
@@ -78,7 +80,7 @@ def test_urls_work_until_they_expire_then_the_sweeper_deletes_the_files(harness:
 
     harness.clock.advance(TTL - 60)
     assert harness.client.get(paths[0]).status_code == 200
-    assert Sweeper(harness.store, harness.storage, harness.clock, TTL, 7 * 86400).sweep() == 0
+    assert Sweeper(harness.store, Results(harness.storage), harness.clock, TTL, 7 * 86400).sweep() == 0
 
     harness.clock.advance(120)
     assert harness.client.get(paths[0]).status_code == 403  # refused once expired, even before the sweep
@@ -86,9 +88,9 @@ def test_urls_work_until_they_expire_then_the_sweeper_deletes_the_files(harness:
     assert reply["Status"] == "DONE" and reply["ImageUrls"] == [] and "expired" in reply["Message"]
     stored = list((harness.storage.root / task_id).iterdir())
     assert len(stored) == 2
-    assert Sweeper(harness.store, harness.storage, harness.clock, TTL, 7 * 86400).sweep() == 1
+    assert Sweeper(harness.store, Results(harness.storage), harness.clock, TTL, 7 * 86400).sweep() == 1
     assert not (harness.storage.root / task_id).exists()
-    assert Sweeper(harness.store, harness.storage, harness.clock, TTL, 7 * 86400).sweep() == 0
+    assert Sweeper(harness.store, Results(harness.storage), harness.clock, TTL, 7 * 86400).sweep() == 0
 
 
 def test_forged_or_altered_urls_are_refused(harness: Harness) -> None:
@@ -118,7 +120,7 @@ def test_a_broken_store_answers_internal_error_without_details(harness: Harness)
 def test_task_records_are_deleted_after_the_retention_period(harness: Harness) -> None:
     task_id, _ = finished_task(harness)
     waiting = harness.call("CreateAigcImageTask", {"Prompt": "x"}).json()["Response"]["TaskId"]  # never run
-    sweeper = Sweeper(harness.store, harness.storage, harness.clock, TTL, 7 * 86400)
+    sweeper = Sweeper(harness.store, Results(harness.storage), harness.clock, TTL, 7 * 86400)
     harness.clock.advance(7 * 86400 - 60)
     sweeper.sweep()
     assert harness.call("DescribeAigcImageTask", {"TaskId": task_id}).json()["Response"]["Status"] == "DONE"

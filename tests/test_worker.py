@@ -16,6 +16,7 @@ from aigc_image.engines.base import GenerationRequest, ModelUnavailable, StepCal
 from aigc_image.engines.diffusers_engine import DiffusersEngine
 from aigc_image.engines.registry import ModelEntry, load_registry
 from aigc_image.storage.local import LocalStorage
+from aigc_image.storage.results import Results
 from aigc_image.store import TaskStore
 from aigc_image.tasks import Status, TaskSpec, new_task_id
 from aigc_image.worker.retry import RetryPolicy
@@ -57,7 +58,7 @@ def storage(tmp_path: Path) -> LocalStorage:
 def make_worker(store: TaskStore, storage: LocalStorage, clock: ManualClock, engine: object = None) -> Worker:
     registry = load_registry(default_model="tiny-random")
     return Worker(
-        store, engine or DiffusersEngine("cpu"), registry, storage, clock,  # type: ignore[arg-type]
+        store, engine or DiffusersEngine("cpu"), registry, Results(storage), clock,  # type: ignore[arg-type]
         lease_seconds=60, poll_interval=0.1,
     )  # fmt: skip
 
@@ -274,7 +275,7 @@ def test_a_timer_keeps_the_lease_while_no_step_reports(backend: Backend, storage
     create(store, task_id, "k", spec())
     release = threading.Event()
     worker = Worker(
-        store, SlowLoad(release), load_registry(default_model="tiny-random"), storage, real,
+        store, SlowLoad(release), load_registry(default_model="tiny-random"), Results(storage), real,
         lease_seconds=0.3, poll_interval=0.1,
     )  # fmt: skip
     running = threading.Thread(target=worker.run_once)

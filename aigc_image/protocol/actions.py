@@ -6,6 +6,7 @@ No SQL, files or GPUs here: the store, the registry and the result storage are p
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,11 +21,14 @@ from aigc_image.protocol import params as p
 from aigc_image.protocol.additional import MAX_SEED, parse_additional
 from aigc_image.protocol.auth import Call
 from aigc_image.protocol.sizes import resolve_size
-from aigc_image.storage.base import ResultStorage
+from aigc_image.storage.results import Results
 from aigc_image.store.base import ActiveTaskLimit, TaskStore
 from aigc_image.tasks import NewTask, Status, TaskSpec, is_task_id, new_task_id
 
 MAX_OPERATOR_CHARS = 256
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+_PATH = re.compile(r"[A-Za-z0-9!_.*'()/-]*")
 
 # Refusals go to their own logger, so operators can route them to an audit trail.
 audit = logging.getLogger("aigc_image.audit")
@@ -58,7 +62,7 @@ class Actions:
         self,
         store: TaskStore,
         registry: Registry,
-        storage: ResultStorage,
+        storage: Results,
         clock: Clock,
         limits: Limits,
         review: ContentReview,
@@ -136,6 +140,8 @@ class Actions:
         aspect_ratio, resolution = extra.get("AspectRatio", ""), extra.get("Resolution", "")
         generated, delivered = resolve_size(entry, aspect_ratio, resolution, additional.size)
 
+        bucket, region, path = self.user_bucket(values.get("StoreCosParam", {}))
+
         return TaskSpec(
             model_name=entry.name,
             model_version=entry.version,
@@ -154,7 +160,38 @@ class Actions:
             logo=logo == 1,
             aspect_ratio=aspect_ratio,
             resolution=resolution,
+            cos_bucket=bucket,
+            cos_region=region,
+            cos_path=path,
         )
+
+    def user_bucket(self, cos: dict[str, str]) -> tuple[str, str, str]:
+        """StoreCosParam checked: (bucket, region, path), or empty strings when not given."""
+        if not any(cos.values()):
+            return "", "", ""
+        if not self.storage.accepts_user_buckets:
+            raise errors.UnsupportedOperation(
+                "StoreCosParam is not enabled on this server: its operator has not configured "
+                "storage.cos_secret_id and storage.cos_secret_key (docs/configuration.md)."
+            )
+        bucket, region = cos.get("CosBucketName", ""), cos.get("CosBucketRegion", "")
+        path = cos.get("CosBucketPath", "").strip("/")
+        for name, value in (("CosBucketName", bucket), ("CosBucketRegion", region)):
+            if not value:
+                raise errors.MissingParameter(f"StoreCosParam.{name} is required to store results in a bucket.")
+        if not _BUCKET.fullmatch(bucket):
+            raise errors.InvalidParameterValue(
+                f"StoreCosParam.CosBucketName {bucket!r} is not a bucket name (3–63 lowercase letters, digits, "
+                "dots and hyphens, e.g. aigc-results-1250000000)."
+            )
+        if not _REGION.fullmatch(region):
+            raise errors.InvalidParameterValue(f"StoreCosParam.CosBucketRegion {region!r} is not a region name.")
+        if len(path) > 512 or not _PATH.fullmatch(path) or any(p in ("", ".", "..") for p in path.split("/") if path):
+            raise errors.InvalidParameterValue(
+                "StoreCosParam.CosBucketPath must be a relative path of letters, digits and -_.!*'() "
+                "separated by /, at most 512 characters, without . or .. segments."
+            )
+        return bucket, region, path
 
     # -- DescribeAigcImageTask ----------------------------------------------------------
 
@@ -195,7 +232,12 @@ class Actions:
         message = task.message if task.status in (Status.DONE, Status.FAIL) else ""
         if task.status is Status.DONE and task.finished_at is not None:
             expires_at = int(task.finished_at + self.limits.url_ttl)
-            if task.results_purged or expires_at < self.clock.now():
+            if task.spec.cos_bucket and expires_at < self.clock.now():
+                message = (
+                    f"The image URLs have expired; the images remain in bucket {task.spec.cos_bucket} "
+                    f"under {task.spec.cos_path.strip('/') or 'its root'}/{task.task_id}/."
+                )
+            elif task.results_purged or expires_at < self.clock.now():
                 message = "The images have expired and were deleted; they are kept for a limited time after the task."
             else:
                 urls = [self.storage.url(key, expires_at) for key in task.result_keys]
@@ -208,7 +250,6 @@ def _refuse_unimplemented(values: dict[str, Any]) -> None:
         "SceneType": "SceneType" in values,
         "EnhancePrompt": values.get("EnhancePrompt", False),
         "ImageInfos": bool(values.get("ImageInfos")),
-        "StoreCosParam": bool(values.get("StoreCosParam")),
     }
     for name, present in unimplemented.items():
         if present:

@@ -7,16 +7,14 @@ import logging
 import threading
 
 from aigc_image.clock import Clock
-from aigc_image.storage.base import ResultStorage
+from aigc_image.storage.results import Results
 from aigc_image.store.base import StoreUnavailable, TaskStore
 
 log = logging.getLogger(__name__)
 
 
 class Sweeper:
-    def __init__(
-        self, store: TaskStore, storage: ResultStorage, clock: Clock, ttl: float, task_retention: float
-    ) -> None:
+    def __init__(self, store: TaskStore, storage: Results, clock: Clock, ttl: float, task_retention: float) -> None:
         self.store = store
         self.storage = storage
         self.clock = clock
@@ -28,16 +26,21 @@ class Sweeper:
         now = self.clock.now()
         expired = self.store.finished_before(now - self.ttl, batch)
         for task in expired:
-            for key in task.result_keys:
-                self.storage.delete(key)
+            self._delete_images(task.result_keys)
             self.store.mark_results_purged(task.task_id)
         deleted = self.store.delete_finished_before(now - self.task_retention, batch)
         for task in deleted:
-            for key in () if task.results_purged else task.result_keys:
-                self.storage.delete(key)
+            if not task.results_purged:
+                self._delete_images(task.result_keys)
         if expired or deleted:
             log.info("retention: purged images of %d task(s), deleted %d task record(s)", len(expired), len(deleted))
         return len(expired) + len(deleted)
+
+    def _delete_images(self, locations: tuple[str, ...]) -> None:
+        """The service's own copies; images in a user's bucket (StoreCosParam) are the user's to keep."""
+        for location in locations:
+            if not self.storage.in_user_bucket(location):
+                self.storage.delete(location)
 
     def run(self, stop: threading.Event, interval: float) -> None:
         while not stop.wait(interval):

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 from aigc_image.engines.base import ModelUnavailable
 from aigc_image.errors import ApiError
+from aigc_image.storage.results import UserBucketsDisabled
+from aigc_image.storage.s3 import StorageRefused
 
-PERMANENT = (ApiError, ModelUnavailable)
+PERMANENT = (ApiError, ModelUnavailable, StorageRefused, UserBucketsDisabled)
 _JITTER = random.Random()
 
 

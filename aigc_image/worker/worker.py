@@ -31,7 +31,8 @@ from aigc_image.errors import ApiError
 from aigc_image.media.encode import encode
 from aigc_image.media.labels import add_visible_label, implicit_label
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
-from aigc_image.storage.base import ResultStorage, result_key
+from aigc_image.storage.base import result_key
+from aigc_image.storage.results import Results
 from aigc_image.store.base import StoreUnavailable, TaskStore
 from aigc_image.tasks import Claim, TaskSpec
 from aigc_image.worker.retry import Backoff, RetryPolicy
@@ -53,7 +54,7 @@ class Worker:
         store: TaskStore,
         engine: Engine,
         registry: Registry,
-        storage: ResultStorage,
+        storage: Results,
         clock: Clock,
         *,
         lease_seconds: float,
@@ -175,7 +176,10 @@ class Worker:
         if refusal:
             self._fail(claim, refusal)
             return
-        keys = [result_key(task.task_id, task.attempts, i, spec.output_format) for i in range(len(images))]
+        keys = [
+            self.storage.location(spec, result_key(task.task_id, task.attempts, i, spec.output_format))
+            for i in range(len(images))
+        ]
         try:
             for index, (key, image) in enumerate(zip(keys, images, strict=True)):
                 label = implicit_label(self.content_producer, f"{task.task_id}-{index}")

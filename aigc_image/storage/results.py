@@ -1,0 +1,69 @@
+"""Where each image goes: the service's own storage, or the user's bucket (``StoreCosParam``).
+
+A task records one location per image. A plain result key (``<task>/<attempt>-<index>.png``)
+lives in the service's storage (local disk or its S3 bucket) and is deleted after
+``storage.url_ttl``. ``cos://<region>/<bucket>/<object key>`` lives in a bucket the request
+named; those images belong to the user and are never deleted by the service (except the
+leftovers of an attempt that lost its lease, which no task references).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aigc_image.storage.base import ResultStorage, is_result_key
+from aigc_image.storage.s3 import S3Storage
+from aigc_image.tasks import TaskSpec
+
+USER_BUCKET = "cos://"
+
+
+class UserBucketsDisabled(Exception):
+    """StoreCosParam was asked for, but the operator configured no credentials for it."""
+
+
+class Results:
+    def __init__(self, own: ResultStorage, user_bucket: Callable[[str, str], S3Storage] | None = None) -> None:
+        """``user_bucket(region, bucket)`` opens a bucket named by StoreCosParam (None: not configured)."""
+        self.own = own
+        self._user_bucket = user_bucket
+        self._opened: dict[tuple[str, str], S3Storage] = {}
+
+    @property
+    def accepts_user_buckets(self) -> bool:
+        return self._user_bucket is not None
+
+    def location(self, spec: TaskSpec, key: str) -> str:
+        """Where image ``key`` of a task with ``spec`` is stored."""
+        if not spec.cos_bucket:
+            return key
+        path = spec.cos_path.strip("/")
+        return f"{USER_BUCKET}{spec.cos_region}/{spec.cos_bucket}/{path + '/' if path else ''}{key}"
+
+    def put(self, location: str, data: bytes) -> None:
+        storage, key = self._resolve(location)
+        storage.put(key, data)
+
+    def url(self, location: str, expires_at: int) -> str:
+        storage, key = self._resolve(location)
+        return storage.url(key, expires_at)
+
+    def delete(self, location: str) -> None:
+        storage, key = self._resolve(location)
+        storage.delete(key)
+
+    @staticmethod
+    def in_user_bucket(location: str) -> bool:
+        return location.startswith(USER_BUCKET)
+
+    def _resolve(self, location: str) -> tuple[ResultStorage, str]:
+        if not self.in_user_bucket(location):
+            if not is_result_key(location):
+                raise ValueError(f"invalid result location {location!r}")
+            return self.own, location
+        region, bucket, key = location.removeprefix(USER_BUCKET).split("/", 2)
+        if self._user_bucket is None:
+            raise UserBucketsDisabled("StoreCosParam buckets are not configured on this server (storage.cos_*)")
+        if (region, bucket) not in self._opened:
+            self._opened[(region, bucket)] = self._user_bucket(region, bucket)
+        return self._opened[(region, bucket)], key
