@@ -93,6 +93,8 @@ class Task:
     message: str = ""
     result_keys: tuple[str, ...] = ()
     results_purged: bool = False
+    step: int = 0  # progress of the current attempt: denoising steps done of ``steps``
+    steps: int = 0
 
 
 @dataclass(frozen=True)

@@ -288,6 +288,44 @@ def test_released_tasks_wake_a_waiting_worker(backend: Backend, clock: ManualClo
     waiter.close()
 
 
+def test_list_tasks_pages_newest_first_per_key_with_filters(store: TaskStore, clock: ManualClock) -> None:
+    ids = []
+    for _ in range(5):
+        ids.append(new_task_id())
+        create(store, ids[-1], "k", spec())
+        clock.advance(1)
+    create(store, new_task_id(), "someone-else", spec())
+    [claim] = store.claim("w", 1, lease_seconds=60)  # the oldest
+    assert store.complete(claim.task.task_id, claim.token, [])
+
+    def listed(**filters: object) -> tuple[int, list[str]]:
+        args = {"status": None, "task_id": None, "offset": 0, "limit": 10} | filters
+        total, tasks = asyncio.run(store.list_tasks("k", **args))  # type: ignore[arg-type]
+        return total, [t.task_id for t in tasks]
+
+    assert listed() == (5, ids[::-1])
+    assert listed(offset=1, limit=2) == (5, [ids[3], ids[2]])
+    assert listed(offset=5) == (5, [])
+    assert listed(status=Status.DONE) == (1, [ids[0]])
+    assert listed(status=Status.WAIT) == (4, ids[:0:-1])
+    assert listed(task_id=ids[2]) == (1, [ids[2]])
+    assert listed(task_id=ids[2], status=Status.DONE) == (0, [])
+
+
+def test_heartbeats_record_progress_and_a_new_attempt_starts_from_zero(store: TaskStore, clock: ManualClock) -> None:
+    task_id = new_task_id()
+    create(store, task_id, "k", spec())
+    [first] = store.claim("w", 1, lease_seconds=10)
+    assert store.heartbeat(task_id, first.token, 10, progress=(4, 10))
+    task = get(store, task_id)
+    assert task is not None and (task.step, task.steps) == (4, 10)
+    assert store.heartbeat(task_id, first.token, 10)  # a timer heartbeat keeps the progress
+    assert get(store, task_id).step == 4
+    clock.advance(11)
+    [second] = store.claim("w2", 1, lease_seconds=10)
+    assert second.task.step == 0
+
+
 # -- PostgreSQL outages -------------------------------------------------------------------------
 
 

@@ -18,12 +18,13 @@ from aigc_image.engines.registry import Registry
 from aigc_image.media.encode import FORMATS
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.protocol import params as p
+from aigc_image.protocol import task_views as views
 from aigc_image.protocol.additional import MAX_SEED, parse_additional
 from aigc_image.protocol.auth import Call
 from aigc_image.protocol.sizes import resolve_size
 from aigc_image.storage.results import Results
 from aigc_image.store.base import ActiveTaskLimit, TaskStore
-from aigc_image.tasks import NewTask, Status, TaskSpec, is_task_id, new_task_id
+from aigc_image.tasks import NewTask, Status, Task, TaskSpec, is_task_id, new_task_id
 
 MAX_OPERATOR_CHARS = 256
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -78,6 +79,8 @@ class Actions:
         self.handlers: dict[str, Callable[[Call, str], Awaitable[dict[str, Any]]]] = {
             "CreateAigcImageTask": self.create_aigc_image_task,
             "DescribeAigcImageTask": self.describe_aigc_image_task,
+            "DescribeAigcTaskStatus": self.describe_aigc_task_status,
+            "DescribeAigcTaskList": self.describe_aigc_task_list,
         }
 
     async def dispatch(self, call: Call, request_id: str) -> dict[str, Any]:
@@ -218,7 +221,13 @@ class Actions:
                 raise errors.ViolationContent(f"{field_name} was refused by content review.")
 
     async def describe_aigc_image_task(self, call: Call, request_id: str) -> dict[str, Any]:
-        values = p.check(DESCRIBE_PARAMS, call.params, from_strings=call.from_strings)
+        task = await self._own_task(call, DESCRIBE_PARAMS)
+        urls, message = self.images(task)
+        return {"Status": task.status.value, "ImageUrls": urls, "Message": message}
+
+    async def _own_task(self, call: Call, declared: dict[str, p.Param]) -> Task:
+        """The task a TaskId parameter names, if it exists and belongs to the caller's key."""
+        values = p.check(declared, call.params, from_strings=call.from_strings)
         task_id = values.get("TaskId")
         if not task_id:
             raise errors.MissingParameter("TaskId is required.")
@@ -227,21 +236,44 @@ class Actions:
         task = await self.store.get(task_id)
         if task is None or task.secret_id != call.secret_id:
             raise errors.TaskNotFound(f"Task {task_id} does not exist.")
+        return task
 
-        urls: list[str] = []
+    def images(self, task: Task) -> tuple[list[str], str]:
+        """The task's image URLs while they are valid, and its message."""
         message = task.message if task.status in (Status.DONE, Status.FAIL) else ""
-        if task.status is Status.DONE and task.finished_at is not None:
-            expires_at = int(task.finished_at + self.limits.url_ttl)
-            if task.spec.cos_bucket and expires_at < self.clock.now():
-                message = (
-                    f"The image URLs have expired; the images remain in bucket {task.spec.cos_bucket} "
-                    f"under {task.spec.cos_path.strip('/') or 'its root'}/{task.task_id}/."
-                )
-            elif task.results_purged or expires_at < self.clock.now():
-                message = "The images have expired and were deleted; they are kept for a limited time after the task."
-            else:
-                urls = [self.storage.url(key, expires_at) for key in task.result_keys]
-        return {"Status": task.status.value, "ImageUrls": urls, "Message": message}
+        if task.status is not Status.DONE or task.finished_at is None:
+            return [], message
+        expires_at = int(task.finished_at + self.limits.url_ttl)
+        if task.spec.cos_bucket and expires_at < self.clock.now():
+            return [], (
+                f"The image URLs have expired; the images remain in bucket {task.spec.cos_bucket} "
+                f"under {task.spec.cos_path.strip('/') or 'its root'}/{task.task_id}/."
+            )
+        if task.results_purged or expires_at < self.clock.now():
+            return [], "The images have expired and were deleted; they are kept for a limited time after the task."
+        return [self.storage.url(key, expires_at) for key in task.result_keys], message
+
+    # -- DescribeAigcTaskStatus, DescribeAigcTaskList ------------------------------------
+
+    async def describe_aigc_task_status(self, call: Call, request_id: str) -> dict[str, Any]:
+        task = await self._own_task(call, views.STATUS_PARAMS)
+        urls, message = self.images(task)
+        return views.status_reply(task, urls, message)
+
+    async def describe_aigc_task_list(self, call: Call, request_id: str) -> dict[str, Any]:
+        values = p.check(views.LIST_PARAMS, call.params, from_strings=call.from_strings)
+        query = views.list_query(values)
+        total, tasks = 0, list[Task]()  # when the filter excludes every image task
+        if query.matches_image_tasks:
+            total, tasks = await self.store.list_tasks(
+                call.secret_id, query.status, query.task_id, query.offset, query.page_size
+            )
+        return {
+            "Total": total,
+            "PageNum": query.page_num,
+            "PageSize": query.page_size,
+            "Tasks": [views.list_item(task, *self.images(task)) for task in tasks],
+        }
 
 
 def _refuse_unimplemented(values: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from aigc_image import __version__
 from aigc_image.protocol import params as p
 from aigc_image.protocol.actions import CREATE_PARAMS, DESCRIBE_PARAMS
+from aigc_image.protocol.task_views import LIST_PARAMS, STATUS_PARAMS
 
 _JSON_TYPES = {"string": "string", "integer": "integer", "boolean": "boolean", "object": "object", "array": "array"}
 _RESPONSES: dict[str, dict[str, Any]] = {
@@ -22,6 +23,18 @@ _RESPONSES: dict[str, dict[str, Any]] = {
         "Status": {"type": "string", "enum": ["WAIT", "RUN", "FAIL", "DONE"]},
         "ImageUrls": {"type": "array", "items": {"type": "string"}},
         "Message": {"type": "string"},
+    },
+    "DescribeAigcTaskStatus": {
+        "TaskId": {"type": "string"},
+        "TaskStatus": {"type": "string", "enum": ["PENDING", "RUNNING", "FINISHED", "FAILED"]},
+        "OutputUrl": {"type": "string", "nullable": True},
+        "TaskInfo": {"type": "string"},
+    },
+    "DescribeAigcTaskList": {
+        "Total": {"type": "integer"},
+        "PageNum": {"type": "integer"},
+        "PageSize": {"type": "integer"},
+        "Tasks": {"type": "array", "items": {"type": "object"}},
     },
 }
 
@@ -69,5 +82,7 @@ def openapi_description() -> dict[str, Any]:
         "paths": {
             "/CreateAigcImageTask": _operation("CreateAigcImageTask", CREATE_PARAMS, ["Prompt"]),
             "/DescribeAigcImageTask": _operation("DescribeAigcImageTask", DESCRIBE_PARAMS, ["TaskId"]),
+            "/DescribeAigcTaskStatus": _operation("DescribeAigcTaskStatus", STATUS_PARAMS, ["TaskId"]),
+            "/DescribeAigcTaskList": _operation("DescribeAigcTaskList", LIST_PARAMS, []),
         },
     }

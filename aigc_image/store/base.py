@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from aigc_image.tasks import Claim, NewTask, Task
+from aigc_image.tasks import Claim, NewTask, Status, Task
 
 
 class StoreError(Exception):
@@ -50,13 +50,23 @@ class TaskStore(Protocol):
 
     async def get(self, task_id: str) -> Task | None: ...
 
+    async def list_tasks(
+        self, secret_id: str, status: Status | None, task_id: str | None, offset: int, limit: int
+    ) -> tuple[int, list[Task]]:
+        """A key's tasks, newest first, optionally only one status or one id: (how many match, one page)."""
+        ...
+
     # Worker and sweeper side: called from their own threads or processes.
 
     def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Claim]:
         """Lease up to ``limit`` claimable tasks sharing the oldest one's batch key."""
         ...
 
-    def heartbeat(self, task_id: str, token: str, lease_seconds: float) -> bool: ...
+    def heartbeat(
+        self, task_id: str, token: str, lease_seconds: float, progress: tuple[int, int] | None = None
+    ) -> bool:
+        """Renew the lease; ``progress`` (steps done, steps) is recorded for status queries."""
+        ...
 
     def complete(self, task_id: str, token: str, result_keys: Sequence[str]) -> bool: ...
 

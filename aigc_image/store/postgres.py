@@ -37,7 +37,7 @@ CHANNEL = "aigc_image_tasks"
 _MIGRATION_LOCK = 0x41494743  # "AIGC"
 _COLUMNS = (
     "task_id, secret_id, status, spec, created_at, started_at, finished_at, "
-    "attempts, message, result_keys, results_purged"
+    "attempts, message, result_keys, results_purged, step, steps"
 )
 _CLAIMABLE = (
     "((status = 'WAIT' AND (retry_at IS NULL OR retry_at <= %(now)s))"
@@ -53,7 +53,7 @@ WITH picked AS (
     ORDER BY created_at, task_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks SET status = 'RUN', attempts = tasks.attempts + 1, worker_id = %(worker)s,
-    lease_token = %(token)s, lease_expires_at = %(expires)s, started_at = %(now)s
+    lease_token = %(token)s, lease_expires_at = %(expires)s, started_at = %(now)s, step = 0
 FROM picked WHERE tasks.task_id = picked.task_id
 RETURNING {", ".join("tasks." + c for c in _COLUMNS.split(", "))}
 """
@@ -189,6 +189,27 @@ class PostgresStore:
             row = db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = %s", (task_id,)).fetchone()
         return _task(row) if row else None
 
+    async def list_tasks(
+        self, secret_id: str, status: Status | None, task_id: str | None, offset: int, limit: int
+    ) -> tuple[int, list[Task]]:
+        return await asyncio.to_thread(self._list_tasks, secret_id, status, task_id, offset, limit)
+
+    def _list_tasks(
+        self, secret_id: str, status: Status | None, task_id: str | None, offset: int, limit: int
+    ) -> tuple[int, list[Task]]:
+        where, args = "secret_id = %s", [secret_id]
+        if status is not None:
+            where, args = where + " AND status = %s", [*args, status.value]
+        if task_id is not None:
+            where, args = where + " AND task_id = %s", [*args, task_id]
+        with self._transaction() as db:
+            row = db.execute(f"SELECT count(*) AS n FROM tasks WHERE {where}", args).fetchone()
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE {where} ORDER BY created_at DESC, task_id DESC LIMIT %s OFFSET %s",
+                [*args, limit, offset],
+            ).fetchall()
+        return int(row["n"]) if row else 0, [_task(r) for r in rows]
+
     # -- worker side ----------------------------------------------------------------------
 
     def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Claim]:
@@ -211,10 +232,15 @@ class PostgresStore:
         tasks = sorted((_task(r) for r in rows), key=lambda t: (t.created_at, t.task_id))
         return [Claim(task, token, expires) for task in tasks]
 
-    def heartbeat(self, task_id: str, token: str, lease_seconds: float) -> bool:
-        return self._update_leased(
-            "lease_expires_at = %(expires)s", task_id, token, expires=self._clock.now() + lease_seconds
-        )
+    def heartbeat(
+        self, task_id: str, token: str, lease_seconds: float, progress: tuple[int, int] | None = None
+    ) -> bool:
+        expires = self._clock.now() + lease_seconds
+        if progress is None:
+            return self._update_leased("lease_expires_at = %(expires)s", task_id, token, expires=expires)
+        step, steps = progress
+        assignments = "lease_expires_at = %(expires)s, step = %(step)s, steps = %(steps)s"
+        return self._update_leased(assignments, task_id, token, expires=expires, step=step, steps=steps)
 
     def complete(self, task_id: str, token: str, result_keys: Sequence[str]) -> bool:
         return self._update_leased(
@@ -364,6 +390,8 @@ def _task(row: dict[str, Any]) -> Task:
         message=row["message"],
         result_keys=tuple(json.loads(row["result_keys"])),
         results_purged=bool(row["results_purged"]),
+        step=row["step"],
+        steps=row["steps"],
     )
 
 

@@ -25,7 +25,7 @@ from aigc_image.tasks import Claim, NewTask, Status, Task, TaskSpec
 
 _COLUMNS = (
     "task_id, secret_id, status, spec, created_at, started_at, finished_at, "
-    "attempts, message, result_keys, results_purged"
+    "attempts, message, result_keys, results_purged, step, steps"
 )
 _CLAIMABLE = (
     "((status = 'WAIT' AND (retry_at IS NULL OR retry_at <= :now))"
@@ -140,6 +140,22 @@ class SqliteStore:
             row = db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return _task(row) if row else None
 
+    async def list_tasks(
+        self, secret_id: str, status: Status | None, task_id: str | None, offset: int, limit: int
+    ) -> tuple[int, list[Task]]:
+        where, args = "secret_id = ?", [secret_id]
+        if status is not None:
+            where, args = where + " AND status = ?", [*args, status.value]
+        if task_id is not None:
+            where, args = where + " AND task_id = ?", [*args, task_id]
+        with self._reading() as db:
+            total = db.execute(f"SELECT count(*) FROM tasks WHERE {where}", args).fetchone()[0]
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM tasks WHERE {where} ORDER BY created_at DESC, task_id DESC LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            ).fetchall()
+        return int(total), [_task(row) for row in rows]
+
     # -- worker side --------------------------------------------------------------------
 
     def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Claim]:
@@ -158,7 +174,7 @@ class SqliteStore:
                 return []
             rows = db.execute(
                 f"UPDATE tasks SET status = 'RUN', attempts = attempts + 1, worker_id = :worker, "
-                f"lease_token = :token, lease_expires_at = :expires, started_at = :now "
+                f"lease_token = :token, lease_expires_at = :expires, started_at = :now, step = 0 "
                 f"WHERE task_id IN (SELECT task_id FROM tasks WHERE {_CLAIMABLE} AND batch_key = :key "
                 f"ORDER BY created_at, task_id LIMIT :limit) RETURNING {_COLUMNS}",
                 {**args, "worker": worker_id, "token": token, "expires": expires, "key": first[0]},
@@ -166,10 +182,15 @@ class SqliteStore:
         tasks = sorted((_task(r) for r in rows), key=lambda t: (t.created_at, t.task_id))
         return [Claim(task, token, expires) for task in tasks]
 
-    def heartbeat(self, task_id: str, token: str, lease_seconds: float) -> bool:
-        return self._update_leased(
-            "lease_expires_at = :expires", task_id, token, expires=self._clock.now() + lease_seconds
-        )
+    def heartbeat(
+        self, task_id: str, token: str, lease_seconds: float, progress: tuple[int, int] | None = None
+    ) -> bool:
+        expires = self._clock.now() + lease_seconds
+        if progress is None:
+            return self._update_leased("lease_expires_at = :expires", task_id, token, expires=expires)
+        step, steps = progress
+        assignments = "lease_expires_at = :expires, step = :step, steps = :steps"
+        return self._update_leased(assignments, task_id, token, expires=expires, step=step, steps=steps)
 
     def complete(self, task_id: str, token: str, result_keys: Sequence[str]) -> bool:
         return self._update_leased(
@@ -300,4 +321,6 @@ def _task(row: sqlite3.Row) -> Task:
         message=row["message"],
         result_keys=tuple(json.loads(row["result_keys"])),
         results_purged=bool(row["results_purged"]),
+        step=row["step"],
+        steps=row["steps"],
     )

@@ -39,6 +39,8 @@ from aigc_image.worker.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
 
+PROGRESS_INTERVAL = 1.0  # seconds between progress records of a running task
+
 
 class LeaseLost(Exception):
     """Another worker now owns the task; abandon it without writing anything."""
@@ -261,14 +263,16 @@ def deliverable(image: Image.Image, spec: TaskSpec) -> Image.Image:
 
 
 class _Heartbeat:
-    """Step callback: renews the lease once a third of it has passed; aborts if it was lost,
-    or if shutdown's grace period is over."""
+    """Step callback: renews the lease and records progress, at most every PROGRESS_INTERVAL
+    seconds (and at least every third of the lease); aborts if the lease was lost, or if
+    shutdown's grace period is over."""
 
     def __init__(self, worker: Worker, claim: Claim, lease_lost: threading.Event) -> None:
         self._worker = worker
         self._claim = claim
         self._lease_lost = lease_lost
         self._last = worker.clock.monotonic()
+        self._interval = min(PROGRESS_INTERVAL, worker.lease_seconds / 3)
 
     def __call__(self, step: int, steps: int) -> None:
         if self._worker.past_grace():
@@ -276,12 +280,12 @@ class _Heartbeat:
         if self._lease_lost.is_set():  # the timer found the lease gone
             raise LeaseLost(self._claim.task.task_id)
         now = self._worker.clock.monotonic()
-        if now - self._last < self._worker.lease_seconds / 3:
+        if now - self._last < self._interval:
             return
         self._last = now
         try:
             renewed = self._worker.store.heartbeat(
-                self._claim.task.task_id, self._claim.token, self._worker.lease_seconds
+                self._claim.task.task_id, self._claim.token, self._worker.lease_seconds, progress=(step, steps)
             )
         except StoreUnavailable:
             return  # keep generating: the timer retries, and the lease decides if it was too long
