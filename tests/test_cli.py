@@ -21,9 +21,11 @@ def test_help_lists_every_command() -> None:
         assert command in result.stdout
 
 
-def test_openapi_describes_both_actions() -> None:
+def test_openapi_describes_every_action() -> None:
     document = json.loads(run("openapi").stdout)
-    assert set(document["paths"]) == {"/CreateAigcImageTask", "/DescribeAigcImageTask"}
+    assert set(document["paths"]) == {
+        "/CreateAigcImageTask", "/DescribeAigcImageTask", "/DescribeAigcTaskStatus", "/DescribeAigcTaskList",
+    }  # fmt: skip
     create = document["paths"]["/CreateAigcImageTask"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert create["properties"]["ExtraParameters"]["properties"]["OutputFormat"] == {"type": "string"}
 
