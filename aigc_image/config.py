@@ -159,6 +159,22 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class FetchSettings:
+    allow_networks: str = field(
+        default="",
+        metadata=_doc(
+            "Comma-separated CIDR networks reference images may also come from, e.g. `10.20.0.0/16`; "
+            "by default only public internet addresses are fetched."
+        ),
+    )
+    max_bytes: int = field(default=20 * 1024 * 1024, metadata=_doc("Largest reference image download, in bytes."))
+    max_pixels: int = field(
+        default=4096 * 4096, metadata=_doc("Largest reference image, in pixels (checked before decoding).")
+    )
+    timeout: float = field(default=30.0, metadata=_doc("Seconds one reference image download may take in all."))
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     registry_file: str = field(
         default="",
@@ -224,6 +240,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    fetch: FetchSettings = field(default_factory=FetchSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
 

@@ -22,6 +22,8 @@ from aigc_image import keys as keyfiles
 from aigc_image.clock import Clock, SystemClock
 from aigc_image.config import ConfigError, Settings
 from aigc_image.engines.registry import Registry, load_registry
+from aigc_image.fetch.fetcher import Fetcher
+from aigc_image.fetch.policy import Network, parse_networks
 from aigc_image.moderation.review import ContentReview, build_review
 from aigc_image.protocol.actions import Actions, Limits
 from aigc_image.protocol.app import build_app
@@ -69,6 +71,13 @@ def storage_from(settings: Settings, clock: Clock) -> Results:
     return Results(own, user_bucket if conf.cos_secret_id and conf.cos_secret_key else None)
 
 
+def fetch_networks(settings: Settings) -> tuple[Network, ...]:
+    try:
+        return parse_networks(settings.fetch.allow_networks)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def review_from(settings: Settings) -> ContentReview:
     moderation = settings.moderation
     return build_review(moderation.term_files, moderation.default_list, moderation.classifier)
@@ -86,6 +95,7 @@ def build_service(settings: Settings, clock: Clock, keys: Mapping[str, str]) -> 
             max_prompt_chars=settings.api.max_prompt_chars,
             url_ttl=settings.storage.url_ttl,
             max_active_tasks_per_key=settings.api.max_active_tasks_per_key,
+            fetch_allow_networks=fetch_networks(settings),
         ),
         review_from(settings),
         log_prompts=settings.moderation.log_prompts,
@@ -244,6 +254,8 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
             settings.worker.max_attempts, settings.worker.retry_base_delay, settings.worker.retry_max_delay
         ),
         content_producer=settings.content_producer,
+        fetcher=Fetcher(fetch_networks(settings), settings.fetch.max_bytes, settings.fetch.timeout),
+        max_reference_pixels=settings.fetch.max_pixels,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -56,6 +56,8 @@ class TaskSpec:
     cos_bucket: str = ""  # StoreCosParam: images go to this bucket of the user's
     cos_region: str = ""
     cos_path: str = ""
+    reference_urls: tuple[str, ...] = ()  # ImageInfos: fetched by the worker
+    strength: float | None = None  # image-to-image: how far from the reference (None: the model's default)
 
     @property
     def batch_key(self) -> str:
@@ -67,7 +69,9 @@ class TaskSpec:
 
     @classmethod
     def from_json(cls, text: str) -> TaskSpec:
-        return cls(**json.loads(text))
+        values = json.loads(text)
+        values["reference_urls"] = tuple(values.get("reference_urls", ()))
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -25,3 +25,8 @@ def crash_on_48px_images(kind: str, content: Any) -> str | None:
     if kind == "output_image" and content.size == (48, 48):
         os._exit(137)
     return None
+
+
+def refuse_33px_references(kind: str, content: Any) -> str | None:
+    """Refuses reference images of 33×33 pixels (the test's "forbidden" picture)."""
+    return "forbidden reference" if kind == "reference_image" and content.size == (33, 33) else None

@@ -167,7 +167,10 @@ def test_unsupported_protocol(server: LiveServer, method: str) -> None:
         ({"Prompt": "x", "ModelName": "SD-Turbo", "NegativePrompt": "blur"}, "InvalidParameter.ModelNotSupported"),
         ({"Prompt": "x", "SceneType": "3d_panorama"}, "UnsupportedOperation"),
         ({"Prompt": "x", "EnhancePrompt": True}, "UnsupportedOperation"),
-        ({"Prompt": "x", "ImageInfos": [{"ImageUrl": "https://example.com/a.png"}]}, "UnsupportedOperation"),
+        (
+            {"Prompt": "x", "ImageInfos": [{"ImageUrl": "https://example.com/a.png", "ReferenceType": "x"}]},
+            "UnsupportedOperation",
+        ),
         ({"Prompt": "x", "ExtraParameters": {"AspectRatio": "5:4"}}, "InvalidParameterValue"),
         ({"Prompt": "x", "ExtraParameters": {"Resolution": "8K"}}, "InvalidParameterValue"),
         ({"Prompt": "x", "ExtraParameters": {"Resolution": "1K"}}, "InvalidParameter.ModelNotSupported"),

@@ -28,6 +28,8 @@ class GenerationRequest:
     steps: int
     guidance_scale: float | None
     seed: int | None = None  # same seed and request → the same images on the same machine
+    images: tuple[Image.Image, ...] = ()  # reference images: image-to-image or multi-reference editing
+    strength: float | None = None  # image-to-image: how far from the reference (None: the pipeline's default)
 
 
 class Engine(Protocol):

@@ -7,6 +7,7 @@ pipelines stay loaded, up to ``max_loaded``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -44,9 +45,12 @@ class DiffusersEngine:
         self._allow_download = allow_download
         self._max_loaded = max(1, max_loaded)
         self._loaded: OrderedDict[str, diffusers.DiffusionPipeline] = OrderedDict()
+        self._image_pipelines: dict[str, diffusers.DiffusionPipeline] = {}  # views of loaded ones: no memory
 
     def generate(self, entry: ModelEntry, request: GenerationRequest, on_step: StepCallback) -> list[Image.Image]:
         pipe = self.pipeline(entry)
+        if request.images:
+            pipe = self._image_pipeline(entry, pipe)
 
         def step_end(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             on_step(step + 1, request.steps)
@@ -64,6 +68,12 @@ class DiffusersEngine:
             kwargs["negative_prompt"] = request.negative_prompt
         if request.guidance_scale is not None:
             kwargs["guidance_scale"] = request.guidance_scale
+        if request.images:
+            kwargs.update(_reference_arguments(pipe, request))
+            accepted = inspect.signature(pipe.__call__).parameters
+            for size in ("width", "height"):  # image-to-image takes the reference's size, already the target
+                if size not in accepted:
+                    del kwargs[size]
         if request.seed is not None:
             # A CPU generator: the initial noise is then the same whatever device runs the pipeline.
             kwargs["generator"] = torch.Generator("cpu").manual_seed(request.seed)
@@ -73,6 +83,21 @@ class DiffusersEngine:
             raise RuntimeError(f"pipeline returned {len(images)} images, expected {request.count}")
         return images
 
+    def _image_pipeline(self, entry: ModelEntry, base: diffusers.DiffusionPipeline) -> diffusers.DiffusionPipeline:
+        """The image-to-image (or editing) pipeline sharing ``base``'s loaded components."""
+        key = f"{entry.label}@{entry.source}:images"
+        if key not in self._image_pipelines:
+            pipeline_class: Any = getattr(diffusers, entry.image_pipeline, None)
+            if not hasattr(pipeline_class, "from_pipe"):
+                raise ModelUnavailable(
+                    f"Model {entry.label}: diffusers has no pipeline class {entry.image_pipeline!r} for reference "
+                    "images; fix 'image_pipeline' in the model registry."
+                )
+            pipe = pipeline_class.from_pipe(base)
+            pipe.set_progress_bar_config(disable=True)
+            self._image_pipelines[key] = pipe
+        return self._image_pipelines[key]
+
     def pipeline(self, entry: ModelEntry) -> diffusers.DiffusionPipeline:
         """The loaded pipeline for ``entry``, loading it (and evicting the oldest) if needed."""
         key = f"{entry.label}@{entry.source}"
@@ -81,6 +106,7 @@ class DiffusersEngine:
             return self._loaded[key]
         while len(self._loaded) >= self._max_loaded:
             evicted, _ = self._loaded.popitem(last=False)
+            self._image_pipelines.pop(f"{evicted}:images", None)
             log.info("unloading %s", evicted)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -114,6 +140,16 @@ class DiffusersEngine:
         except (OSError, ValueError) as exc:
             raise ModelUnavailable(_missing_weights_message(entry, local, self._allow_download, exc)) from exc
         return pipe.to(self.device)
+
+
+def _reference_arguments(pipe: diffusers.DiffusionPipeline, request: GenerationRequest) -> dict[str, Any]:
+    """The reference image(s), at the generation size, and the strength, where the pipeline takes them."""
+    images = [image.resize((request.width, request.height), Image.Resampling.LANCZOS) for image in request.images]
+    accepted = inspect.signature(pipe.__call__).parameters
+    arguments: dict[str, Any] = {"image": images[0] if len(images) == 1 else images}
+    if request.strength is not None and "strength" in accepted:
+        arguments["strength"] = request.strength
+    return arguments
 
 
 def _is_local(source: str) -> bool:

@@ -39,7 +39,8 @@ class ModelEntry:
     height: int = 1024
     negative_prompt: bool = True
     max_output_images: int = 4
-    max_reference_images: int = 0
+    max_reference_images: int = 0  # ImageInfos: 0 none, 1 image-to-image, more: multi-reference editing
+    image_pipeline: str = "AutoPipelineForImage2Image"  # made from the loaded pipeline for ImageInfos
     # ExtraParameters.AspectRatio / Resolution this model accepts (any model can: its images are
     # generated at its native size in that shape, then resized).
     aspect_ratios: tuple[str, ...] = tuple(ASPECT_RATIOS)

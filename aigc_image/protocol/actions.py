@@ -5,16 +5,19 @@ No SQL, files or GPUs here: the store, the registry and the result storage are p
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from aigc_image import errors
 from aigc_image.clock import Clock
-from aigc_image.engines.registry import Registry
+from aigc_image.engines.registry import ModelEntry, Registry
+from aigc_image.fetch.policy import Network, is_allowed
 from aigc_image.media.encode import FORMATS
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.protocol import params as p
@@ -27,6 +30,7 @@ from aigc_image.store.base import ActiveTaskLimit, TaskStore
 from aigc_image.tasks import NewTask, Status, Task, TaskSpec, is_task_id, new_task_id
 
 MAX_OPERATOR_CHARS = 256
+MAX_URL_CHARS = 2048
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _PATH = re.compile(r"[A-Za-z0-9!_.*'()/-]*")
@@ -56,6 +60,7 @@ class Limits:
     max_prompt_chars: int
     url_ttl: int
     max_active_tasks_per_key: int = 0
+    fetch_allow_networks: tuple[Network, ...] = ()
 
 
 class Actions:
@@ -107,8 +112,9 @@ class Actions:
         _refuse_unimplemented(values)
         entry = self.registry.resolve(values.get("ModelName"), values.get("ModelVersion"))
 
+        references = reference_urls(values.get("ImageInfos", []), entry, self.limits.fetch_allow_networks)
         prompt = values.get("Prompt", "")
-        if not prompt.strip():
+        if not prompt.strip() and not references:
             raise errors.MissingParameter("Prompt is required when no reference image (ImageInfos) is given.")
         negative_prompt = values.get("NegativePrompt", "")
         for name, text in (("Prompt", prompt), ("NegativePrompt", negative_prompt)):
@@ -142,6 +148,10 @@ class Actions:
         additional = parse_additional(values.get("AdditionalParameters", ""))
         aspect_ratio, resolution = extra.get("AspectRatio", ""), extra.get("Resolution", "")
         generated, delivered = resolve_size(entry, aspect_ratio, resolution, additional.size)
+        if additional.strength is not None and not references:
+            raise errors.InvalidParameter(
+                "AdditionalParameters strength applies only with reference images (ImageInfos)."
+            )
 
         bucket, region, path = self.user_bucket(values.get("StoreCosParam", {}))
 
@@ -166,6 +176,8 @@ class Actions:
             cos_bucket=bucket,
             cos_region=region,
             cos_path=path,
+            reference_urls=references,
+            strength=additional.strength,
         )
 
     def user_bucket(self, cos: dict[str, str]) -> tuple[str, str, str]:
@@ -276,12 +288,51 @@ class Actions:
         }
 
 
+def reference_urls(infos: list[dict[str, str]], entry: ModelEntry, allow: tuple[Network, ...]) -> tuple[str, ...]:
+    """ImageInfos checked as far as they can be before fetching: count, scheme, literal addresses.
+
+    Host names are resolved and checked by the worker's fetcher, at the time it connects.
+    """
+    if not infos:
+        return ()
+    if entry.max_reference_images == 0:
+        raise errors.ModelNotSupported(f"Model {entry.label} does not take reference images (ImageInfos).")
+    if len(infos) > entry.max_reference_images:
+        raise errors.InvalidParameterValue(
+            f"Model {entry.label} takes at most {entry.max_reference_images} reference image(s); got {len(infos)}."
+        )
+    urls = []
+    for index, info in enumerate(infos):
+        name = f"ImageInfos.{index}"
+        if info.get("ReferenceType"):
+            raise errors.UnsupportedOperation(f"{name}.ReferenceType is not supported by this server yet.")
+        url = info.get("ImageUrl", "")
+        if not url:
+            raise errors.MissingParameter(f"{name}.ImageUrl is required.")
+        if len(url) > MAX_URL_CHARS:
+            raise errors.InvalidParameterValue(f"{name}.ImageUrl is longer than {MAX_URL_CHARS} characters.")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise errors.InvalidParameterValue(f"{name}.ImageUrl must be an http or https URL with a host.")
+        if parts.username is not None or parts.password is not None:
+            raise errors.InvalidParameterValue(f"{name}.ImageUrl must not contain credentials.")
+        try:
+            literal = ipaddress.ip_address(parts.hostname)
+        except ValueError:
+            literal = None
+        if literal is not None and not is_allowed(literal, allow):
+            raise errors.InvalidParameterValue(
+                f"{name}.ImageUrl points at {literal}, which is not a public internet address."
+            )
+        urls.append(url)
+    return tuple(urls)
+
+
 def _refuse_unimplemented(values: dict[str, Any]) -> None:
     """Fields this server does not implement yet are refused, never silently ignored."""
     unimplemented = {
         "SceneType": "SceneType" in values,
         "EnhancePrompt": values.get("EnhancePrompt", False),
-        "ImageInfos": bool(values.get("ImageInfos")),
     }
     for name, present in unimplemented.items():
         if present:

@@ -1,8 +1,8 @@
 """``AdditionalParameters``: a JSON object serialised into a string, as the MPS API defines it.
 
 Keys: ``size`` ("WxH", as the MPS documentation's Hunyuan and Qwen examples) and this server's
-documented extensions ``seed``, ``steps`` and ``guidance_scale``. Anything else is refused:
-a parameter that would be silently ignored is worse than an error.
+documented extensions ``seed``, ``steps``, ``guidance_scale`` and ``strength`` (image-to-image).
+Anything else is refused: a parameter that would be silently ignored is worse than an error.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from aigc_image import errors
 
-KEYS = ("size", "seed", "steps", "guidance_scale")
+KEYS = ("size", "seed", "steps", "guidance_scale", "strength")
 MAX_SEED = 2**32 - 1
 MAX_STEPS = 200
 MAX_GUIDANCE_SCALE = 50.0
@@ -28,6 +28,7 @@ class Additional:
     seed: int | None = None
     steps: int | None = None
     guidance_scale: float | None = None
+    strength: float | None = None
 
 
 def parse_additional(text: str) -> Additional:
@@ -51,7 +52,8 @@ def parse_additional(text: str) -> Additional:
         size=_size(data["size"]) if "size" in data else None,
         seed=_integer(data, "seed", 0, MAX_SEED),
         steps=_integer(data, "steps", 1, MAX_STEPS),
-        guidance_scale=_guidance(data),
+        guidance_scale=_number(data, "guidance_scale", 0.0, MAX_GUIDANCE_SCALE),
+        strength=_number(data, "strength", 0.01, 1.0),
     )
 
 
@@ -73,14 +75,14 @@ def _integer(data: dict[str, Any], key: str, low: int, high: int) -> int | None:
     return value
 
 
-def _guidance(data: dict[str, Any]) -> float | None:
-    if "guidance_scale" not in data:
+def _number(data: dict[str, Any], key: str, low: float, high: float) -> float | None:
+    if key not in data:
         return None
-    value = data["guidance_scale"]
+    value = data[key]
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise errors.InvalidParameter(f"AdditionalParameters guidance_scale must be a number; got {value!r}.")
-    if not 0 <= value <= MAX_GUIDANCE_SCALE:
+        raise errors.InvalidParameter(f"AdditionalParameters {key} must be a number; got {value!r}.")
+    if not low <= value <= high:
         raise errors.InvalidParameterValue(
-            f"AdditionalParameters guidance_scale must be between 0 and {MAX_GUIDANCE_SCALE:g}; got {value}."
+            f"AdditionalParameters {key} must be between {low:g} and {high:g}; got {value}."
         )
     return float(value)

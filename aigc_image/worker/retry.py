@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 from aigc_image.engines.base import ModelUnavailable
 from aigc_image.errors import ApiError
+from aigc_image.fetch.fetcher import FetchRefused
 from aigc_image.storage.results import UserBucketsDisabled
 from aigc_image.storage.s3 import StorageRefused
 
-PERMANENT = (ApiError, ModelUnavailable, StorageRefused, UserBucketsDisabled)
+PERMANENT = (ApiError, ModelUnavailable, StorageRefused, UserBucketsDisabled, FetchRefused)
 _JITTER = random.Random()
 
 

@@ -27,7 +27,9 @@ from PIL import Image
 from aigc_image.clock import Clock
 from aigc_image.engines.base import Engine, GenerationRequest, ModelUnavailable
 from aigc_image.engines.registry import Registry
-from aigc_image.errors import ApiError
+from aigc_image.errors import ApiError, ViolationContent
+from aigc_image.fetch.fetcher import Fetcher, FetchFailed, FetchRefused
+from aigc_image.fetch.images import decode_reference
 from aigc_image.media.encode import encode
 from aigc_image.media.labels import add_visible_label, implicit_label
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
@@ -66,6 +68,8 @@ class Worker:
         shutdown_grace: float = 30.0,
         retry: RetryPolicy | None = None,
         content_producer: str = "aigc-image",
+        fetcher: Fetcher | None = None,
+        max_reference_pixels: int = 4096 * 4096,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -79,6 +83,8 @@ class Worker:
         self.shutdown_grace = shutdown_grace
         self.retry = retry or RetryPolicy()
         self.content_producer = content_producer
+        self.fetcher = fetcher
+        self.max_reference_pixels = max_reference_pixels
         self._stop = threading.Event()
         self._stop_requested_at: float | None = None
 
@@ -157,6 +163,8 @@ class Worker:
                 steps=spec.steps,
                 guidance_scale=spec.guidance_scale,
                 seed=spec.seed,
+                images=self._references(spec),
+                strength=spec.strength,
             )
             images = self.engine.generate(entry, request, _Heartbeat(self, claim, lease_lost))
         except LeaseLost:
@@ -168,6 +176,12 @@ class Worker:
             return
         except (ModelUnavailable, ApiError) as exc:
             self._fail(claim, str(exc))
+            return
+        except FetchRefused as exc:
+            self._fail(claim, f"A reference image cannot be used: {exc}.")
+            return
+        except FetchFailed as exc:
+            self._fail_or_retry(claim, exc, f"Fetching a reference image failed: {exc}.")
             return
         except Exception as exc:
             log.exception("task %s: generation failed", task.task_id)
@@ -218,19 +232,44 @@ class Worker:
                 log.warning("task %s: store unavailable (%s); retrying in %.1f s", args[0], exc, delay)
                 time.sleep(delay)
 
+    def _references(self, spec: TaskSpec) -> tuple[Image.Image, ...]:
+        """The task's reference images, fetched safely, decoded and reviewed."""
+        if not spec.reference_urls:
+            return ()
+        if self.fetcher is None:
+            raise FetchRefused("this worker does not fetch reference images")
+        images = []
+        for index, url in enumerate(spec.reference_urls):
+            try:
+                image = decode_reference(self.fetcher.fetch(url), self.max_reference_pixels)
+            except FetchRefused as exc:
+                raise FetchRefused(f"ImageInfos.{index}: {exc}") from None
+            refusal = self._review(f"reference image {index}", "reference_image", image)
+            if refusal:
+                raise ViolationContent(refusal)
+            images.append(image)
+        return tuple(images)
+
     def _review_outputs(self, images: list[Image.Image]) -> str:
-        """Why the images may not be published, or "" when they may; unreviewable is refused."""
+        """Why the images may not be published, or "" when they may."""
+        for image in images:
+            refusal = self._review("generated image", "output_image", image)
+            if refusal:
+                return refusal
+        return ""
+
+    def _review(self, what: str, kind: str, image: Image.Image) -> str:
+        """ "" when ``image`` passes content review, else why not (an unreviewable image is refused)."""
         if self.review is None:
             return ""
-        for image in images:
-            try:
-                verdict = self.review.check_image("output_image", image)
-            except ReviewUnavailable as exc:
-                log.error("output review unavailable: %s", exc)
-                return "Content review of the generated image is unavailable, so it was not published."
-            if not verdict.allowed:
-                log.warning("output image refused by %s", verdict.source)
-                return "A generated image was refused by content review."
+        try:
+            verdict = self.review.check_image(kind, image)
+        except ReviewUnavailable as exc:
+            log.error("%s review unavailable: %s", kind, exc)
+            return f"Content review of the {what} is unavailable, so it was not used."
+        if not verdict.allowed:
+            log.warning("%s refused by %s", kind, verdict.source)
+            return f"The {what} was refused by content review."
         return ""
 
     def _fail_or_retry(self, claim: Claim, error: Exception, message: str) -> None:

@@ -1,0 +1,1 @@
+"""Fetching reference images from user-supplied URLs without becoming an SSRF proxy."""
