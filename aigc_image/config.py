@@ -175,6 +175,22 @@ class FetchSettings:
 
 
 @dataclass(frozen=True)
+class EnhanceSettings:
+    llm_url: str = field(
+        default="",
+        metadata=_doc(
+            "Base URL of an OpenAI-compatible API (`…/v1`) that rewrites prompts for `EnhancePrompt`; "
+            "empty: the built-in rewriter."
+        ),
+    )
+    llm_model: str = field(default="", metadata=_doc("Model name sent to that API."))
+    llm_api_key: str = field(default="", metadata=_doc("Bearer token for that API, if it needs one."))
+    timeout: float = field(
+        default=10.0, metadata=_doc("Seconds to wait for the LLM before using the built-in rewriter instead.")
+    )
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     registry_file: str = field(
         default="",
@@ -241,6 +257,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     fetch: FetchSettings = field(default_factory=FetchSettings)
+    enhance: EnhanceSettings = field(default_factory=EnhanceSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
 

@@ -22,6 +22,7 @@ from aigc_image import keys as keyfiles
 from aigc_image.clock import Clock, SystemClock
 from aigc_image.config import ConfigError, Settings
 from aigc_image.engines.registry import Registry, load_registry
+from aigc_image.enhance import LlmEnhancer, PromptEnhancer
 from aigc_image.fetch.fetcher import Fetcher
 from aigc_image.fetch.policy import Network, parse_networks
 from aigc_image.moderation.review import ContentReview, build_review
@@ -78,6 +79,13 @@ def fetch_networks(settings: Settings) -> tuple[Network, ...]:
         raise ConfigError(str(exc)) from None
 
 
+def enhancer_from(settings: Settings) -> PromptEnhancer:
+    conf = settings.enhance
+    if not conf.llm_url:
+        return PromptEnhancer()
+    return PromptEnhancer(LlmEnhancer(conf.llm_url, conf.llm_model, conf.llm_api_key, conf.timeout))
+
+
 def review_from(settings: Settings) -> ContentReview:
     moderation = settings.moderation
     return build_review(moderation.term_files, moderation.default_list, moderation.classifier)
@@ -99,6 +107,7 @@ def build_service(settings: Settings, clock: Clock, keys: Mapping[str, str]) -> 
         ),
         review_from(settings),
         log_prompts=settings.moderation.log_prompts,
+        enhancer=enhancer_from(settings),
     )
     limiter = RateLimiter(settings.api.rate_limit, settings.api.rate_burst, clock)
     local = storage.own if isinstance(storage.own, LocalStorage) else None  # served by the API itself

@@ -58,6 +58,7 @@ class TaskSpec:
     cos_path: str = ""
     reference_urls: tuple[str, ...] = ()  # ImageInfos: fetched by the worker
     strength: float | None = None  # image-to-image: how far from the reference (None: the model's default)
+    enhanced_prompt: str = ""  # EnhancePrompt: the prompt actually used, when it differs from ``prompt``
 
     @property
     def batch_key(self) -> str:

@@ -166,7 +166,6 @@ def test_unsupported_protocol(server: LiveServer, method: str) -> None:
         ({"Prompt": "x", "ModelName": "Hunyuan", "ModelVersion": "9.9"}, "InvalidParameter.ModelNotSupported"),
         ({"Prompt": "x", "ModelName": "SD-Turbo", "NegativePrompt": "blur"}, "InvalidParameter.ModelNotSupported"),
         ({"Prompt": "x", "SceneType": "3d_panorama"}, "UnsupportedOperation"),
-        ({"Prompt": "x", "EnhancePrompt": True}, "UnsupportedOperation"),
         (
             {"Prompt": "x", "ImageInfos": [{"ImageUrl": "https://example.com/a.png", "ReferenceType": "x"}]},
             "UnsupportedOperation",

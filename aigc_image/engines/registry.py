@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aigc_image.config import ConfigError
+from aigc_image.enhance import STYLES
 from aigc_image.errors import ModelNotSupported
 from aigc_image.media.sizes import ASPECT_RATIOS, SHORTER_SIDE, STANDARD_RESOLUTIONS
 
@@ -41,6 +42,7 @@ class ModelEntry:
     max_output_images: int = 4
     max_reference_images: int = 0  # ImageInfos: 0 none, 1 image-to-image, more: multi-reference editing
     image_pipeline: str = "AutoPipelineForImage2Image"  # made from the loaded pipeline for ImageInfos
+    prompt_style: str = "natural"  # EnhancePrompt's built-in rewrite: "natural" sentences or "tags"
     # ExtraParameters.AspectRatio / Resolution this model accepts (any model can: its images are
     # generated at its native size in that shape, then resized).
     aspect_ratios: tuple[str, ...] = tuple(ASPECT_RATIOS)
@@ -156,6 +158,8 @@ def _entry(raw: Mapping[str, Any], origin: str) -> ModelEntry:
     entry = ModelEntry(**values)
     if entry.engine not in ENGINES:
         problems.append(f"engine must be one of {', '.join(ENGINES)}")
+    if entry.prompt_style not in STYLES:
+        problems.append(f"prompt_style must be one of {', '.join(STYLES)}")
     if entry.dtype not in DTYPES:
         problems.append(f"dtype must be one of {', '.join(DTYPES)}")
     if entry.engine == "diffusers" and not entry.source:

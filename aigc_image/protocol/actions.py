@@ -5,6 +5,8 @@ No SQL, files or GPUs here: the store, the registry and the result storage are p
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import ipaddress
 import logging
 import re
@@ -17,6 +19,7 @@ from urllib.parse import urlsplit
 from aigc_image import errors
 from aigc_image.clock import Clock
 from aigc_image.engines.registry import ModelEntry, Registry
+from aigc_image.enhance import PromptEnhancer
 from aigc_image.fetch.policy import Network, is_allowed
 from aigc_image.media.encode import FORMATS
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
@@ -37,6 +40,7 @@ _PATH = re.compile(r"[A-Za-z0-9!_.*'()/-]*")
 
 # Refusals go to their own logger, so operators can route them to an audit trail.
 audit = logging.getLogger("aigc_image.audit")
+log = logging.getLogger(__name__)
 
 CREATE_PARAMS: dict[str, p.Param] = {
     "ModelName": p.STRING,
@@ -73,6 +77,7 @@ class Actions:
         limits: Limits,
         review: ContentReview,
         log_prompts: bool = False,
+        enhancer: PromptEnhancer | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -81,6 +86,7 @@ class Actions:
         self.limits = limits
         self.review = review
         self.log_prompts = log_prompts
+        self.enhancer = enhancer or PromptEnhancer()
         self.handlers: dict[str, Callable[[Call, str], Awaitable[dict[str, Any]]]] = {
             "CreateAigcImageTask": self.create_aigc_image_task,
             "DescribeAigcImageTask": self.describe_aigc_image_task,
@@ -97,6 +103,8 @@ class Actions:
         values = p.check(CREATE_PARAMS, call.params, from_strings=call.from_strings)
         spec = self.task_spec(values)
         self.review_prompts(spec, call.secret_id, request_id)
+        if values.get("EnhancePrompt", False):
+            spec = await self.enhance(spec, call.secret_id, request_id)
         new = NewTask(new_task_id(), call.secret_id, spec, call.fingerprint)
         try:
             task_id = await self.store.create(new, self.limits.max_active_tasks_per_key)
@@ -210,27 +218,36 @@ class Actions:
 
     # -- DescribeAigcImageTask ----------------------------------------------------------
 
+    async def enhance(self, spec: TaskSpec, secret_id: str, request_id: str) -> TaskSpec:
+        """EnhancePrompt: the rewritten prompt, reviewed like the original, recorded in the spec."""
+        style = self.registry.resolve(spec.model_name, spec.model_version).prompt_style
+        if self.enhancer.llm is None:
+            enhanced, source = self.enhancer.enhance(spec.prompt, style)
+        else:  # a network call: off the event loop
+            enhanced, source = await asyncio.to_thread(self.enhancer.enhance, spec.prompt, style)
+        self._review_text("EnhancedPrompt", enhanced, secret_id, request_id)
+        log.info("request %s: prompt enhanced by the %s enhancer", request_id, source)
+        return dataclasses.replace(spec, enhanced_prompt=enhanced)
+
     def review_prompts(self, spec: TaskSpec, secret_id: str, request_id: str) -> None:
         """Refuse prompts that break the content policy; fail closed if the review cannot run."""
         for field_name, text in (("Prompt", spec.prompt), ("NegativePrompt", spec.negative_prompt)):
-            if not text:
-                continue
-            try:
-                verdict = self.review.check_text(field_name, text)
-            except ReviewUnavailable as exc:
-                audit.error("review unavailable key=%s request=%s field=%s: %s", secret_id, request_id, field_name, exc)
-                raise errors.FailedOperation("Content review is unavailable, so the request was refused.") from None
-            if not verdict.allowed:
-                shown = f" text={text!r}" if self.log_prompts else ""
-                audit.warning(
-                    "refused key=%s request=%s field=%s by=%s%s",
-                    secret_id,
-                    request_id,
-                    field_name,
-                    verdict.source,
-                    shown,
-                )
-                raise errors.ViolationContent(f"{field_name} was refused by content review.")
+            self._review_text(field_name, text, secret_id, request_id)
+
+    def _review_text(self, field_name: str, text: str, secret_id: str, request_id: str) -> None:
+        if not text:
+            return
+        try:
+            verdict = self.review.check_text(field_name, text)
+        except ReviewUnavailable as exc:
+            audit.error("review unavailable key=%s request=%s field=%s: %s", secret_id, request_id, field_name, exc)
+            raise errors.FailedOperation("Content review is unavailable, so the request was refused.") from None
+        if not verdict.allowed:
+            shown = f" text={text!r}" if self.log_prompts else ""
+            audit.warning(
+                "refused key=%s request=%s field=%s by=%s%s", secret_id, request_id, field_name, verdict.source, shown
+            )
+            raise errors.ViolationContent(f"{field_name} was refused by content review.")
 
     async def describe_aigc_image_task(self, call: Call, request_id: str) -> dict[str, Any]:
         task = await self._own_task(call, DESCRIBE_PARAMS)
@@ -332,7 +349,6 @@ def _refuse_unimplemented(values: dict[str, Any]) -> None:
     """Fields this server does not implement yet are refused, never silently ignored."""
     unimplemented = {
         "SceneType": "SceneType" in values,
-        "EnhancePrompt": values.get("EnhancePrompt", False),
     }
     for name, present in unimplemented.items():
         if present:

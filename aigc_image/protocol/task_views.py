@@ -75,6 +75,9 @@ def request_body(task: Task) -> str:
         ),
         "Operator": spec.operator,
     }
+    if spec.enhanced_prompt:  # EnhancePrompt: the prompt actually used
+        body["EnhancePrompt"] = True
+        body["EnhancedPrompt"] = spec.enhanced_prompt
     if spec.cos_bucket:
         body["StoreCosParam"] = {
             "CosBucketName": spec.cos_bucket,

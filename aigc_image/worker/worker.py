@@ -155,7 +155,7 @@ class Worker:
         try:
             entry = self.registry.resolve(spec.model_name, spec.model_version)
             request = GenerationRequest(
-                prompt=spec.prompt,
+                prompt=spec.enhanced_prompt or spec.prompt,
                 negative_prompt=spec.negative_prompt,
                 count=spec.image_count,
                 width=spec.width,
