@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 TASK_ID_PREFIX = "4-AigcImage-"
+PANORAMA = "3d_panorama"  # the one SceneType
 
 
 class Status(enum.StrEnum):
@@ -59,11 +60,13 @@ class TaskSpec:
     reference_urls: tuple[str, ...] = ()  # ImageInfos: fetched by the worker
     strength: float | None = None  # image-to-image: how far from the reference (None: the model's default)
     enhanced_prompt: str = ""  # EnhancePrompt: the prompt actually used, when it differs from ``prompt``
+    scene_type: str = ""  # "3d_panorama": a 2:1 image whose left and right edges join
 
     @property
     def batch_key(self) -> str:
         """Tasks with equal keys can share one batched pipeline call."""
-        return f"{self.model_name}:{self.model_version}:{self.width}x{self.height}:{self.steps}"
+        scene = f":{self.scene_type}" if self.scene_type else ""
+        return f"{self.model_name}:{self.model_version}:{self.width}x{self.height}:{self.steps}{scene}"
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, ensure_ascii=False)  # not asdict(): it deep-copies, slowly

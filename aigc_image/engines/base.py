@@ -30,6 +30,7 @@ class GenerationRequest:
     seed: int | None = None  # same seed and request → the same images on the same machine
     images: tuple[Image.Image, ...] = ()  # reference images: image-to-image or multi-reference editing
     strength: float | None = None  # image-to-image: how far from the reference (None: the pipeline's default)
+    panorama: bool = False  # SceneType 3d_panorama: left and right edges join (circular padding along x)
 
 
 class Engine(Protocol):

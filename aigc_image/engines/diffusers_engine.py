@@ -7,6 +7,7 @@ pipelines stay loaded, up to ``max_loaded``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections import OrderedDict
@@ -19,6 +20,7 @@ from PIL import Image
 
 from aigc_image.engines.base import GenerationRequest, ModelUnavailable, StepCallback
 from aigc_image.engines.registry import ModelEntry
+from aigc_image.engines.seamless import convolutional_parts, seamless_x
 from aigc_image.engines.tiny_random import build_pipeline
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,8 @@ class DiffusersEngine:
         if request.seed is not None:
             # A CPU generator: the initial noise is then the same whatever device runs the pipeline.
             kwargs["generator"] = torch.Generator("cpu").manual_seed(request.seed)
-        with torch.inference_mode():
+        seam = seamless_x(*convolutional_parts(pipe)) if request.panorama else contextlib.nullcontext()
+        with torch.inference_mode(), seam:
             images: list[Image.Image] = pipe(**kwargs).images
         if len(images) != request.count:
             raise RuntimeError(f"pipeline returned {len(images)} images, expected {request.count}")

@@ -43,6 +43,7 @@ class ModelEntry:
     max_reference_images: int = 0  # ImageInfos: 0 none, 1 image-to-image, more: multi-reference editing
     image_pipeline: str = "AutoPipelineForImage2Image"  # made from the loaded pipeline for ImageInfos
     prompt_style: str = "natural"  # EnhancePrompt's built-in rewrite: "natural" sentences or "tags"
+    panorama: bool = False  # SceneType 3d_panorama (needs a convolutional denoiser: circular padding)
     # ExtraParameters.AspectRatio / Resolution this model accepts (any model can: its images are
     # generated at its native size in that shape, then resized).
     aspect_ratios: tuple[str, ...] = tuple(ASPECT_RATIOS)

@@ -30,7 +30,7 @@ from aigc_image.protocol.auth import Call
 from aigc_image.protocol.sizes import resolve_size
 from aigc_image.storage.results import Results
 from aigc_image.store.base import ActiveTaskLimit, TaskStore
-from aigc_image.tasks import NewTask, Status, Task, TaskSpec, is_task_id, new_task_id
+from aigc_image.tasks import PANORAMA, NewTask, Status, Task, TaskSpec, is_task_id, new_task_id
 
 MAX_OPERATOR_CHARS = 256
 MAX_URL_CHARS = 2048
@@ -117,7 +117,6 @@ class Actions:
 
     def task_spec(self, values: dict[str, Any]) -> TaskSpec:
         """Validate a CreateAigcImageTask request and resolve every default."""
-        _refuse_unimplemented(values)
         entry = self.registry.resolve(values.get("ModelName"), values.get("ModelVersion"))
 
         references = reference_urls(values.get("ImageInfos", []), entry, self.limits.fetch_allow_networks)
@@ -155,7 +154,12 @@ class Actions:
             raise errors.InvalidParameterValue(f"Operator is longer than {MAX_OPERATOR_CHARS} characters.")
         additional = parse_additional(values.get("AdditionalParameters", ""))
         aspect_ratio, resolution = extra.get("AspectRatio", ""), extra.get("Resolution", "")
-        generated, delivered = resolve_size(entry, aspect_ratio, resolution, additional.size)
+        scene_type = values.get("SceneType", "")
+        if scene_type not in ("", PANORAMA):
+            raise errors.InvalidParameterValue(f"SceneType must be {PANORAMA}; got {scene_type!r}.")
+        if scene_type and not entry.panorama:
+            raise errors.ModelNotSupported(f"Model {entry.label} does not support SceneType {PANORAMA}.")
+        generated, delivered = resolve_size(entry, aspect_ratio, resolution, additional.size, bool(scene_type))
         if additional.strength is not None and not references:
             raise errors.InvalidParameter(
                 "AdditionalParameters strength applies only with reference images (ImageInfos)."
@@ -186,6 +190,7 @@ class Actions:
             cos_path=path,
             reference_urls=references,
             strength=additional.strength,
+            scene_type=scene_type,
         )
 
     def user_bucket(self, cos: dict[str, str]) -> tuple[str, str, str]:
@@ -343,15 +348,3 @@ def reference_urls(infos: list[dict[str, str]], entry: ModelEntry, allow: tuple[
             )
         urls.append(url)
     return tuple(urls)
-
-
-def _refuse_unimplemented(values: dict[str, Any]) -> None:
-    """Fields this server does not implement yet are refused, never silently ignored."""
-    unimplemented = {
-        "SceneType": "SceneType" in values,
-    }
-    for name, present in unimplemented.items():
-        if present:
-            raise errors.UnsupportedOperation(
-                f"{name} is not supported by this server yet; remove it from the request (see docs/protocol.md)."
-            )

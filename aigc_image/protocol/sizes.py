@@ -13,8 +13,12 @@ from aigc_image.media.sizes import ASPECT_RATIOS, SHORTER_SIDE, native_size, nea
 Size = tuple[int, int]
 
 
-def resolve_size(entry: ModelEntry, aspect_ratio: str, resolution: str, size: Size | None) -> tuple[Size, Size]:
+def resolve_size(
+    entry: ModelEntry, aspect_ratio: str, resolution: str, size: Size | None, panorama: bool = False
+) -> tuple[Size, Size]:
     """(generated, delivered) sizes for a request's AspectRatio, Resolution and AdditionalParameters size."""
+    if panorama:
+        return _panorama_size(entry, aspect_ratio, resolution, size)
     if size is not None:
         if aspect_ratio or resolution:
             raise errors.InvalidParameter(
@@ -47,6 +51,24 @@ def resolve_size(entry: ModelEntry, aspect_ratio: str, resolution: str, size: Si
         return generated, generated
     delivered = output_size(aspect_ratio or "1:1", resolution)
     return native_size(*delivered, native_pixels, entry.size_multiple), delivered
+
+
+def _panorama_size(entry: ModelEntry, aspect_ratio: str, resolution: str, size: Size | None) -> tuple[Size, Size]:
+    """Equirectangular: always 2:1. Resolution fixes the height; a free size must be 2:1."""
+    if aspect_ratio:
+        raise errors.InvalidParameter("SceneType 3d_panorama images are 2:1; leave out ExtraParameters.AspectRatio.")
+    generated = native_size(2, 1, entry.width * entry.height, entry.size_multiple)
+    if size is not None:
+        if size[0] != 2 * size[1]:
+            raise errors.InvalidParameterValue(f"SceneType 3d_panorama needs a 2:1 size; got {size[0]}x{size[1]}.")
+        _check_free_size(entry, size)
+        height = nearest_multiple(size[1], size[1], entry.size_multiple)[1]
+        return (2 * height, height), size
+    if resolution:
+        if resolution not in entry.resolutions:
+            raise errors.ModelNotSupported(f"Model {entry.label} does not support Resolution {resolution!r}.")
+        return generated, (2 * SHORTER_SIDE[resolution], SHORTER_SIDE[resolution])
+    return generated, generated
 
 
 def _check_free_size(entry: ModelEntry, size: Size) -> None:

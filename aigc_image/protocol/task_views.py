@@ -75,6 +75,8 @@ def request_body(task: Task) -> str:
         ),
         "Operator": spec.operator,
     }
+    if spec.scene_type:
+        body["SceneType"] = spec.scene_type
     if spec.enhanced_prompt:  # EnhancePrompt: the prompt actually used
         body["EnhancePrompt"] = True
         body["EnhancedPrompt"] = spec.enhanced_prompt

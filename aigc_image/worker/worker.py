@@ -36,7 +36,7 @@ from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.storage.base import result_key
 from aigc_image.storage.results import Results
 from aigc_image.store.base import StoreUnavailable, TaskStore
-from aigc_image.tasks import Claim, TaskSpec
+from aigc_image.tasks import PANORAMA, Claim, TaskSpec
 from aigc_image.worker.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,7 @@ class Worker:
                 seed=spec.seed,
                 images=self._references(spec),
                 strength=spec.strength,
+                panorama=spec.scene_type == PANORAMA,
             )
             images = self.engine.generate(entry, request, _Heartbeat(self, claim, lease_lost))
         except LeaseLost:
