@@ -6,10 +6,8 @@ No LLM can run here, so the LLM is a loopback server speaking the chat-completio
 
 from __future__ import annotations
 
-import http.server
 import io
 import json
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,6 +28,7 @@ from tests.helpers import (
     sdk_client,
     wait_until_finished,
 )
+from tests.loopback import QuietHandler, http_server
 
 
 def test_the_built_in_rewrite_is_deterministic_and_keeps_the_language() -> None:
@@ -71,12 +70,15 @@ class FakeLlm:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        outer = self
+        self.url = ""
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+    def handler(self) -> type[QuietHandler]:
+        requests = self.requests
+
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+                requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
                 prompt = body["messages"][-1]["content"]
                 if "fail" in prompt:
                     self.send_response(500)
@@ -90,23 +92,15 @@ class FakeLlm:
                 self.end_headers()
                 self.wfile.write(answer)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return Handler
 
 
 @pytest.fixture(scope="module")
 def llm() -> Iterator[FakeLlm]:
     fake = FakeLlm()
-    yield fake
-    fake.close()
+    with http_server(fake.handler()) as base:
+        fake.url = f"{base}/v1"
+        yield fake
 
 
 @pytest.fixture(scope="module")

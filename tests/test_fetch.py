@@ -11,10 +11,10 @@ import io
 import ipaddress
 import socket
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from PIL import Image
 from aigc_image.fetch.fetcher import Fetcher, FetchFailed, FetchRefused
 from aigc_image.fetch.images import decode_reference
 from aigc_image.fetch.policy import is_allowed, parse_networks
+from tests.loopback import QuietHandler, http_server
 
 LOOPBACK = parse_networks("127.0.0.1/32")
 
@@ -93,26 +94,16 @@ Handler = Callable[[http.server.BaseHTTPRequestHandler], None]
 @pytest.fixture
 def serve() -> Iterator[Callable[[Handler], str]]:
     """Start a loopback HTTP server answering with ``handler``; returns its base URL."""
-    servers: list[http.server.ThreadingHTTPServer] = []
+    with ExitStack() as servers:
 
-    def start(handler: Handler) -> str:
-        class Answer(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                handler(self)
+        def start(handler: Handler) -> str:
+            class Answer(QuietHandler):
+                def do_GET(self) -> None:
+                    handler(self)
 
-            def log_message(self, *args: Any) -> None:
-                pass
+            return servers.enter_context(http_server(Answer))
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+        yield start
 
 
 def png_bytes(size: tuple[int, int] = (32, 32), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:

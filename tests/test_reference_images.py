@@ -4,10 +4,8 @@ fetch.allow_networks makes reachable."""
 
 from __future__ import annotations
 
-import http.server
 import io
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,34 +23,33 @@ from tests.helpers import (
     sdk_client,
     wait_until_finished,
 )
+from tests.loopback import QuietHandler, http_server
 
 pytestmark = pytest.mark.slow
 
 
 class ImageServer:
-    """Serves /<name>.png from ``images`` on 127.0.0.1 and records every request path."""
+    """Serves /<name> from ``images`` on 127.0.0.1 and records every request path."""
 
     def __init__(self) -> None:
         self.images: dict[str, bytes] = {}
         self.requests: list[str] = []
-        outer = self
+        self.port = 0
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+    def handler(self) -> type[QuietHandler]:
+        images, requests = self.images, self.requests
+
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
-                outer.requests.append(self.path)
-                body = outer.images.get(self.path.strip("/"))
+                requests.append(self.path)
+                body = images.get(self.path.strip("/"), b"")
                 self.send_response(200 if body else 404)
                 self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(body or b"")))
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body or b"")
+                self.wfile.write(body)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return Handler
 
     def add(self, name: str, size: tuple[int, int], color: tuple[int, int, int]) -> str:
         buffer = io.BytesIO()
@@ -60,16 +57,13 @@ class ImageServer:
         self.images[name] = buffer.getvalue()
         return f"http://127.0.0.1:{self.port}/{name}"
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
 
 @pytest.fixture(scope="module")
 def images() -> Iterator[ImageServer]:
     server = ImageServer()
-    yield server
-    server.close()
+    with http_server(server.handler()) as base:
+        server.port = int(base.rsplit(":", 1)[1])
+        yield server
 
 
 @pytest.fixture(scope="module")
