@@ -205,3 +205,28 @@ def test_sigterm_hands_a_long_task_back_and_exits_0(tmp_path: Path) -> None:
         with sqlite3.connect(server.db_path) as db:
             status, attempts = db.execute("SELECT status, attempts FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         assert (status, attempts) == ("WAIT", 0)
+
+
+def test_a_second_sigterm_exits_at_once_and_the_lease_covers_the_task(tmp_path: Path) -> None:
+    """R6, second signal: the worker is inside its grace period; a second SIGTERM ends it now,
+    without waiting, and the task stays RUN until its lease expires."""
+    registry = tmp_path / "models.toml"
+    registry.write_text(SLOW_MODEL.replace("steps = 150", "steps = 3000"))  # far longer than this test
+    env = {"AIGC_IMAGE_MODELS_REGISTRY_FILE": str(registry), "AIGC_IMAGE_WORKER_SHUTDOWN_GRACE": "600"}
+    with live_server(tmp_path / "data", "--no-worker", env=env) as server:
+        task_id = sdk_client(server).CreateAigcImageTask(create_request(Prompt="x", ModelName="slow")).TaskId
+        command = [sys.executable, "-m", "aigc_image", "worker", "--data-dir", str(server.data_dir)]
+        command += ["--config", str(server.data_dir / "config.toml")]
+        worker = subprocess.Popen(command, env=server_env(env), cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        backend = Backend("sqlite", f"sqlite:///{server.db_path}")
+        try:
+            wait_for(lambda: task_row(backend, task_id)["status"] == "RUN")
+            worker.send_signal(signal.SIGTERM)
+            with pytest.raises(subprocess.TimeoutExpired):
+                worker.wait(1)  # first signal: the image may finish within the 600 s grace
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(30) == 1
+        finally:
+            worker.kill()
+        assert worker.stderr is not None and "second signal" in worker.stderr.read()
+        assert task_row(backend, task_id)["status"] == "RUN"  # not finished, not handed back: the lease decides
