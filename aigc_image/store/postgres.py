@@ -13,11 +13,10 @@ in sync (NTP); leases are tens of seconds, so a skew well under a second is harm
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,22 +26,17 @@ from psycopg.rows import dict_row
 from aigc_image.clock import Clock
 from aigc_image.store.base import StoreError, StoreUnavailable
 from aigc_image.store.creates import plan_creates
+from aigc_image.store.leases import CLAIMABLE, COLUMNS, FINISHED_BY, LeasedTransitions, pyformat, task_from_row
 from aigc_image.store.migrations import migrations
-from aigc_image.tasks import Claim, NewTask, Status, Task, TaskSpec
+from aigc_image.tasks import Claim, NewTask, Status, Task
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "aigc_image_tasks"
 # Held while migrating, so processes starting together apply each migration once.
 _MIGRATION_LOCK = 0x41494743  # "AIGC"
-_COLUMNS = (
-    "task_id, secret_id, status, spec, created_at, started_at, finished_at, "
-    "attempts, message, result_keys, results_purged, step, steps"
-)
-_CLAIMABLE = (
-    "((status = 'WAIT' AND (retry_at IS NULL OR retry_at <= %(now)s))"
-    " OR (status = 'RUN' AND lease_expires_at < %(now)s AND attempts < %(max_attempts)s))"
-)
+_CLAIMABLE = pyformat(CLAIMABLE)
+_FINISHED_BY = pyformat(FINISHED_BY)
 _CLAIM = f"""
 WITH picked AS (
     SELECT task_id FROM tasks
@@ -55,11 +49,11 @@ WITH picked AS (
 UPDATE tasks SET status = 'RUN', attempts = tasks.attempts + 1, worker_id = %(worker)s,
     lease_token = %(token)s, lease_expires_at = %(expires)s, started_at = %(now)s, step = 0
 FROM picked WHERE tasks.task_id = picked.task_id
-RETURNING {", ".join("tasks." + c for c in _COLUMNS.split(", "))}
+RETURNING {", ".join("tasks." + c for c in COLUMNS.split(", "))}
 """
 
 
-class PostgresStore:
+class PostgresStore(LeasedTransitions):
     def __init__(self, url: str, clock: Clock, max_attempts: int = 3) -> None:
         self._url = url
         self._clock = clock
@@ -186,8 +180,8 @@ class PostgresStore:
 
     def _get(self, task_id: str) -> Task | None:
         with self._transaction() as db:
-            row = db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = %s", (task_id,)).fetchone()
-        return _task(row) if row else None
+            row = db.execute(f"SELECT {COLUMNS} FROM tasks WHERE task_id = %s", (task_id,)).fetchone()
+        return task_from_row(row) if row else None
 
     async def list_tasks(
         self, secret_id: str, status: Status | None, task_id: str | None, offset: int, limit: int
@@ -205,10 +199,10 @@ class PostgresStore:
         with self._transaction() as db:
             row = db.execute(f"SELECT count(*) AS n FROM tasks WHERE {where}", args).fetchone()
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM tasks WHERE {where} ORDER BY created_at DESC, task_id DESC LIMIT %s OFFSET %s",
+                f"SELECT {COLUMNS} FROM tasks WHERE {where} ORDER BY created_at DESC, task_id DESC LIMIT %s OFFSET %s",
                 [*args, limit, offset],
             ).fetchall()
-        return int(row["n"]) if row else 0, [_task(r) for r in rows]
+        return int(row["n"]) if row else 0, [task_from_row(r) for r in rows]
 
     # -- worker side ----------------------------------------------------------------------
 
@@ -229,93 +223,28 @@ class PostgresStore:
         }
         with self._transaction() as db:
             rows = db.execute(_CLAIM, args).fetchall()
-        tasks = sorted((_task(r) for r in rows), key=lambda t: (t.created_at, t.task_id))
+        tasks = sorted((task_from_row(r) for r in rows), key=lambda t: (t.created_at, t.task_id))
         return [Claim(task, token, expires) for task in tasks]
 
-    def heartbeat(
-        self, task_id: str, token: str, lease_seconds: float, progress: tuple[int, int] | None = None
-    ) -> bool:
-        expires = self._clock.now() + lease_seconds
-        if progress is None:
-            return self._update_leased("lease_expires_at = %(expires)s", task_id, token, expires=expires)
-        step, steps = progress
-        assignments = "lease_expires_at = %(expires)s, step = %(step)s, steps = %(steps)s"
-        return self._update_leased(assignments, task_id, token, expires=expires, step=step, steps=steps)
-
-    def complete(self, task_id: str, token: str, result_keys: Sequence[str]) -> bool:
-        return self._update_leased(
-            "status = 'DONE', message = 'ok', result_keys = %(keys)s, finished_at = %(now)s",
-            task_id,
-            token,
-            finished_as=Status.DONE,
-            keys=json.dumps(list(result_keys)),
-            now=self._clock.now(),
-        )
-
-    def fail(self, task_id: str, token: str, message: str) -> bool:
-        return self._update_leased(
-            "status = 'FAIL', message = %(message)s, finished_at = %(now)s",
-            task_id,
-            token,
-            finished_as=Status.FAIL,
-            message=message,
-            now=self._clock.now(),
-        )
-
-    def retry_later(self, task_id: str, token: str, retry_at: float, message: str) -> bool:
-        return self._update_leased(
-            "status = 'WAIT', retry_at = %(retry_at)s, message = %(message)s, worker_id = NULL, lease_token = NULL, "
-            "lease_expires_at = NULL",
-            task_id,
-            token,
-            retry_at=retry_at,
-            message=message,
-        )
-
-    def release(self, task_id: str, token: str) -> bool:
-        return self._update_leased(
-            "status = 'WAIT', attempts = attempts - 1, worker_id = NULL, lease_token = NULL, lease_expires_at = NULL",
-            task_id,
-            token,
-            notify=True,  # another idle worker can take it at once
-        )
-
-    def _update_leased(
-        self,
-        assignments: str,
-        task_id: str,
-        token: str,
-        finished_as: Status | None = None,
-        notify: bool = False,
-        **values: object,
-    ) -> bool:
-        """Apply ``assignments`` if ``token`` holds the task's lease. A finished task keeps the
-        token that finished it, so a finish retried after an outage (did it commit?) is True."""
+    def _apply_leased(self, update: str, values: dict[str, object], finished: Status | None) -> bool:
         with self._transaction() as db:
-            cursor = db.execute(
-                f"UPDATE tasks SET {assignments} "
-                "WHERE task_id = %(task_id)s AND status = 'RUN' AND lease_token = %(token)s",
-                {**values, "task_id": task_id, "token": token},
-            )
-            if cursor.rowcount == 1:
-                if notify:
-                    db.execute(f"NOTIFY {CHANNEL}")
+            if db.execute(pyformat(update), values).rowcount == 1:
                 return True
-            if finished_as is None:
+            if finished is None:
                 return False
-            query = "SELECT 1 FROM tasks WHERE task_id = %s AND status = %s AND lease_token = %s"
-            return db.execute(query, (task_id, finished_as.value, token)).fetchone() is not None
+            confirm = {"task_id": values["task_id"], "token": values["token"], "status": finished.value}
+            return db.execute(_FINISHED_BY, confirm).fetchone() is not None
 
-    def fail_exhausted(self) -> int:
+    def _count_update(self, update: str, values: dict[str, object]) -> int:
         with self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE tasks SET status = 'FAIL', finished_at = %(now)s, lease_token = NULL, "
-                "message = 'The worker running this task stopped responding ' || attempts || ' times; giving up.' "
-                "WHERE status = 'RUN' AND lease_expires_at < %(now)s "
-                "AND attempts >= %(max_attempts)s",
-                {"now": self._clock.now(), "max_attempts": self.max_attempts},
-            )
-            return cursor.rowcount
+            return db.execute(pyformat(update), values).rowcount
+
+    def _wake_workers(self) -> None:
+        try:
+            with self._transaction() as db:
+                db.execute(f"NOTIFY {CHANNEL}")
+        except StoreUnavailable:
+            pass  # idle workers still find the task at their next poll
 
     def wait_for_work(self, timeout: float) -> None:
         listener = self._listen()
@@ -349,21 +278,21 @@ class PostgresStore:
     def finished_before(self, cutoff: float, limit: int) -> list[Task]:
         with self._transaction() as db:
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM tasks WHERE status = 'DONE' AND NOT results_purged AND finished_at < %s "
+                f"SELECT {COLUMNS} FROM tasks WHERE status = 'DONE' AND NOT results_purged AND finished_at < %s "
                 "ORDER BY finished_at LIMIT %s",
                 (cutoff, limit),
             ).fetchall()
-        return [_task(r) for r in rows]
+        return [task_from_row(r) for r in rows]
 
     def delete_finished_before(self, cutoff: float, limit: int) -> list[Task]:
         with self._transaction() as db:
             rows = db.execute(
                 f"DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM tasks WHERE finished_at < %s "
                 f"AND status IN ('DONE', 'FAIL') ORDER BY finished_at LIMIT %s FOR UPDATE SKIP LOCKED) "
-                f"RETURNING {_COLUMNS}",
+                f"RETURNING {COLUMNS}",
                 (cutoff, limit),
             ).fetchall()
-        return [_task(row) for row in rows]
+        return [task_from_row(row) for row in rows]
 
     def mark_results_purged(self, task_id: str) -> None:
         with self._transaction() as db:
@@ -375,24 +304,6 @@ class PostgresStore:
                 if conn is not None:
                     conn.close()
             self._conn = self._listener = None
-
-
-def _task(row: dict[str, Any]) -> Task:
-    return Task(
-        task_id=row["task_id"],
-        secret_id=row["secret_id"],
-        spec=TaskSpec.from_json(row["spec"]),
-        status=Status(row["status"]),
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        attempts=row["attempts"],
-        message=row["message"],
-        result_keys=tuple(json.loads(row["result_keys"])),
-        results_purged=bool(row["results_purged"]),
-        step=row["step"],
-        steps=row["steps"],
-    )
 
 
 def _first_line(exc: Exception) -> str:

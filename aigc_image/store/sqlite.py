@@ -8,32 +8,23 @@ operating-system crash or power loss may lose the last commits (see docs/operati
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from aigc_image.clock import Clock
 from aigc_image.store.base import StoreError, StoreUnavailable
 from aigc_image.store.creates import plan_creates
+from aigc_image.store.leases import CLAIMABLE, COLUMNS, FINISHED_BY, LeasedTransitions, task_from_row
 from aigc_image.store.migrations import migrations
 from aigc_image.store.wake import WakeReceiver, WakeSender, wake_dir
-from aigc_image.tasks import Claim, NewTask, Status, Task, TaskSpec
-
-_COLUMNS = (
-    "task_id, secret_id, status, spec, created_at, started_at, finished_at, "
-    "attempts, message, result_keys, results_purged, step, steps"
-)
-_CLAIMABLE = (
-    "((status = 'WAIT' AND (retry_at IS NULL OR retry_at <= :now))"
-    " OR (status = 'RUN' AND lease_expires_at < :now AND attempts < :max_attempts))"
-)
+from aigc_image.tasks import Claim, NewTask, Status, Task
 
 
-class SqliteStore:
+class SqliteStore(LeasedTransitions):
     def __init__(self, path: str, clock: Clock, max_attempts: int = 3) -> None:
         self._clock = clock
         self.max_attempts = max_attempts
@@ -137,8 +128,8 @@ class SqliteStore:
 
     async def get(self, task_id: str) -> Task | None:
         with self._reading() as db:
-            row = db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
-        return _task(row) if row else None
+            row = db.execute(f"SELECT {COLUMNS} FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return task_from_row(row) if row else None
 
     async def list_tasks(
         self, secret_id: str, status: Status | None, task_id: str | None, offset: int, limit: int
@@ -151,10 +142,10 @@ class SqliteStore:
         with self._reading() as db:
             total = db.execute(f"SELECT count(*) FROM tasks WHERE {where}", args).fetchone()[0]
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM tasks WHERE {where} ORDER BY created_at DESC, task_id DESC LIMIT ? OFFSET ?",
+                f"SELECT {COLUMNS} FROM tasks WHERE {where} ORDER BY created_at DESC, task_id DESC LIMIT ? OFFSET ?",
                 [*args, limit, offset],
             ).fetchall()
-        return int(total), [_task(row) for row in rows]
+        return int(total), [task_from_row(row) for row in rows]
 
     # -- worker side --------------------------------------------------------------------
 
@@ -168,96 +159,35 @@ class SqliteStore:
         args = {"now": now, "max_attempts": self.max_attempts, "limit": limit}
         with self._transaction() as db:
             first = db.execute(
-                f"SELECT batch_key FROM tasks WHERE {_CLAIMABLE} ORDER BY created_at, task_id LIMIT 1", args
+                f"SELECT batch_key FROM tasks WHERE {CLAIMABLE} ORDER BY created_at, task_id LIMIT 1", args
             ).fetchone()
             if first is None:
                 return []
             rows = db.execute(
                 f"UPDATE tasks SET status = 'RUN', attempts = attempts + 1, worker_id = :worker, "
                 f"lease_token = :token, lease_expires_at = :expires, started_at = :now, step = 0 "
-                f"WHERE task_id IN (SELECT task_id FROM tasks WHERE {_CLAIMABLE} AND batch_key = :key "
-                f"ORDER BY created_at, task_id LIMIT :limit) RETURNING {_COLUMNS}",
+                f"WHERE task_id IN (SELECT task_id FROM tasks WHERE {CLAIMABLE} AND batch_key = :key "
+                f"ORDER BY created_at, task_id LIMIT :limit) RETURNING {COLUMNS}",
                 {**args, "worker": worker_id, "token": token, "expires": expires, "key": first[0]},
             ).fetchall()
-        tasks = sorted((_task(r) for r in rows), key=lambda t: (t.created_at, t.task_id))
+        tasks = sorted((task_from_row(r) for r in rows), key=lambda t: (t.created_at, t.task_id))
         return [Claim(task, token, expires) for task in tasks]
 
-    def heartbeat(
-        self, task_id: str, token: str, lease_seconds: float, progress: tuple[int, int] | None = None
-    ) -> bool:
-        expires = self._clock.now() + lease_seconds
-        if progress is None:
-            return self._update_leased("lease_expires_at = :expires", task_id, token, expires=expires)
-        step, steps = progress
-        assignments = "lease_expires_at = :expires, step = :step, steps = :steps"
-        return self._update_leased(assignments, task_id, token, expires=expires, step=step, steps=steps)
-
-    def complete(self, task_id: str, token: str, result_keys: Sequence[str]) -> bool:
-        return self._update_leased(
-            "status = 'DONE', message = 'ok', result_keys = :keys, finished_at = :now",
-            task_id,
-            token,
-            finished_as=Status.DONE,
-            keys=json.dumps(list(result_keys)),
-            now=self._clock.now(),
-        )
-
-    def fail(self, task_id: str, token: str, message: str) -> bool:
-        return self._update_leased(
-            "status = 'FAIL', message = :message, finished_at = :now",
-            task_id,
-            token,
-            finished_as=Status.FAIL,
-            message=message,
-            now=self._clock.now(),
-        )
-
-    def retry_later(self, task_id: str, token: str, retry_at: float, message: str) -> bool:
-        return self._update_leased(
-            "status = 'WAIT', retry_at = :retry_at, message = :message, worker_id = NULL, lease_token = NULL, "
-            "lease_expires_at = NULL",
-            task_id,
-            token,
-            retry_at=retry_at,
-            message=message,
-        )
-
-    def release(self, task_id: str, token: str) -> bool:
-        released = self._update_leased(
-            "status = 'WAIT', attempts = attempts - 1, worker_id = NULL, lease_token = NULL, lease_expires_at = NULL",
-            task_id,
-            token,
-        )
-        if released:
-            self._sender.wake_all()  # another idle worker can take it at once
-        return released
-
-    def _update_leased(
-        self, assignments: str, task_id: str, token: str, finished_as: Status | None = None, **values: object
-    ) -> bool:
-        """Apply ``assignments`` if ``token`` holds the task's lease. A finished task keeps the
-        token that finished it, so a finish retried after an outage (did it commit?) is True."""
+    def _apply_leased(self, update: str, values: dict[str, object], finished: Status | None) -> bool:
         with self._transaction() as db:
-            cursor = db.execute(
-                f"UPDATE tasks SET {assignments} WHERE task_id = :task_id AND status = 'RUN' AND lease_token = :token",
-                {**values, "task_id": task_id, "token": token},
-            )
-            if cursor.rowcount == 1:
+            if db.execute(update, values).rowcount == 1:
                 return True
-            if finished_as is None:
+            if finished is None:
                 return False
-            query = "SELECT 1 FROM tasks WHERE task_id = ? AND status = ? AND lease_token = ?"
-            return db.execute(query, (task_id, finished_as.value, token)).fetchone() is not None
+            confirm = {"task_id": values["task_id"], "token": values["token"], "status": finished.value}
+            return db.execute(FINISHED_BY, confirm).fetchone() is not None
 
-    def fail_exhausted(self) -> int:
+    def _count_update(self, update: str, values: dict[str, object]) -> int:
         with self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE tasks SET status = 'FAIL', finished_at = :now, lease_token = NULL, "
-                "message = 'The worker running this task stopped responding ' || attempts || ' times; giving up.' "
-                "WHERE status = 'RUN' AND lease_expires_at < :now AND attempts >= :max_attempts",
-                {"now": self._clock.now(), "max_attempts": self.max_attempts},
-            )
-            return cursor.rowcount
+            return int(db.execute(update, values).rowcount)
+
+    def _wake_workers(self) -> None:
+        self._sender.wake_all()
 
     def wait_for_work(self, timeout: float) -> None:
         self._listen().wait(timeout)
@@ -272,20 +202,20 @@ class SqliteStore:
     def finished_before(self, cutoff: float, limit: int) -> list[Task]:
         with self._reading() as db:
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM tasks WHERE results_purged = 0 AND finished_at < ? AND status = 'DONE' "
+                f"SELECT {COLUMNS} FROM tasks WHERE results_purged = 0 AND finished_at < ? AND status = 'DONE' "
                 "ORDER BY finished_at LIMIT ?",
                 (cutoff, limit),
             ).fetchall()
-        return [_task(r) for r in rows]
+        return [task_from_row(r) for r in rows]
 
     def delete_finished_before(self, cutoff: float, limit: int) -> list[Task]:
         with self._transaction() as db:
             rows = db.execute(
                 f"DELETE FROM tasks WHERE task_id IN (SELECT task_id FROM tasks WHERE finished_at < ? "
-                f"AND status IN ('DONE', 'FAIL') ORDER BY finished_at LIMIT ?) RETURNING {_COLUMNS}",
+                f"AND status IN ('DONE', 'FAIL') ORDER BY finished_at LIMIT ?) RETURNING {COLUMNS}",
                 (cutoff, limit),
             ).fetchall()
-        return [_task(row) for row in rows]
+        return [task_from_row(row) for row in rows]
 
     def mark_results_purged(self, task_id: str) -> None:
         with self._transaction() as db:
@@ -306,21 +236,3 @@ def _unavailable_on_error() -> Iterator[None]:
         yield
     except sqlite3.OperationalError as exc:
         raise StoreUnavailable(f"SQLite: {exc}") from exc
-
-
-def _task(row: sqlite3.Row) -> Task:
-    return Task(
-        task_id=row["task_id"],
-        secret_id=row["secret_id"],
-        spec=TaskSpec.from_json(row["spec"]),
-        status=Status(row["status"]),
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        attempts=row["attempts"],
-        message=row["message"],
-        result_keys=tuple(json.loads(row["result_keys"])),
-        results_purged=bool(row["results_purged"]),
-        step=row["step"],
-        steps=row["steps"],
-    )
