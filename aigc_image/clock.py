@@ -15,6 +15,10 @@ class Clock(Protocol):
         """Monotonic seconds (for intervals inside the process)."""
         ...
 
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (a backoff): real time, or a manual clock moved on."""
+        ...
+
 
 class SystemClock:
     def now(self) -> float:
@@ -22,6 +26,9 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 class ManualClock:
@@ -36,6 +43,9 @@ class ManualClock:
 
     def monotonic(self) -> float:
         return self._mono
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
 
     def advance(self, seconds: float) -> None:
         self._now += seconds

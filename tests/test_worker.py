@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -17,7 +18,7 @@ from aigc_image.engines.diffusers_engine import DiffusersEngine
 from aigc_image.engines.registry import ModelEntry, load_registry
 from aigc_image.storage.local import LocalStorage
 from aigc_image.storage.results import Results
-from aigc_image.store import TaskStore
+from aigc_image.store import StoreUnavailable, TaskStore
 from aigc_image.tasks import Status, TaskSpec, new_task_id
 from aigc_image.worker.retry import RetryPolicy
 from aigc_image.worker.worker import Worker
@@ -294,3 +295,41 @@ def test_a_timer_keeps_the_lease_while_no_step_reports(backend: Backend, storage
         running.join(60)
     task = get(store, task_id)
     assert task.status is Status.DONE and task.attempts == 1
+
+
+class FlakyCompletion:
+    """The real store, except that ``complete`` meets a database outage the first ``outages``
+    times; with ``committed``, the first of those happens after the commit (the reply was lost)."""
+
+    def __init__(self, store: TaskStore, outages: int, committed: bool) -> None:
+        self._store = store
+        self.outages = outages
+        self.committed = committed
+        self.calls = 0
+
+    def complete(self, task_id: str, token: str, result_keys: Sequence[str]) -> bool:
+        self.calls += 1
+        if self.calls <= self.outages:
+            if self.committed and self.calls == 1:
+                self._store.complete(task_id, token, result_keys)
+            raise StoreUnavailable("PostgreSQL: server closed the connection unexpectedly")
+        return self._store.complete(task_id, token, result_keys)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["lost-before-commit", "reply-lost-after-commit"])
+def test_a_completion_that_meets_an_outage_is_retried_and_keeps_the_images(
+    store: TaskStore, storage: LocalStorage, clock: ManualClock, committed: bool
+) -> None:
+    task_id = new_task_id()
+    create(store, task_id, "k", spec())
+    flaky = FlakyCompletion(store, outages=3, committed=committed)
+    started = clock.now()
+    assert make_worker(flaky, storage, clock).run_once()  # type: ignore[arg-type]
+    assert flaky.calls == 4  # three outages, then the store answered
+    assert clock.now() - started >= 0.25 + 0.5 + 1.0  # it backed off (on the injected clock)
+    task = get(store, task_id)
+    assert task is not None and task.status is Status.DONE
+    assert [(storage.root / key).exists() for key in task.result_keys] == [True]

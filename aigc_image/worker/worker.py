@@ -18,7 +18,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -231,7 +230,7 @@ class Worker:
                     return None
                 delay = backoff.next_delay()
                 log.warning("task %s: store unavailable (%s); retrying in %.1f s", args[0], exc, delay)
-                time.sleep(delay)
+                self.clock.sleep(delay)
 
     def _references(self, spec: TaskSpec) -> tuple[Image.Image, ...]:
         """The task's reference images, fetched safely, decoded and reviewed."""
