@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +197,17 @@ def wait_until_finished(client: mps_client.MpsClient, task_id: str, timeout: flo
             return seen
         time.sleep(0.02)
     raise AssertionError(f"task {task_id} did not finish in {timeout} s; saw {[r.Status for r in seen]}")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Until ``condition()`` holds, for state another process owns (its rows, its log, /proc),
+    which no event of ours reports; bounded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
 
 
 def download(url: str) -> bytes:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.helpers import (
     live_server,
     sdk_client,
     server_env,
+    wait_for,
     wait_until_finished,
 )
 from tests.postgres_server import PostgresServer
@@ -50,17 +50,6 @@ def worker_process(server: LiveServer, env: dict[str, str], name: str) -> Iterat
             process.wait()
 
 
-def wait_for_all_finished(url: str, count: int, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(url, autocommit=True) as db:
-        while time.monotonic() < deadline:
-            row = db.execute("SELECT count(*) FROM tasks WHERE status IN ('DONE', 'FAIL')").fetchone()
-            if row and row[0] == count:
-                return
-            time.sleep(0.2)
-    raise AssertionError(f"not all {count} tasks finished in {timeout} s")
-
-
 def test_two_api_processes_and_three_workers_complete_100_sdk_tasks_each_once(
     tmp_path: Path, postgres: PostgresServer
 ) -> None:
@@ -75,9 +64,8 @@ def test_two_api_processes_and_three_workers_complete_100_sdk_tasks_each_once(
         ids = [clients[n % 2].CreateAigcImageTask(create_request(Prompt=f"lighthouse {n}")).TaskId for n in range(100)]
         assert len(set(ids)) == 100
 
-        wait_for_all_finished(url, 100)
         for n, task_id in enumerate(ids):  # every task is visible through either API process
-            reply = describe(clients[(n + 1) % 2], task_id)
+            reply = wait_until_finished(clients[(n + 1) % 2], task_id, timeout=240)[-1]
             assert reply.Status == "DONE" and len(reply.ImageUrls) == 1, (task_id, reply.Message)
 
     with psycopg.connect(url) as db:
@@ -114,10 +102,7 @@ def test_a_database_restart_loses_no_task_and_the_api_answers_internal_error(
     with live_server(tmp_path / "data", env=env) as server:
         client = sdk_client(server)
         running = client.CreateAigcImageTask(create_request(Prompt="mid-task")).TaskId
-        deadline = time.monotonic() + 120
-        while describe(client, running).Status != "RUN":
-            assert time.monotonic() < deadline, "the task never started"
-            time.sleep(0.05)
+        wait_for(lambda: describe(client, running).Status == "RUN", timeout=120)
 
         postgres.stop()
         try:
@@ -128,7 +113,9 @@ def test_a_database_restart_loses_no_task_and_the_api_answers_internal_error(
                 with pytest.raises(TencentCloudSDKException) as outage:
                     call()
                 assert_error_envelope(outage.value, "InternalError")
-            time.sleep(2)  # the worker finishes its image meanwhile and must wait to record it
+            # The worker finishes its image meanwhile and must wait to record it.
+            log = server.data_dir / "server.log"
+            wait_for(lambda: f"task {running}: store unavailable" in log.read_text(errors="replace"))
         finally:
             postgres.start()
 
@@ -136,6 +123,6 @@ def test_a_database_restart_loses_no_task_and_the_api_answers_internal_error(
         for task_id in (running, queued):
             final = wait_until_finished(client, task_id, timeout=180)[-1]
             assert final.Status == "DONE" and len(final.ImageUrls) == 1, final.Message
-    log = (server.data_dir / "server.log").read_text()
-    assert "task store unavailable" in log  # the API and the worker said so, in one line each
-    assert "Traceback" not in log
+    text = log.read_text()
+    assert "task store unavailable" in text  # the API and the worker said so, in one line each
+    assert "Traceback" not in text

@@ -8,7 +8,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,16 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.helpers import ROOT, LiveServer, create_request, live_server, sdk_client, server_env, wait_until_finished
+from tests.helpers import (
+    ROOT,
+    LiveServer,
+    create_request,
+    live_server,
+    sdk_client,
+    server_env,
+    wait_for,
+    wait_until_finished,
+)
 from tests.stores import Backend
 
 pytestmark = pytest.mark.slow
@@ -40,15 +48,6 @@ def worker_children(server: LiveServer) -> list[int]:
     return [
         int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()
     ]
-
-
-def wait_for(condition: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_first_start_creates_and_prints_a_key_pair(tmp_path: Path) -> None:
