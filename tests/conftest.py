@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from aigc_image.clock import ManualClock
+from aigc_image.store import TaskStore
 from tests.helpers import LiveServer, live_server
 from tests.postgres_server import PostgresServer
 from tests.stores import Backend
@@ -49,3 +51,17 @@ def s3_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """Time that moves only when a test moves it."""
+    return ManualClock()
+
+
+@pytest.fixture
+def store(backend: Backend, clock: ManualClock) -> Iterator[TaskStore]:
+    """A store on a fresh database of each kind: tests that take it run on SQLite and PostgreSQL."""
+    store = backend.open(clock)
+    yield store
+    store.close()

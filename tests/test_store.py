@@ -11,7 +11,6 @@ import multiprocessing
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -33,18 +32,6 @@ from tests.stores import Backend
 
 def spec(model: str = "tiny-random", width: int = 64, prompt: str = "p") -> TaskSpec:
     return TaskSpec(model, "1", prompt, "", 1, "png", width, width, 10, 6.0, "")
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def store(backend: Backend, clock: ManualClock) -> Iterator[TaskStore]:
-    store = backend.open(clock)
-    yield store
-    store.close()
 
 
 def test_create_then_get_round_trips_the_spec(store: TaskStore, clock: ManualClock) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import random
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +36,6 @@ class Broken:
 
     def generate(self, entry: ModelEntry, request: GenerationRequest, on_step: StepCallback) -> list[Image.Image]:
         raise self.error
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def store(backend: Backend, clock: ManualClock) -> Iterator[TaskStore]:
-    """Every worker test runs on SQLite and on PostgreSQL."""
-    store = backend.open(clock)
-    yield store
-    store.close()
 
 
 @pytest.fixture
