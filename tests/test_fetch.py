@@ -6,16 +6,19 @@ connected to. Test image servers run on loopback, allowed only through ``allow_n
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import io
 import ipaddress
 import socket
+import ssl
 import struct
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,6 +131,58 @@ def send(body: bytes, status: int = 200, headers: dict[str, str] | None = None) 
 def test_an_allowed_server_is_fetched(serve: Callable[[Handler], str]) -> None:
     base = serve(send(png_bytes()))
     assert Image.open(io.BytesIO(Fetcher(LOOPBACK).fetch(f"{base}/a.png"))).size == (32, 32)
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_host_name(
+    tmp_path: Path, connections: list[tuple[str, int]]
+) -> None:
+    """Over TLS the socket still goes to the validated address, while the certificate is
+    checked against the URL's host name: a certificate for another name is refused."""
+    certificate, key = self_signed(tmp_path, "localhost")
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(certificate, key)
+    client_tls = ssl.create_default_context(cafile=str(certificate))
+
+    class Answer(QuietHandler):
+        def do_GET(self) -> None:
+            send(png_bytes())(self)
+
+    with http_server(Answer, server_tls) as base:
+        port = base.rsplit(":", 1)[1]
+        fetcher = Fetcher(LOOPBACK, tls=client_tls)
+        assert fetcher.fetch(f"https://localhost:{port}/a.png").startswith(b"\x89PNG")
+        assert connections == [("127.0.0.1", int(port))]  # resolved once, connected to the address
+        with pytest.raises(FetchFailed, match=r"CERTIFICATE_VERIFY_FAILED|hostname"):
+            fetcher.fetch(f"https://127.0.0.1:{port}/a.png")  # the certificate names localhost only
+
+
+def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
 
 
 # -- S2: host spellings of loopback, refused before any connection --------------------------------

@@ -80,7 +80,7 @@ class Fetcher:
         except ValueError:
             raise FetchRefused(f"{_shown(url)} has an invalid port") from None
         address = self._resolve(host, port)
-        connection: http.client.HTTPConnection | None = None
+        connection: _PinnedHTTP | _PinnedHTTPS | None = None
         try:
             connection = _pinned_connection(parts.scheme, host, port, address, _remaining(deadline), self.tls)
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -113,16 +113,16 @@ class Fetcher:
             raise FetchRefused(f"{host}: {reason}; reference images must be on the public internet")
         return str(addresses[0])
 
-    def _read(self, reply: http.client.HTTPResponse, connection: http.client.HTTPConnection, deadline: float) -> bytes:
+    def _read(self, reply: http.client.HTTPResponse, connection: _Pinned, deadline: float) -> bytes:
         declared = reply.getheader("Content-Length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise FetchRefused(f"the image is {int(declared)} bytes; the limit is {self.max_bytes}")
         chunks: list[bytes] = []
         size = 0
         while True:
-            # The connection may have handed its socket to the reply (Connection: close), so
-            # the socket is kept aside to bound each read by what is left of the deadline.
-            _socket_of(connection).settimeout(_remaining(deadline))
+            # Each read may wait at most what is left of the whole fetch's deadline.
+            if connection.pinned is not None:
+                connection.pinned.settimeout(_remaining(deadline))
             chunk = reply.read1(_CHUNK)
             if not chunk:
                 return b"".join(chunks)
@@ -143,31 +143,43 @@ def _shown(url: str) -> str:
     return url if len(url) <= 200 else url[:200] + "…"
 
 
-def _socket_of(connection: http.client.HTTPConnection) -> socket.socket:
-    pinned: socket.socket = getattr(connection, "pinned_socket")  # noqa: B009 (set in connect below)
-    return pinned
+class _Pinned:
+    """Connects to the validated ``address`` while Host (and TLS SNI) name the URL's host.
+
+    The socket is also kept as ``pinned``: with ``Connection: close`` the connection hands its
+    socket to the reply and forgets it, and reads must still be bounded by the deadline.
+    """
+
+    address = ""
+    port: int
+    timeout: float | None
+    pinned: socket.socket | None = None
+
+    def _open(self) -> socket.socket:
+        return socket.create_connection((self.address, self.port), timeout=self.timeout)
+
+
+class _PinnedHTTP(_Pinned, http.client.HTTPConnection):
+    def connect(self) -> None:
+        self.sock = self.pinned = self._open()
+
+
+class _PinnedHTTPS(_Pinned, http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.tls_context = context
+
+    def connect(self) -> None:
+        self.sock = self.pinned = self.tls_context.wrap_socket(self._open(), server_hostname=self.host)
 
 
 def _pinned_connection(
     scheme: str, host: str, port: int, address: str, timeout: float, tls: ssl.SSLContext | None
-) -> http.client.HTTPConnection:
-    """A connection whose socket goes to ``address`` while Host (and TLS SNI) name ``host``."""
-
-    def open_socket() -> socket.socket:
-        return socket.create_connection((address, port), timeout=timeout)
-
+) -> _PinnedHTTP | _PinnedHTTPS:
+    connection: _PinnedHTTP | _PinnedHTTPS
     if scheme == "http":
-
-        class PinnedHTTP(http.client.HTTPConnection):
-            def connect(self) -> None:
-                self.sock = self.pinned_socket = open_socket()
-
-        return PinnedHTTP(host, port, timeout=timeout)
-
-    context = tls or ssl.create_default_context()
-
-    class PinnedHTTPS(http.client.HTTPSConnection):
-        def connect(self) -> None:
-            self.sock = self.pinned_socket = context.wrap_socket(open_socket(), server_hostname=host)
-
-    return PinnedHTTPS(host, port, timeout=timeout, context=context)
+        connection = _PinnedHTTP(host, port, timeout=timeout)
+    else:
+        connection = _PinnedHTTPS(host, port, timeout, tls or ssl.create_default_context())
+    connection.address = address
+    return connection
