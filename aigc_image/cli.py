@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--model-version", help="ModelVersion")
     gen.add_argument("--negative-prompt", help="NegativePrompt")
     gen.add_argument("--count", type=int, help="OutputImageCount")
+    gen.add_argument("--aspect-ratio", help="ExtraParameters.AspectRatio, e.g. 16:9")
+    gen.add_argument("--resolution", help="ExtraParameters.Resolution: 720P, 1080P, 2K or 4K")
+    gen.add_argument("--logo", action="store_true", help="ExtraParameters.LogoAdd = 1: the visible AI-generated mark")
+    gen.add_argument("--seed", type=int, help="AdditionalParameters seed, for a reproducible image")
+    gen.add_argument("--enhance", action="store_true", help="EnhancePrompt: rewrite the prompt before generating")
+    gen.add_argument("--panorama", action="store_true", help="SceneType 3d_panorama: a 2:1 seamless panorama")
+    gen.add_argument("--reference", action="append", help="ImageInfos: a reference image URL (repeatable)")
     gen.add_argument("--secret-id", help="SecretId (default: settings, then the data dir's keys.toml)")
     gen.add_argument("--secret-key", help="SecretKey")
     gen.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the task")
@@ -138,14 +145,8 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         secret_id, secret_key = next(iter(known.items()))
     client = ApiClient(args.endpoint, secret_id, secret_key)
-    request: dict[str, object] = {"Prompt": args.prompt}
-    if args.output.suffix.lower() in (".jpg", ".jpeg"):
-        request["ExtraParameters"] = {"OutputFormat": "jpeg"}
-    optional = {"ModelName": args.model, "ModelVersion": args.model_version,
-                "NegativePrompt": args.negative_prompt, "OutputImageCount": args.count}  # fmt: skip
-    request.update({k: v for k, v in optional.items() if v is not None})
     try:
-        task_id = client.call("CreateAigcImageTask", request)["TaskId"]
+        task_id = client.call("CreateAigcImageTask", _create_request(args))["TaskId"]
         reply = _wait(client, task_id, args.timeout)
     except ApiClientError as exc:
         print(f"\naigc-image: {exc.code}: {exc.message}", file=sys.stderr)
@@ -161,6 +162,29 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
         path.write_bytes(client.download(url))
         print(path)
     return 0
+
+
+def _create_request(args: argparse.Namespace) -> dict[str, object]:
+    """The CreateAigcImageTask parameters the options name; the output file's suffix picks the format."""
+    extra: dict[str, object] = {
+        "OutputFormat": "jpeg" if args.output.suffix.lower() in (".jpg", ".jpeg") else None,
+        "AspectRatio": args.aspect_ratio,
+        "Resolution": args.resolution,
+        "LogoAdd": 1 if args.logo else None,
+    }
+    request: dict[str, object] = {
+        "Prompt": args.prompt,
+        "ModelName": args.model,
+        "ModelVersion": args.model_version,
+        "NegativePrompt": args.negative_prompt,
+        "OutputImageCount": args.count,
+        "EnhancePrompt": True if args.enhance else None,
+        "SceneType": "3d_panorama" if args.panorama else None,
+        "ImageInfos": [{"ImageUrl": url} for url in args.reference] if args.reference else None,
+        "AdditionalParameters": json.dumps({"seed": args.seed}) if args.seed is not None else None,
+        "ExtraParameters": {k: v for k, v in extra.items() if v is not None} or None,
+    }
+    return {k: v for k, v in request.items() if v is not None}
 
 
 def _wait(client: ApiClient, task_id: str, timeout: float) -> dict[str, Any]:

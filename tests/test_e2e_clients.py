@@ -137,6 +137,23 @@ def test_generate_command_writes_the_image(server: LiveServer, tmp_path: Path) -
     assert Image.open(tmp_path / "out-1.jpg").size == (64, 64)
 
 
+def test_generate_command_passes_sizes_seeds_and_the_logo(server: LiveServer, tmp_path: Path) -> None:
+    env = {**server_env(), "AIGC_IMAGE_SECRET_ID": SECRET_ID, "AIGC_IMAGE_SECRET_KEY": SECRET_KEY}
+    outputs = [tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"]
+    for output, extra in zip(outputs, (["--logo"], [], ["--panorama"]), strict=True):
+        options = ["--aspect-ratio", "16:9", "--resolution", "720P"] if "--panorama" not in extra else []
+        result = subprocess.run(
+            [sys.executable, "-m", "aigc_image", "generate", "a fox", "-o", str(output), "--endpoint", server.url,
+             "--seed", "4", *options, *extra],
+            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    labelled, plain, panorama = (Image.open(path) for path in outputs)
+    assert labelled.size == plain.size == (1280, 720) and panorama.size == (96, 48)
+    assert labelled.tobytes() != plain.tobytes()  # the mark; the seed made everything else equal
+    assert labelled.crop((0, 0, 600, 300)).tobytes() == plain.crop((0, 0, 600, 300)).tobytes()
+
+
 def test_generate_command_reports_errors(server: LiveServer, tmp_path: Path) -> None:
     env = {**server_env(), "AIGC_IMAGE_SECRET_ID": SECRET_ID, "AIGC_IMAGE_SECRET_KEY": "wrong"}
     result = subprocess.run(
