@@ -15,6 +15,7 @@ from aigc_image import __version__
 from aigc_image import keys as keyfiles
 from aigc_image.client import ApiClient, ApiClientError
 from aigc_image.config import ConfigError, Settings, load_settings
+from aigc_image.errors import TaskError
 from aigc_image.store import StoreError
 
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"aigc-image: configuration error: {exc}", file=sys.stderr)
         return 2
-    except StoreError as exc:
+    except (StoreError, TaskError) as exc:
         print(f"aigc-image: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -80,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--secret-key", help="SecretKey")
     gen.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the task")
 
-    command("models", "List the models this installation serves.", _models)
+    command("models", "List the models: cached or not, memory needed, whether they fit this host.", _models)
+    pull = command("pull", "Download a model's weights into the Hugging Face cache (resumable).", _pull)
+    pull.add_argument("model", help="ModelName or ModelName:ModelVersion, e.g. Hunyuan or Qwen:0925")
     command("openapi", "Print an OpenAPI description of the actions (one pseudo-path per action).", _openapi)
 
     keys = command("keys", "List API keys, or create one with --create.", _keys)
@@ -89,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from aigc_image.service import serve
+    from aigc_image.serve import serve
 
     try:
         serve(settings, with_worker=not args.no_worker, config_file=args.config)
@@ -102,20 +105,62 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> None:
-    from aigc_image.service import run_worker
+    from aigc_image.worker.process import run_worker
 
     run_worker(settings, parent_pid=args.parent_pid)
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> None:
-    from aigc_image.service import registry_from
+    from rich.console import Console
+    from rich.table import Table
 
-    registry = registry_from(settings)
-    print(f"default model: {registry.default_model}")
-    for entry in registry:
-        default = " (default version)" if entry.default else ""
-        print(f"{entry.name}:{entry.version}{default}  {entry.width}x{entry.height}, {entry.steps} steps")
-        print(f"    {entry.description}  [{entry.engine}: {entry.source or 'built locally'}]")
+    from aigc_image import weights
+    from aigc_image.hardware import probe
+    from aigc_image.wiring import catalog_from
+
+    hardware = probe(settings.worker.device)
+    catalog, why = catalog_from(settings, hardware)
+    table = Table(title=f"Models, best first, on this host ({hardware.describe()})", title_justify="left")
+    for column in ("Model", "Pipeline", "Native", "Steps", "Weights", "Needs", "Fits"):
+        table.add_column(column, no_wrap=column in ("Model", "Native"))
+    for entry in catalog.entries.values():
+        state = weights.status(entry)
+        if state.where == "built in":
+            stored = "built in"
+        elif state.present:
+            stored = f"{'cached' if state.where != 'local folder' else 'folder'}, {_gb(state.size_bytes)}"
+        else:
+            stored = f"not cached, {entry.download_gb:g} GB" if entry.download_gb else "not cached"
+        need = entry.memory_gb if hardware.kind == "cuda" else entry.cpu_memory_gb
+        needs = f"{need:g} GB {'GPU' if hardware.kind == 'cuda' else 'RAM'}" if need else "a GPU"
+        fits = "yes" if entry.fits(hardware) else ("offloaded" if hardware.kind == "cuda" else "no")
+        mark = " *" if entry.label == catalog.default_label else ""
+        pipeline = entry.pipeline.removesuffix("Pipeline") if entry.engine == "diffusers" else "(in code)"
+        table.add_row(f"{entry.label}{mark}", pipeline, f"{entry.width}×{entry.height}", str(entry.steps),
+                      stored, needs, fits)  # fmt: skip
+    console = Console()
+    console.print(table)
+    console.print(f"* default model: {catalog.default_label}, {why}", soft_wrap=True)
+
+
+def _gb(size: int) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
+
+
+def _pull(args: argparse.Namespace, settings: Settings) -> int:
+    from aigc_image import weights
+    from aigc_image.wiring import catalog_from
+
+    catalog, _ = catalog_from(settings)
+    name, _, version = args.model.partition(":")
+    entry = catalog.resolve(name, version or None)
+    if not weights.sources(entry) or all(weights.is_local(s) for s in weights.sources(entry)):
+        print(f"{entry.label} needs no download ({entry.source or 'built in'}).")
+        return 0
+    print(f"Pulling {entry.label} ({', '.join(weights.sources(entry))}, about {entry.download_gb:g} GB).")
+    for repo in weights.pull(entry):
+        print(f"{repo}: in the Hugging Face cache")
+    return 0
 
 
 def _openapi(args: argparse.Namespace, settings: Settings) -> None:

@@ -1,194 +1,56 @@
-"""Protocol errors: one class per Tencent Cloud API error Code.
+"""What can go wrong with a task, in the service's own terms; no protocol Codes here.
 
-Every error the server returns to a client is an ``ApiError`` subclass whose ``code``
-is the wire Code and whose docstring is the default message. Raising one anywhere in
-the request path produces an HTTP 200 error envelope (see ``protocol/envelope.py``).
+The catalogue, the engines, the fetcher, the storage and the worker raise these. The protocol
+layer translates the ones a request can cause into wire errors (protocol/errors.py); the worker
+turns the ones a running task meets into its ``FAIL`` message. Each error says whether trying
+again could help: ``permanent`` errors end a task at once, anything else is retried with backoff
+(worker/retry.py reads only this marker).
 
-    ApiError
-    ├── AuthFailure                       (the five AuthFailure.* codes of signature v3,
-    │   ├── InvalidAuthorization            plus InvalidAuthorization)
-    │   ├── InvalidSecretId
-    │   ├── SecretIdNotFound
-    │   ├── SignatureExpire
-    │   ├── SignatureFailure
-    │   └── TokenFailure
-    ├── InvalidAction
-    ├── NoSuchVersion
-    ├── UnsupportedProtocol
-    ├── UnsupportedOperation
-    ├── MissingParameter
-    ├── InvalidParameter
-    │   ├── ModelNotSupported             (InvalidParameter.ModelNotSupported)
-    │   └── ViolationContent              (InvalidParameter.ViolationContent)
-    ├── FailedOperation                   (e.g. content review unavailable: fail closed)
-    ├── InvalidParameterValue
-    ├── UnknownParameter
-    ├── RequestSizeLimitExceeded
-    ├── RequestLimitExceeded
-    ├── CreateTaskLimitExceeded           (LimitExceeded.CreateTask)
-    ├── TaskNotFound                      (ResourceNotFound.TaskNotFound)
-    └── InternalError
+    TaskError
+    ├── UnknownModel        a ModelName/ModelVersion the catalogue does not serve   (permanent)
+    ├── NotSupported        the model cannot do what the task asks                  (permanent)
+    ├── ModelUnavailable    the model's weights cannot be loaded                    (permanent)
+    ├── ContentRefused      content review refused an input or output image        (permanent)
+    ├── OutOfMemory         the device ran out of memory generating the task        (permanent)
+    └── TaskTimeout         generation ran past worker.task_timeout                 (permanent)
 
-This module knows nothing of HTTP: it only names what went wrong.
+Errors of other modules carry the same marker: a refused reference-image URL
+(``fetch.FetchRefused``) or a bucket that says no (``storage.StorageRefused``) are permanent.
 """
 
 from __future__ import annotations
 
 
-class ApiError(Exception):
-    """An error reported to the client as ``{"Error": {"Code", "Message"}}``."""
+class TaskError(Exception):
+    """Something that keeps a task from completing; ``str()`` is the message its client sees."""
 
-    code = "InternalError"
+    permanent = False
 
-    def __init__(self, message: str | None = None) -> None:
-        self.message = message or (self.__doc__ or self.code).strip()
-        super().__init__(self.message)
 
+def is_permanent(error: BaseException) -> bool:
+    """Whether retrying the task cannot help (the error class says so)."""
+    return bool(getattr(error, "permanent", False))
 
-class AuthFailure(ApiError):
-    """Authentication failed."""
 
-    code = "AuthFailure"
+class UnknownModel(TaskError):
+    permanent = True
 
 
-class InvalidAuthorization(AuthFailure):
-    """The Authorization header is missing or malformed."""
+class NotSupported(TaskError):
+    permanent = True
 
-    code = "AuthFailure.InvalidAuthorization"
 
+class ModelUnavailable(TaskError):
+    permanent = True
 
-class InvalidSecretId(AuthFailure):
-    """The SecretId is not a valid API key id."""
 
-    code = "AuthFailure.InvalidSecretId"
+class ContentRefused(TaskError):
+    permanent = True
 
 
-class SecretIdNotFound(AuthFailure):
-    """The SecretId does not exist or is disabled."""
+class OutOfMemory(TaskError):
+    permanent = True
 
-    code = "AuthFailure.SecretIdNotFound"
 
-
-class SignatureExpire(AuthFailure):
-    """The request timestamp differs from server time by more than five minutes."""
-
-    code = "AuthFailure.SignatureExpire"
-
-
-class SignatureFailure(AuthFailure):
-    """The provided credentials could not be validated. Please check your signature is correct."""
-
-    code = "AuthFailure.SignatureFailure"
-
-
-class TokenFailure(AuthFailure):
-    """Temporary credentials (a security token) are not accepted by this server."""
-
-    code = "AuthFailure.TokenFailure"
-
-
-class InvalidAction(ApiError):
-    """The requested action does not exist."""
-
-    code = "InvalidAction"
-
-
-class NoSuchVersion(ApiError):
-    """The requested API version does not exist; use 2019-06-12."""
-
-    code = "NoSuchVersion"
-
-
-class UnsupportedProtocol(ApiError):
-    """Only GET and POST requests are supported."""
-
-    code = "UnsupportedProtocol"
-
-
-class UnsupportedOperation(ApiError):
-    """This operation is not supported by this server."""
-
-    code = "UnsupportedOperation"
-
-
-class MissingParameter(ApiError):
-    """A required parameter is missing."""
-
-    code = "MissingParameter"
-
-
-class InvalidParameter(ApiError):
-    """A parameter is malformed or has the wrong type."""
-
-    code = "InvalidParameter"
-
-
-class ModelNotSupported(InvalidParameter):
-    """The requested model, or a feature of the request, is not supported by the model."""
-
-    code = "InvalidParameter.ModelNotSupported"
-
-
-class ViolationContent(InvalidParameter):
-    """The content was refused by content review."""
-
-    code = "InvalidParameter.ViolationContent"
-
-
-class FailedOperation(ApiError):
-    """The operation failed; nothing was created."""
-
-    code = "FailedOperation"
-
-
-class InvalidParameterValue(ApiError):
-    """A parameter value is out of range or not allowed."""
-
-    code = "InvalidParameterValue"
-
-
-class UnknownParameter(ApiError):
-    """The request contains a parameter this action does not define."""
-
-    code = "UnknownParameter"
-
-
-class RequestSizeLimitExceeded(ApiError):
-    """The request is too large."""
-
-    code = "RequestSizeLimitExceeded"
-
-
-class CreateTaskLimitExceeded(ApiError):
-    """This key has as many tasks waiting or running as it may; wait for some to finish."""
-
-    code = "LimitExceeded.CreateTask"
-
-
-class RequestLimitExceeded(ApiError):
-    """Too many requests; slow down and retry."""
-
-    code = "RequestLimitExceeded"
-
-
-class TaskNotFound(ApiError):
-    """The task does not exist."""
-
-    code = "ResourceNotFound.TaskNotFound"
-
-
-class InternalError(ApiError):
-    """An internal error occurred; the request may be retried."""
-
-    code = "InternalError"
-
-
-def all_error_classes() -> list[type[ApiError]]:
-    """Every concrete error class the server can return (used by the docs test)."""
-    found: list[type[ApiError]] = []
-    pending: list[type[ApiError]] = [ApiError]
-    while pending:
-        cls = pending.pop()
-        found.append(cls)
-        pending.extend(cls.__subclasses__())
-    return [cls for cls in found if cls not in (ApiError, AuthFailure)]
+class TaskTimeout(TaskError):
+    permanent = True

@@ -49,8 +49,7 @@ class TaskSpec:
     guidance_scale: float | None  # None: the pipeline's own default
     operator: str = ""
     seed: int | None = None  # recorded at create; None only in tasks stored before seeds were
-    output_width: int = 0  # the size delivered; 0: the generated size (width × height)
-    output_height: int = 0
+    delivered: tuple[int, int] | None = None  # (width, height) delivered when not the generated size
     logo: bool = False  # ExtraParameters.LogoAdd: the visible AI-generated mark
     aspect_ratio: str = ""  # as requested, for task listings
     resolution: str = ""
@@ -61,6 +60,11 @@ class TaskSpec:
     strength: float | None = None  # image-to-image: how far from the reference (None: the model's default)
     enhanced_prompt: str = ""  # EnhancePrompt: the prompt actually used, when it differs from ``prompt``
     scene_type: str = ""  # "3d_panorama": a 2:1 image whose left and right edges join
+
+    @property
+    def delivered_size(self) -> tuple[int, int]:
+        """The size of the images the client gets: the generated one unless it asked for another."""
+        return self.delivered or (self.width, self.height)
 
     @property
     def batch_key(self) -> str:
@@ -75,6 +79,9 @@ class TaskSpec:
     def from_json(cls, text: str) -> TaskSpec:
         values = json.loads(text)
         values["reference_urls"] = tuple(values.get("reference_urls", ()))
+        width, height = values.pop("output_width", 0), values.pop("output_height", 0)  # stored before 0.2
+        delivered = values.get("delivered") or ((width, height) if width else None)
+        values["delivered"] = tuple(delivered) if delivered else None
         return cls(**values)
 
 

@@ -13,9 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigc_image import errors
 from aigc_image.clock import SystemClock
-from aigc_image.protocol import envelope
+from aigc_image.protocol import envelope, errors
 from aigc_image.protocol.auth import Authenticator, RawRequest
 from aigc_image.tasks import new_task_id
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import http.server
+import io
 import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from PIL import Image
 
 
 class QuietHandler(http.server.BaseHTTPRequestHandler):
@@ -29,3 +32,33 @@ def http_server(handler: type[http.server.BaseHTTPRequestHandler], tls: ssl.SSLC
     finally:
         server.shutdown()
         server.server_close()
+
+
+class ImageServer:
+    """Serves /<name> from ``images`` on 127.0.0.1 and records every request path."""
+
+    def __init__(self) -> None:
+        self.images: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        self.port = 0
+
+    def handler(self) -> type[QuietHandler]:
+        images, requests = self.images, self.requests
+
+        class Handler(QuietHandler):
+            def do_GET(self) -> None:
+                requests.append(self.path)
+                body = images.get(self.path.strip("/"), b"")
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+    def add(self, name: str, size: tuple[int, int], color: tuple[int, int, int]) -> str:
+        buffer = io.BytesIO()
+        Image.new("RGB", size, color).save(buffer, "PNG")
+        self.images[name] = buffer.getvalue()
+        return f"http://127.0.0.1:{self.port}/{name}"

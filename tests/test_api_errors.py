@@ -166,7 +166,19 @@ def test_unsupported_protocol(server: LiveServer, method: str) -> None:
         ({"Prompt": "x", "ModelName": "Hunyuan", "ModelVersion": "9.9"}, "InvalidParameter.ModelNotSupported"),
         ({"Prompt": "x", "ModelName": "SD-Turbo", "NegativePrompt": "blur"}, "InvalidParameter.ModelNotSupported"),
         ({"Prompt": "x", "SceneType": "cubemap"}, "InvalidParameterValue"),
-        ({"Prompt": "x", "SceneType": "3d_panorama", "ModelName": "Hunyuan"}, "InvalidParameter.ModelNotSupported"),
+        (
+            {"Prompt": "x", "ModelName": "Hunyuan", "ImageInfos": [{"ImageUrl": "https://example.com/a.png"}]},
+            "InvalidParameter.ModelNotSupported",
+        ),
+        (
+            {
+                "Prompt": "x",
+                "ModelName": "Qwen",
+                "ImageInfos": [{"ImageUrl": "https://example.com/a.png"}],
+                "AdditionalParameters": '{"strength": 0.5}',
+            },
+            "InvalidParameter.ModelNotSupported",
+        ),
         ({"Prompt": "x", "SceneType": "3d_panorama", "ExtraParameters": {"AspectRatio": "16:9"}}, "InvalidParameter"),
         (
             {"Prompt": "x", "SceneType": "3d_panorama", "AdditionalParameters": '{"size": "128x128"}'},

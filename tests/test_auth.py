@@ -7,9 +7,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from aigc_image import errors
 from aigc_image.clock import ManualClock
-from aigc_image.protocol import signing
+from aigc_image.protocol import errors, signing
 from aigc_image.protocol.auth import Authenticator, RawRequest
 
 KEYS = {"AKIDgood": "secret"}

@@ -30,9 +30,30 @@ def test_openapi_describes_every_action() -> None:
     assert create["properties"]["ExtraParameters"]["properties"]["OutputFormat"] == {"type": "string"}
 
 
-def test_models_shows_the_effective_default() -> None:
+def test_models_shows_the_effective_default_and_what_each_model_needs() -> None:
     result = run("models")  # server_env makes tiny-random the default
-    assert result.returncode == 0 and result.stdout.startswith("default model: tiny-random")
+    assert result.returncode == 0, result.stderr
+    assert "* default model: tiny-random:1, models.default_model" in result.stdout
+    assert "tiny-random:1 *" in result.stdout and "built in" in result.stdout
+    hunyuan = next(line for line in result.stdout.splitlines() if "Hunyuan:3.0" in line)
+    assert "not" in hunyuan and "a GPU" in hunyuan and hunyuan.rstrip(" │").endswith("no")  # wrapped at 80 columns
+
+
+def test_models_chooses_a_default_for_the_hardware_when_none_is_set() -> None:
+    env = {k: v for k, v in server_env().items() if k != "AIGC_IMAGE_MODELS_DEFAULT_MODEL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "aigc_image", "models"], capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "default model: SD" in result.stdout and "fits this host (no GPU;" in result.stdout
+
+
+def test_pull_of_a_model_that_needs_no_download_says_so() -> None:
+    result = run("pull", "tiny-random")
+    assert result.returncode == 0 and "tiny-random:1 needs no download" in result.stdout
+    unknown = run("pull", "Kling")
+    assert unknown.returncode == 2 and "Kling" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
 def test_a_bad_setting_is_a_clear_error() -> None:

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
+from aigc_image.catalog import load_catalog
 from aigc_image.config import iter_setting_docs
-from aigc_image.engines.registry import load_registry
-from aigc_image.errors import all_error_classes
+from aigc_image.protocol.errors import all_error_classes
 from tests.helpers import ROOT
 
 DOCS = ROOT / "docs"
@@ -42,7 +42,7 @@ def test_the_settings_table_is_generated_from_the_code(capsys: pytest.CaptureFix
 
 def test_every_builtin_model_is_in_the_models_docs() -> None:
     text = (DOCS / "models.md").read_text()
-    for entry in load_registry():
+    for entry in load_catalog():
         assert f"`{entry.name}`" in text and f"`{entry.version}`" in text, entry.label
 
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from aigc_image.engines.base import GenerationRequest, ModelUnavailable
+from aigc_image.catalog import ModelEntry
+from aigc_image.engines.base import GenerationRequest
 from aigc_image.engines.diffusers_engine import DiffusersEngine
-from aigc_image.engines.registry import ModelEntry
 from aigc_image.engines.tiny_random import build_pipeline
+from aigc_image.errors import ModelUnavailable
 
 TINY = ModelEntry(name="tiny-random", version="1", engine="tiny-random", width=64, height=64, steps=2)
 
@@ -20,7 +21,9 @@ def request(count: int = 1, width: int = 64, negative: str = "") -> GenerationRe
 
 def test_tiny_random_generates_the_requested_images_and_reports_steps() -> None:
     steps: list[tuple[int, int]] = []
-    images = DiffusersEngine("cpu").generate(TINY, request(count=2, negative="fog"), lambda s, n: steps.append((s, n)))
+    [images] = DiffusersEngine("cpu").generate(
+        TINY, [request(count=2, negative="fog")], lambda s, n: steps.append((s, n))
+    )
     assert [im.size for im in images] == [(64, 64), (64, 64)]
     assert steps == [(1, 2), (2, 2)]
 
@@ -38,7 +41,7 @@ def test_from_pretrained_loads_a_saved_diffusers_folder(tmp_path: Path) -> None:
         name="Mine", version="1", engine="diffusers", source=str(folder), pipeline="StableDiffusionPipeline"
     )
     engine = DiffusersEngine("cpu", allow_download=False)
-    images = engine.generate(entry, request(width=128), lambda s, n: None)
+    [images] = engine.generate(entry, [request(width=128)], lambda s, n: None)
     assert images[0].size == (128, 128)
     assert engine.pipeline(entry) is engine.pipeline(entry)  # kept loaded
 
@@ -56,7 +59,7 @@ def test_missing_hub_weights_say_what_to_do(monkeypatch: pytest.MonkeyPatch) -> 
     entry = ModelEntry(name="Hunyuan", version="3.0", engine="diffusers", source="no-such-org/no-such-model")
     for allow_download in (True, False):
         with pytest.raises(ModelUnavailable) as caught:
-            DiffusersEngine("cpu", allow_download=allow_download).generate(entry, request(), lambda s, n: None)
+            DiffusersEngine("cpu", allow_download=allow_download).generate(entry, [request()], lambda s, n: None)
         message = str(caught.value)
         assert "no-such-org/no-such-model" in message
         assert "hf download no-such-org/no-such-model" in message

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from aigc_image.catalog import _entry
 from aigc_image.config import ConfigError
-from aigc_image.engines.registry import _entry
 from aigc_image.media.labels import LABEL_TEXT_FRACTION, add_visible_label
 from aigc_image.media.sizes import ASPECT_RATIOS, OUTPUT_SIZES, SHORTER_SIDE, native_size
 

@@ -150,12 +150,12 @@ def test_term_files_and_hooks_must_load(tmp_path: Path) -> None:
 
 
 def test_refusals_are_audited_without_the_prompt(caplog: pytest.LogCaptureFixture) -> None:
+    from aigc_image.catalog import load_catalog
     from aigc_image.clock import ManualClock
-    from aigc_image.engines.registry import load_registry
-    from aigc_image.errors import ViolationContent
     from aigc_image.protocol.actions import Actions, Limits
+    from aigc_image.protocol.errors import ViolationContent
 
-    actions = Actions(None, load_registry(), None, ManualClock(), Limits(1000, 60), ContentReview([OPERATOR]))  # type: ignore[arg-type]
+    actions = Actions(None, load_catalog(), None, ManualClock(), Limits(1000, 60), ContentReview([OPERATOR]))  # type: ignore[arg-type]
     spec = actions.task_spec({"Prompt": "selling 毒品 cheap", "ModelName": "tiny-random"})
     with caplog.at_level(logging.WARNING, logger="aigc_image.audit"), pytest.raises(ViolationContent):
         actions.review_prompts(spec, "AKIDkey", "req-1")

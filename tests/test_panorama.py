@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
+from aigc_image.catalog import load_catalog
 from aigc_image.engines.base import GenerationRequest
 from aigc_image.engines.diffusers_engine import DiffusersEngine
-from aigc_image.engines.registry import load_registry
 from aigc_image.engines.seamless import convolutional_parts, seamless_x
 from aigc_image.engines.tiny_random import build_pipeline
 from tests.helpers import LiveServer, create_request, download, sdk_client, wait_until_finished
@@ -71,11 +71,12 @@ def test_the_circular_padding_is_undone_after_the_task(pipe: object) -> None:
 
 def test_the_engine_makes_panoramas_on_request() -> None:
     engine = DiffusersEngine("cpu")
-    entry = load_registry(default_model="tiny-random").resolve(None, None)
+    entry = load_catalog(default_model="tiny-random").resolve(None, None)
     request = GenerationRequest("a beach", "", 1, 96, 48, 4, 6.0, seed=2, panorama=True)
-    [image] = engine.generate(entry, request, lambda step, steps: None)
+    [[image]] = engine.generate(entry, [request], lambda step, steps: None)
     assert image.size == (96, 48)
-    [normal] = engine.generate(entry, GenerationRequest("a beach", "", 1, 96, 48, 4, 6.0, seed=2), lambda s, n: None)
+    plain = GenerationRequest("a beach", "", 1, 96, 48, 4, 6.0, seed=2)
+    [[normal]] = engine.generate(entry, [plain], lambda s, n: None)
     assert not np.array_equal(np.asarray(image), np.asarray(normal))
 
 

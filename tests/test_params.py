@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from aigc_image import errors
+from aigc_image.protocol import errors
 from aigc_image.protocol import params as p
 from aigc_image.protocol.actions import CREATE_PARAMS
 

@@ -18,11 +18,11 @@ from aigc_image.clock import ManualClock
 from aigc_image.config import load_settings
 from aigc_image.engines.diffusers_engine import DiffusersEngine
 from aigc_image.protocol.signing import sign_tc3_headers
-from aigc_image.service import build_service, registry_from
 from aigc_image.storage.local import LocalStorage
 from aigc_image.storage.results import Results
-from aigc_image.storage.sweeper import Sweeper
 from aigc_image.store.base import TaskStore
+from aigc_image.wiring import build_service, catalog_from
+from aigc_image.worker.retention import Sweeper
 from aigc_image.worker.worker import Worker
 from tests.helpers import SECRET_ID, SECRET_KEY, assert_error_envelope
 
@@ -54,7 +54,7 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     clock = ManualClock()
     app, store, storage = build_service(settings, clock, {SECRET_ID: SECRET_KEY})
     worker = Worker(
-        store, DiffusersEngine("cpu"), registry_from(settings), storage, clock, lease_seconds=60, poll_interval=1
+        store, DiffusersEngine("cpu"), catalog_from(settings)[0], storage, clock, lease_seconds=60, poll_interval=1
     )
     with TestClient(app, base_url="http://testserver") as client:
         assert isinstance(storage.own, LocalStorage)

@@ -17,10 +17,10 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 from aigc_image.clock import ManualClock
 from aigc_image.config import load_settings
 from aigc_image.engines.diffusers_engine import DiffusersEngine
-from aigc_image.service import registry_from, storage_from
-from aigc_image.storage.sweeper import Sweeper
 from aigc_image.store import open_store
 from aigc_image.tasks import TaskSpec, new_task_id
+from aigc_image.wiring import catalog_from, storage_from
+from aigc_image.worker.retention import Sweeper
 from aigc_image.worker.worker import Worker
 from tests.helpers import (
     LiveServer,
@@ -165,7 +165,7 @@ def test_the_sweeper_deletes_the_services_copies_but_never_the_users(tmp_path: P
     store = open_store(f"sqlite:///{tmp_path / 'db'}", clock)
     results = storage_from(settings, clock)
     worker = Worker(
-        store, DiffusersEngine("cpu"), registry_from(settings), results, clock, lease_seconds=60, poll_interval=1
+        store, DiffusersEngine("cpu"), catalog_from(settings)[0], results, clock, lease_seconds=60, poll_interval=1
     )
     spec = TaskSpec("tiny-random", "1", "p", "", 1, "png", 64, 64, 2, 6.0, seed=1)
     mine, theirs = new_task_id(), new_task_id()

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from aigc_image.catalog import ModelEntry, load_catalog
 from aigc_image.clock import ManualClock, SystemClock
-from aigc_image.engines.base import GenerationRequest, ModelUnavailable, StepCallback
+from aigc_image.engines.base import GenerationRequest, StepCallback
 from aigc_image.engines.diffusers_engine import DiffusersEngine
-from aigc_image.engines.registry import ModelEntry, load_registry
+from aigc_image.errors import ModelUnavailable
 from aigc_image.storage.local import LocalStorage
 from aigc_image.storage.results import Results
 from aigc_image.store import StoreUnavailable, TaskStore
@@ -34,7 +35,9 @@ class Broken:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def generate(self, entry: ModelEntry, request: GenerationRequest, on_step: StepCallback) -> list[Image.Image]:
+    def generate(
+        self, entry: ModelEntry, requests: list[GenerationRequest], on_step: StepCallback
+    ) -> list[list[Image.Image]]:
         raise self.error
 
 
@@ -44,9 +47,9 @@ def storage(tmp_path: Path) -> LocalStorage:
 
 
 def make_worker(store: TaskStore, storage: LocalStorage, clock: ManualClock, engine: object = None) -> Worker:
-    registry = load_registry(default_model="tiny-random")
+    catalog = load_catalog(default_model="tiny-random")
     return Worker(
-        store, engine or DiffusersEngine("cpu"), registry, Results(storage), clock,  # type: ignore[arg-type]
+        store, engine or DiffusersEngine("cpu"), catalog, Results(storage), clock,  # type: ignore[arg-type]
         lease_seconds=60, poll_interval=0.1,
     )  # fmt: skip
 
@@ -143,14 +146,16 @@ class Stepping:
         self.steal = steal
         self.inner = DiffusersEngine("cpu")
 
-    def generate(self, entry: ModelEntry, request: GenerationRequest, on_step: StepCallback) -> list[Image.Image]:
+    def generate(
+        self, entry: ModelEntry, requests: list[GenerationRequest], on_step: StepCallback
+    ) -> list[list[Image.Image]]:
         def step(done: int, total: int) -> None:
             self.clock.advance(self.seconds_per_step)
             if self.steal is not None and done == 1:
                 assert self.steal.claim("thief", 1, lease_seconds=60)
             on_step(done, total)
 
-        return self.inner.generate(entry, request, step)
+        return self.inner.generate(entry, requests, step)
 
 
 def test_step_heartbeats_keep_a_long_task_leased(store: TaskStore, storage: LocalStorage, clock: ManualClock) -> None:
@@ -197,14 +202,16 @@ class StopsMidTask:
         self.inner = DiffusersEngine("cpu")
         self.worker: Worker | None = None
 
-    def generate(self, entry: ModelEntry, request: GenerationRequest, on_step: StepCallback) -> list[Image.Image]:
+    def generate(
+        self, entry: ModelEntry, requests: list[GenerationRequest], on_step: StepCallback
+    ) -> list[list[Image.Image]]:
         def step(done: int, total: int) -> None:
             assert self.worker is not None
             self.worker.request_stop()  # SIGTERM arrives during the image
             self.clock.advance(self.seconds_per_step)
             on_step(done, total)
 
-        return self.inner.generate(entry, request, step)
+        return self.inner.generate(entry, requests, step)
 
 
 def stopped_mid_task(
@@ -251,9 +258,11 @@ class SlowLoad:
         self.release = release
         self.inner = DiffusersEngine("cpu")
 
-    def generate(self, entry: ModelEntry, request: GenerationRequest, on_step: StepCallback) -> list[Image.Image]:
+    def generate(
+        self, entry: ModelEntry, requests: list[GenerationRequest], on_step: StepCallback
+    ) -> list[list[Image.Image]]:
         assert self.release.wait(30)
-        return self.inner.generate(entry, request, on_step)
+        return self.inner.generate(entry, requests, on_step)
 
 
 def test_a_timer_keeps_the_lease_while_no_step_reports(backend: Backend, storage: LocalStorage) -> None:
@@ -263,7 +272,7 @@ def test_a_timer_keeps_the_lease_while_no_step_reports(backend: Backend, storage
     create(store, task_id, "k", spec())
     release = threading.Event()
     worker = Worker(
-        store, SlowLoad(release), load_registry(default_model="tiny-random"), Results(storage), real,
+        store, SlowLoad(release), load_catalog(default_model="tiny-random"), Results(storage), real,
         lease_seconds=0.3, poll_interval=0.1,
     )  # fmt: skip
     running = threading.Thread(target=worker.run_once)

@@ -1,21 +1,22 @@
-"""The Engine protocol: turn a generation request into images. Knows nothing of tasks."""
+"""The Engine protocol: turn generation requests into images. Knows nothing of tasks.
+
+An engine call takes a batch: one or more requests that can share one pipeline call (same
+model, size, steps, guidance and kind; the worker groups them). Each request keeps its own
+prompt, negative prompt, seed and image count, and gets back exactly its own images.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from PIL import Image
 
-from aigc_image.engines.registry import ModelEntry
+from aigc_image.catalog import ModelEntry
 
-# Called after each denoising step with (steps done, total steps).
+# Called after each denoising step with (steps done, steps in all).
 StepCallback = Callable[[int, int], None]
-
-
-class ModelUnavailable(Exception):
-    """The model's weights cannot be loaded; the message says what the operator should do."""
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,24 @@ class GenerationRequest:
     width: int
     height: int
     steps: int
-    guidance_scale: float | None
-    seed: int | None = None  # same seed and request → the same images on the same machine
+    guidance_scale: float | None  # None: the model's own default
+    seed: int | None = None  # image i of the request comes from seed + i: reproducible, batched or not
     images: tuple[Image.Image, ...] = ()  # reference images: image-to-image or multi-reference editing
     strength: float | None = None  # image-to-image: how far from the reference (None: the pipeline's default)
-    panorama: bool = False  # SceneType 3d_panorama: left and right edges join (circular padding along x)
+    panorama: bool = False  # SceneType 3d_panorama: left and right edges join
 
 
 class Engine(Protocol):
-    def generate(self, entry: ModelEntry, request: GenerationRequest, on_step: StepCallback) -> list[Image.Image]: ...
+    def generate(
+        self, entry: ModelEntry, requests: Sequence[GenerationRequest], on_step: StepCallback
+    ) -> list[list[Image.Image]]:
+        """The images of each request, in order: ``count`` of them each, at its width × height."""
+        ...
+
+    def load(self, entry: ModelEntry) -> None:
+        """Load ``entry`` now (``worker.preload``); raises ModelUnavailable when it cannot."""
+        ...
+
+    def loaded(self) -> list[str]:
+        """Labels of the models loaded right now."""
+        ...

@@ -1,44 +1,48 @@
-"""Run diffusers pipelines: load with ``from_pretrained``, keep them loaded, generate.
+"""Run diffusers pipelines: load them (engines/loading.py), keep them loaded, call them.
 
-Pipelines load on CUDA in half precision when a GPU is present, else on the CPU in
-float32 (half precision on CPUs is slow or unsupported). The most recently used
-pipelines stay loaded, up to ``max_loaded``.
+The most recently used models stay loaded, up to ``max_loaded``; a model's editing pipeline
+(``ImageInfos``) stays with it. One call serves a batch of requests (engines/calls.py says how
+each pipeline class is called); out of memory ends the call with ``OutOfMemory`` after the
+memory is freed, so the worker goes on with the next task.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
+import gc
 import logging
+import time
 from collections import OrderedDict
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import diffusers
 import torch
 from PIL import Image
 
-from aigc_image.engines.base import GenerationRequest, ModelUnavailable, StepCallback
-from aigc_image.engines.registry import ModelEntry
-from aigc_image.engines.seamless import convolutional_parts, seamless_x
-from aigc_image.engines.tiny_random import build_pipeline
+from aigc_image.catalog import ModelEntry
+from aigc_image.engines.base import GenerationRequest, StepCallback
+from aigc_image.engines.calls import build_call, components_replaced
+from aigc_image.engines.loading import load_image_pipeline, load_pipeline, modules, pick_device, place, weight_bytes
+from aigc_image.engines.seamless import LatentRoller, convolutional_parts, seamless_x
+from aigc_image.errors import NotSupported, OutOfMemory
 
 log = logging.getLogger(__name__)
 
 
-def pick_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
+@dataclass
+class LoadedModel:
+    entry: ModelEntry
+    pipeline: Any
+    placement: str
+    image_pipeline: Any = None
 
-
-def pick_dtype(entry: ModelEntry, device: torch.device) -> torch.dtype:
-    if device.type != "cuda":
-        return torch.float32
-    if entry.dtype == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    dtype: torch.dtype = getattr(torch, entry.dtype)
-    return dtype
+    def device_bytes(self) -> int:
+        """Bytes of weights this model keeps on the GPU (none when offloaded)."""
+        if self.placement != "resident":
+            return 0
+        parts = {id(m): m for p in (self.pipeline, self.image_pipeline) if p is not None for m in modules(p).values()}
+        return sum(weight_bytes(m) for m in parts.values())
 
 
 class DiffusersEngine:
@@ -46,136 +50,133 @@ class DiffusersEngine:
         self.device = pick_device(device)
         self._allow_download = allow_download
         self._max_loaded = max(1, max_loaded)
-        self._loaded: OrderedDict[str, diffusers.DiffusionPipeline] = OrderedDict()
-        self._image_pipelines: dict[str, diffusers.DiffusionPipeline] = {}  # views of loaded ones: no memory
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
 
-    def generate(self, entry: ModelEntry, request: GenerationRequest, on_step: StepCallback) -> list[Image.Image]:
-        pipe = self.pipeline(entry)
-        if request.images:
-            pipe = self._image_pipeline(entry, pipe)
+    # -- models ------------------------------------------------------------------------
 
-        def step_end(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            on_step(step + 1, request.steps)
-            return tensors
+    def load(self, entry: ModelEntry) -> None:
+        self._model(entry)
 
-        kwargs: dict[str, Any] = {
-            "prompt": request.prompt,
-            "num_inference_steps": request.steps,
-            "width": request.width,
-            "height": request.height,
-            "num_images_per_prompt": request.count,
-            "callback_on_step_end": step_end,
-        }
-        if request.negative_prompt:
-            kwargs["negative_prompt"] = request.negative_prompt
-        if request.guidance_scale is not None:
-            kwargs["guidance_scale"] = request.guidance_scale
-        if request.images:
-            kwargs.update(_reference_arguments(pipe, request))
-            accepted = inspect.signature(pipe.__call__).parameters
-            for size in ("width", "height"):  # image-to-image takes the reference's size, already the target
-                if size not in accepted:
-                    del kwargs[size]
-        if request.seed is not None:
-            # A CPU generator: the initial noise is then the same whatever device runs the pipeline.
-            kwargs["generator"] = torch.Generator("cpu").manual_seed(request.seed)
-        seam = seamless_x(*convolutional_parts(pipe)) if request.panorama else contextlib.nullcontext()
-        with torch.inference_mode(), seam:
-            images: list[Image.Image] = pipe(**kwargs).images
-        if len(images) != request.count:
-            raise RuntimeError(f"pipeline returned {len(images)} images, expected {request.count}")
-        return images
+    def loaded(self) -> list[str]:
+        return [model.entry.label for model in self._loaded.values()]
 
-    def _image_pipeline(self, entry: ModelEntry, base: diffusers.DiffusionPipeline) -> diffusers.DiffusionPipeline:
-        """The image-to-image (or editing) pipeline sharing ``base``'s loaded components."""
-        key = f"{entry.label}@{entry.source}:images"
-        if key not in self._image_pipelines:
-            pipeline_class: Any = getattr(diffusers, entry.image_pipeline, None)
-            if not hasattr(pipeline_class, "from_pipe"):
-                raise ModelUnavailable(
-                    f"Model {entry.label}: diffusers has no pipeline class {entry.image_pipeline!r} for reference "
-                    "images; fix 'image_pipeline' in the model registry."
-                )
-            pipe = pipeline_class.from_pipe(base)
-            pipe.set_progress_bar_config(disable=True)
-            self._image_pipelines[key] = pipe
-        return self._image_pipelines[key]
+    def pipeline(self, entry: ModelEntry, images: bool = False) -> Any:
+        """The loaded pipeline of ``entry`` (loading it if needed): the one for ``ImageInfos`` with ``images``."""
+        model = self._model(entry)
+        return self._image_pipeline(model) if images else model.pipeline
 
-    def pipeline(self, entry: ModelEntry) -> diffusers.DiffusionPipeline:
-        """The loaded pipeline for ``entry``, loading it (and evicting the oldest) if needed."""
+    def _model(self, entry: ModelEntry) -> LoadedModel:
         key = f"{entry.label}@{entry.source}"
         if key in self._loaded:
             self._loaded.move_to_end(key)
             return self._loaded[key]
         while len(self._loaded) >= self._max_loaded:
-            evicted, _ = self._loaded.popitem(last=False)
-            self._image_pipelines.pop(f"{evicted}:images", None)
-            log.info("unloading %s", evicted)
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            _, evicted = self._loaded.popitem(last=False)
+            log.info("unloading %s", evicted.entry.label)
+            del evicted
+            self._free()
+        started = time.monotonic()
         log.info("loading %s from %s on %s", entry.label, entry.source or "code", self.device)
-        pipe = self._load(entry)
-        pipe.set_progress_bar_config(disable=True)
-        self._loaded[key] = pipe
-        return pipe
-
-    def _load(self, entry: ModelEntry) -> diffusers.DiffusionPipeline:
-        if entry.engine == "tiny-random":
-            return build_pipeline().to(self.device)
-        pipeline_class = getattr(diffusers, entry.pipeline, None)
-        if not (isinstance(pipeline_class, type) and hasattr(pipeline_class, "from_pretrained")):
-            raise ModelUnavailable(
-                f"Model {entry.label}: diffusers has no pipeline class {entry.pipeline!r} "
-                f"(installed diffusers {diffusers.__version__}); fix 'pipeline' in the model registry."
-            )
-        local = _is_local(entry.source)
-        if local and not Path(entry.source).is_dir():
-            raise ModelUnavailable(
-                f"Model {entry.label}: the weights directory {entry.source} does not exist; "
-                "put a diffusers model folder there or fix 'source' in the model registry."
-            )
         try:
-            pipe = pipeline_class.from_pretrained(
-                entry.source,
-                dtype=pick_dtype(entry, self.device),
-                local_files_only=local or not self._allow_download,
+            pipe = load_pipeline(entry, self.device, self._allow_download)
+            pipe.set_progress_bar_config(disable=True)
+            placement = place(pipe, entry, self.device, self._device_bytes())
+        except torch.OutOfMemoryError:
+            self._free()
+            raise OutOfMemory(f"Model {entry.label} does not fit in the memory of {self.device}.") from None
+        log.info("loaded %s in %.1f s (%s)", entry.label, time.monotonic() - started, placement)
+        model = self._loaded[key] = LoadedModel(entry, pipe, placement)
+        return model
+
+    def _image_pipeline(self, model: LoadedModel) -> Any:
+        if model.image_pipeline is None:
+            entry = model.entry
+            pipe = load_image_pipeline(entry, model.pipeline, self.device, self._allow_download)
+            pipe.set_progress_bar_config(disable=True)
+            if entry.image_source:
+                others = self._device_bytes() - model.device_bytes()
+                if model.placement == "resident":
+                    placement = place(pipe, entry, self.device, others + model.device_bytes())
+                    if placement != "resident":
+                        log.warning("model %s: its editing pipeline does not fit beside it", entry.label)
+                else:
+                    place(pipe, entry, self.device, others)
+            model.image_pipeline = pipe
+        return model.image_pipeline
+
+    def _device_bytes(self) -> int:
+        return sum(model.device_bytes() for model in self._loaded.values())
+
+    def _free(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # -- generation ------------------------------------------------------------------------
+
+    def generate(
+        self, entry: ModelEntry, requests: Sequence[GenerationRequest], on_step: StepCallback
+    ) -> list[list[Image.Image]]:
+        first = requests[0]
+        pipe = self.pipeline(entry, images=bool(first.images))
+        call = build_call(pipe, requests)
+        roller: LatentRoller | None = None
+        if first.panorama and getattr(pipe, "unet", None) is None:  # a transformer: roll its latents
+            roller = _roller(pipe, call.width, call.height, first.steps)
+            call.kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
+
+        def step_end(the_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            total = int(getattr(the_pipe, "num_timesteps", 0) or first.steps)
+            on_step(step + 1, total)
+            if roller is not None:
+                return {"latents": roller.after_step(tensors["latents"], last=step + 1 >= total)}
+            return tensors
+
+        call.kwargs["callback_on_step_end"] = step_end
+        seam = seamless_x(*convolutional_parts(pipe)) if first.panorama else contextlib.nullcontext()
+        large = call.width * call.height > entry.width * entry.height and not first.panorama
+        try:
+            with torch.inference_mode(), seam, components_replaced(pipe, call.guiders), _vae_tiling(pipe, large):
+                images: list[Image.Image] = pipe(**call.kwargs).images
+        except torch.OutOfMemoryError:
+            self._free()
+            size = f"{call.width}x{call.height}"
+            count = sum(r.count for r in requests)
+            raise OutOfMemory(
+                f"{self.device} ran out of memory generating {count} image(s) at {size} with {entry.label}; "
+                "ask for fewer or smaller images."
+            ) from None
+        expected = sum(r.count for r in requests)
+        if len(images) != expected:
+            raise RuntimeError(f"pipeline returned {len(images)} images, expected {expected}")
+        wrong = {image.size for image in images} - {(call.width, call.height)}
+        if wrong:  # never stretch a wrongly shaped image into the size asked for
+            raise NotSupported(
+                f"{type(pipe).__name__} made {'x'.join(map(str, wrong.pop()))} images when asked for "
+                f"{call.width}x{call.height}; model {entry.label} cannot serve this size."
             )
-        except (OSError, ValueError) as exc:
-            raise ModelUnavailable(_missing_weights_message(entry, local, self._allow_download, exc)) from exc
-        return pipe.to(self.device)
+        split: list[list[Image.Image]] = []
+        for request in requests:
+            split.append(images[: request.count])
+            images = images[request.count :]
+        return split
 
 
-def _reference_arguments(pipe: diffusers.DiffusionPipeline, request: GenerationRequest) -> dict[str, Any]:
-    """The reference image(s), at the generation size, and the strength, where the pipeline takes them."""
-    images = [image.resize((request.width, request.height), Image.Resampling.LANCZOS) for image in request.images]
-    accepted = inspect.signature(pipe.__call__).parameters
-    arguments: dict[str, Any] = {"image": images[0] if len(images) == 1 else images}
-    if request.strength is not None and "strength" in accepted:
-        arguments["strength"] = request.strength
-    return arguments
+def _roller(pipe: Any, width: int, height: int, steps: int) -> LatentRoller:
+    scale = int(getattr(pipe, "vae_scale_factor", 8))
+    packed = hasattr(pipe, "_pack_latents")  # latents as a sequence of 2×2 patches (Qwen-Image)
+    return LatentRoller(width // scale, steps, packed_patch=2 if packed else 0, latent_height=height // scale)
 
 
-def _is_local(source: str) -> bool:
-    return source.startswith(("/", "./", "../", "~")) or Path(source).is_dir()
-
-
-def _missing_weights_message(entry: ModelEntry, local: bool, allow_download: bool, exc: Exception) -> str:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if local:
-        return (
-            f"Model {entry.label}: cannot load the diffusers model in {entry.source}: {reason}. "
-            "Check that the folder holds a complete diffusers model (model_index.json and its components)."
-        )
-    how = (
-        f"Download them where the Hub is reachable with `hf download {entry.source}` and copy the Hugging Face "
-        f"cache (HF_HOME) to this host, or set 'source' in the model registry to a local diffusers folder."
-    )
-    if allow_download:
-        return (
-            f"Model {entry.label}: the weights of {entry.source} are not cached here "
-            f"and could not be downloaded ({reason}). {how}"
-        )
-    return (
-        f"Model {entry.label}: the weights of {entry.source} are not in the local Hugging Face cache and "
-        f"downloads are disabled (models.allow_download = false). {how}"
-    )
+@contextlib.contextmanager
+def _vae_tiling(pipe: Any, on: bool) -> Any:
+    """Above a model's native size, decode in tiles: bounded memory for any output size."""
+    vae: Any = getattr(pipe, "vae", None)
+    if not (on and hasattr(vae, "enable_tiling")):
+        yield
+        return
+    vae.enable_tiling()
+    try:
+        yield
+    finally:
+        vae.disable_tiling()

@@ -29,9 +29,14 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars), strict=True))
 
 
+def byte_symbols() -> list[str]:
+    """The 256 printable characters byte-level BPE tokenizers (GPT-2, CLIP, Qwen) spell bytes with."""
+    return list(_bytes_to_unicode().values())
+
+
 def build_tokenizer() -> CLIPTokenizer:
     """Byte-level CLIP tokenizer: 256 byte symbols, their end-of-word forms, two specials."""
-    symbols = list(_bytes_to_unicode().values())
+    symbols = byte_symbols()
     tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
     return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=77)
 

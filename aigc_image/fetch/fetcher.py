@@ -30,6 +30,8 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 class FetchRefused(Exception):
     """The URL or its content is not acceptable; fetching again will not change that."""
 
+    permanent = True
+
 
 class FetchFailed(Exception):
     """The fetch did not work this time (network error, timeout, server error); it may later."""

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from aigc_image import errors
+from aigc_image.catalog import Catalog, ModelEntry
 from aigc_image.clock import Clock
-from aigc_image.engines.registry import ModelEntry, Registry
 from aigc_image.enhance import PromptEnhancer
 from aigc_image.fetch.policy import Network, is_allowed
 from aigc_image.media.encode import FORMATS
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
+from aigc_image.protocol import errors
 from aigc_image.protocol import params as p
 from aigc_image.protocol import task_views as views
 from aigc_image.protocol.additional import MAX_SEED, parse_additional
@@ -71,7 +71,7 @@ class Actions:
     def __init__(
         self,
         store: TaskStore,
-        registry: Registry,
+        catalog: Catalog,
         storage: Results,
         clock: Clock,
         limits: Limits,
@@ -80,7 +80,7 @@ class Actions:
         enhancer: PromptEnhancer | None = None,
     ) -> None:
         self.store = store
-        self.registry = registry
+        self.catalog = catalog
         self.storage = storage
         self.clock = clock
         self.limits = limits
@@ -117,7 +117,7 @@ class Actions:
 
     def task_spec(self, values: dict[str, Any]) -> TaskSpec:
         """Validate a CreateAigcImageTask request and resolve every default."""
-        entry = self.registry.resolve(values.get("ModelName"), values.get("ModelVersion"))
+        entry = self.catalog.resolve(values.get("ModelName"), values.get("ModelVersion"))
 
         references = reference_urls(values.get("ImageInfos", []), entry, self.limits.fetch_allow_networks)
         prompt = values.get("Prompt", "")
@@ -164,6 +164,10 @@ class Actions:
             raise errors.InvalidParameter(
                 "AdditionalParameters strength applies only with reference images (ImageInfos)."
             )
+        if additional.strength is not None and not entry.reference_strength:
+            raise errors.ModelNotSupported(
+                f"Model {entry.label} edits its reference images as the prompt says; it takes no strength."
+            )
 
         bucket, region, path = self.user_bucket(values.get("StoreCosParam", {}))
 
@@ -180,8 +184,7 @@ class Actions:
             guidance_scale=additional.guidance_scale if additional.guidance_scale is not None else entry.guidance_scale,
             operator=operator,
             seed=additional.seed if additional.seed is not None else secrets.randbelow(MAX_SEED + 1),
-            output_width=delivered[0] if delivered != generated else 0,
-            output_height=delivered[1] if delivered != generated else 0,
+            delivered=delivered if delivered != generated else None,
             logo=logo == 1,
             aspect_ratio=aspect_ratio,
             resolution=resolution,
@@ -225,7 +228,7 @@ class Actions:
 
     async def enhance(self, spec: TaskSpec, secret_id: str, request_id: str) -> TaskSpec:
         """EnhancePrompt: the rewritten prompt, reviewed like the original, recorded in the spec."""
-        style = self.registry.resolve(spec.model_name, spec.model_version).prompt_style
+        style = self.catalog.resolve(spec.model_name, spec.model_version).prompt_style
         if self.enhancer.llm is None:
             enhanced, source = self.enhancer.enhance(spec.prompt, style)
         else:  # a network call: off the event loop

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from aigc_image import errors
+from aigc_image.protocol import errors
 
 KEYS = ("size", "seed", "steps", "guidance_scale", "strength")
 MAX_SEED = 2**32 - 1

@@ -17,9 +17,9 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from aigc_image import errors
 from aigc_image.clock import Clock
-from aigc_image.protocol import envelope
+from aigc_image.errors import TaskError
+from aigc_image.protocol import envelope, errors
 from aigc_image.protocol.actions import Actions
 from aigc_image.protocol.auth import FORM_TYPE, Authenticator, RawRequest
 from aigc_image.protocol.ratelimit import RateLimiter
@@ -62,6 +62,8 @@ def build_app(
             return envelope.success(request_id, await actions.dispatch(call, request_id))
         except errors.ApiError as exc:
             return envelope.error(request_id, exc)
+        except TaskError as exc:
+            return envelope.error(request_id, errors.from_task_error(exc))
         except ClientDisconnect:
             return Response(status_code=499)  # the client left mid-body; nobody reads this
         except StoreUnavailable as exc:  # an outage, not a bug: one line in the log, no traceback

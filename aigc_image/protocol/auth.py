@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from aigc_image import errors
+from aigc_image.protocol import errors, signing
 from aigc_image.protocol import params as p
-from aigc_image.protocol import signing
 
 API_VERSION = "2019-06-12"
 FORM_TYPE = "application/x-www-form-urlencoded"

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from aigc_image.errors import ApiError
+from aigc_image.protocol.errors import ApiError
 
 CONTENT_TYPE = "application/json"
 

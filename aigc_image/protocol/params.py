@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aigc_image.errors import InvalidParameter, UnknownParameter
+from aigc_image.protocol.errors import InvalidParameter, UnknownParameter
 
 Kind = Literal["string", "integer", "boolean", "object", "array"]
 

@@ -6,9 +6,9 @@ first to the second when they differ (media/sizes.py explains the rule).
 
 from __future__ import annotations
 
-from aigc_image import errors
-from aigc_image.engines.registry import ModelEntry
+from aigc_image.catalog import ModelEntry
 from aigc_image.media.sizes import ASPECT_RATIOS, SHORTER_SIDE, native_size, nearest_multiple, output_size
+from aigc_image.protocol import errors
 
 Size = tuple[int, int]
 
@@ -57,7 +57,8 @@ def _panorama_size(entry: ModelEntry, aspect_ratio: str, resolution: str, size: 
     """Equirectangular: always 2:1. Resolution fixes the height; a free size must be 2:1."""
     if aspect_ratio:
         raise errors.InvalidParameter("SceneType 3d_panorama images are 2:1; leave out ExtraParameters.AspectRatio.")
-    generated = native_size(2, 1, entry.width * entry.height, entry.size_multiple)
+    height = native_size(2, 1, entry.width * entry.height, entry.size_multiple)[1]
+    generated = (2 * height, height)  # exactly 2:1, whatever the rounding
     if size is not None:
         if size[0] != 2 * size[1]:
             raise errors.InvalidParameterValue(f"SceneType 3d_panorama needs a 2:1 size; got {size[0]}x{size[1]}.")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from aigc_image import errors
+from aigc_image.protocol import errors
 from aigc_image.protocol import params as p
 from aigc_image.tasks import Status, Task, is_task_id
 
@@ -67,7 +67,7 @@ def request_body(task: Task) -> str:
         },
         "AdditionalParameters": json.dumps(
             {
-                "size": f"{spec.output_width or spec.width}x{spec.output_height or spec.height}",
+                "size": "{}x{}".format(*spec.delivered_size),
                 "seed": spec.seed,
                 "steps": spec.steps,
                 "guidance_scale": spec.guidance_scale,

@@ -21,6 +21,8 @@ USER_BUCKET = "cos://"
 class UserBucketsDisabled(Exception):
     """StoreCosParam was asked for, but the operator configured no credentials for it."""
 
+    permanent = True
+
 
 class Results:
     def __init__(self, own: ResultStorage, user_bucket: Callable[[str, str], S3Storage] | None = None) -> None:

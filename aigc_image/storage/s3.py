@@ -23,6 +23,8 @@ MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # the SigV4 limit
 class StorageRefused(Exception):
     """The storage answered, and said no: retrying will not help."""
 
+    permanent = True
+
 
 def s3_client(endpoint: str, region: str, access_key: str, secret_key: str, addressing_style: str) -> Any:
     config = Config(

@@ -1,9 +1,11 @@
 """Which failures are worth another attempt, and when: a pure policy.
 
-Permanent failures end the task at once: bad input, a model that cannot be loaded (its message
-tells the operator what to do), content refusals. Anything else raised while generating or
-storing (an out-of-memory error, a full disk, a flaky network file system) is transient: the
-task goes back to the queue after an exponential delay with jitter, until its attempts run out.
+Permanent failures end the task at once; an error says it is one with a ``permanent`` marker
+(errors.py): a model that cannot be loaded (its message tells the operator what to do), a
+request the model cannot serve, content refusals, out of memory, a refused reference image or
+bucket. Anything else raised while generating or storing (a full disk, a flaky network file
+system, a bug) is transient: the task goes back to the queue after an exponential delay with
+jitter, until its attempts run out.
 """
 
 from __future__ import annotations
@@ -11,13 +13,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from aigc_image.engines.base import ModelUnavailable
-from aigc_image.errors import ApiError
-from aigc_image.fetch.fetcher import FetchRefused
-from aigc_image.storage.results import UserBucketsDisabled
-from aigc_image.storage.s3 import StorageRefused
+from aigc_image.errors import is_permanent
 
-PERMANENT = (ApiError, ModelUnavailable, StorageRefused, UserBucketsDisabled, FetchRefused)
 _JITTER = random.Random()
 
 
@@ -28,7 +25,7 @@ class RetryPolicy:
     max_delay: float = 300.0
 
     def is_transient(self, error: BaseException) -> bool:
-        return not isinstance(error, PERMANENT)
+        return not is_permanent(error)
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float | None:
         """Seconds to wait before attempt ``attempt + 1``, or None when attempts are used up.

@@ -23,10 +23,10 @@ from typing import Any
 
 from PIL import Image
 
+from aigc_image.catalog import Catalog
 from aigc_image.clock import Clock
-from aigc_image.engines.base import Engine, GenerationRequest, ModelUnavailable
-from aigc_image.engines.registry import Registry
-from aigc_image.errors import ApiError, ViolationContent
+from aigc_image.engines.base import Engine, GenerationRequest
+from aigc_image.errors import ContentRefused, TaskError
 from aigc_image.fetch.fetcher import Fetcher, FetchFailed, FetchRefused
 from aigc_image.fetch.images import decode_reference
 from aigc_image.media.encode import encode
@@ -56,7 +56,7 @@ class Worker:
         self,
         store: TaskStore,
         engine: Engine,
-        registry: Registry,
+        catalog: Catalog,
         storage: Results,
         clock: Clock,
         *,
@@ -72,7 +72,7 @@ class Worker:
     ) -> None:
         self.store = store
         self.engine = engine
-        self.registry = registry
+        self.catalog = catalog
         self.storage = storage
         self.clock = clock
         self.lease_seconds = lease_seconds
@@ -152,7 +152,7 @@ class Worker:
         task, spec = claim.task, claim.task.spec
         log.info("task %s: attempt %d on %s:%s", task.task_id, task.attempts, spec.model_name, spec.model_version)
         try:
-            entry = self.registry.resolve(spec.model_name, spec.model_version)
+            entry = self.catalog.resolve(spec.model_name, spec.model_version)
             request = GenerationRequest(
                 prompt=spec.enhanced_prompt or spec.prompt,
                 negative_prompt=spec.negative_prompt,
@@ -166,7 +166,7 @@ class Worker:
                 strength=spec.strength,
                 panorama=spec.scene_type == PANORAMA,
             )
-            images = self.engine.generate(entry, request, _Heartbeat(self, claim, lease_lost))
+            images = self.engine.generate(entry, [request], _Heartbeat(self, claim, lease_lost))[0]
         except LeaseLost:
             log.warning("task %s: lease lost; abandoning this attempt", task.task_id)
             return
@@ -174,8 +174,11 @@ class Worker:
             if self._persist(self.store.release, task.task_id, claim.token):
                 log.warning("task %s: interrupted by shutdown; handed back to the queue", task.task_id)
             return
-        except (ModelUnavailable, ApiError) as exc:
-            self._fail(claim, str(exc))
+        except TaskError as exc:
+            if exc.permanent:
+                self._fail(claim, str(exc))
+            else:
+                self._fail_or_retry(claim, exc, str(exc))
             return
         except FetchRefused as exc:
             self._fail(claim, f"A reference image cannot be used: {exc}.")
@@ -246,7 +249,7 @@ class Worker:
                 raise FetchRefused(f"ImageInfos.{index}: {exc}") from None
             refusal = self._review(f"reference image {index}", "reference_image", image)
             if refusal:
-                raise ViolationContent(refusal)
+                raise ContentRefused(refusal)
             images.append(image)
         return tuple(images)
 
@@ -295,9 +298,9 @@ class Worker:
 
 
 def deliverable(image: Image.Image, spec: TaskSpec) -> Image.Image:
-    """The generated image as the request asked for it: resized to its size, labelled if asked."""
-    if spec.output_width and (image.width, image.height) != (spec.output_width, spec.output_height):
-        image = image.resize((spec.output_width, spec.output_height), Image.Resampling.LANCZOS)
+    """The generated image as the request asked for it: exactly its size, labelled if asked."""
+    if image.size != spec.delivered_size:
+        image = image.resize(spec.delivered_size, Image.Resampling.LANCZOS)
     return add_visible_label(image) if spec.logo else image
 
 

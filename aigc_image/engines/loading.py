@@ -1,0 +1,189 @@
+"""Loading a catalogue entry's pipelines and placing them on the device.
+
+1. ``load_pipeline``: ``from_pretrained`` of the entry's source (a Hugging Face repo id or a local
+   diffusers folder), in the entry's dtype on GPUs and float32 on CPUs, its weights variant when
+   the source has it, and Qwen2-VL processors without their video half where torchvision is
+   missing (engines/processors.py).
+2. ``load_image_pipeline``: the pipeline that takes ``ImageInfos``. Without ``image_source`` it is
+   made with ``from_pipe`` from the loaded pipeline (no second copy of anything); with one, its
+   own weights load from there and the components named in ``image_shared`` are the loaded
+   pipeline's (Qwen-Image-Edit shares Qwen-Image's text encoder and VAE).
+3. ``place``: on a GPU, all components go to the device when they fit its memory. When they do not,
+   diffusers' model CPU offload keeps each component on the host until its turn; when even the
+   largest component does not fit, group offloading streams it in blocks. Either is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+
+from aigc_image.catalog import USABLE_MEMORY, ModelEntry
+from aigc_image.engines.processors import load_image_only_processor, needs_image_only_processor
+from aigc_image.engines.tiny_random import build_pipeline
+from aigc_image.errors import ModelUnavailable
+from aigc_image.weights import is_local
+
+log = logging.getLogger(__name__)
+WORKING_ROOM = 1.25  # memory to run a model at its native size, as a multiple of its weights' (measured)
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def pick_dtype(entry: ModelEntry, device: torch.device) -> torch.dtype:
+    if device.type != "cuda":
+        return torch.float32  # half precision on CPUs is slow or unsupported
+    if entry.dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype: torch.dtype = getattr(torch, entry.dtype)
+    return dtype
+
+
+def load_pipeline(entry: ModelEntry, device: torch.device, allow_download: bool) -> Any:
+    """The entry's pipeline, loaded on the host (``place`` moves it)."""
+    if entry.engine == "tiny-random":
+        return build_pipeline()
+    return _from_pretrained(entry, entry.pipeline, entry.source, device, allow_download, {})
+
+
+def load_image_pipeline(entry: ModelEntry, base: Any, device: torch.device, allow_download: bool) -> Any:
+    """The pipeline that serves ``ImageInfos`` for ``entry``, sharing what it can with ``base``."""
+    pipeline_class = getattr(diffusers, entry.image_pipeline, None)
+    if not (isinstance(pipeline_class, type) and hasattr(pipeline_class, "from_pipe")):
+        raise ModelUnavailable(
+            f"Model {entry.label}: diffusers has no pipeline class {entry.image_pipeline!r} for reference "
+            "images; fix 'image_pipeline' in the model registry."
+        )
+    if not entry.image_source:
+        return pipeline_class.from_pipe(base)
+    shared = {name: getattr(base, name) for name in entry.image_shared}
+    return _from_pretrained(entry, entry.image_pipeline, entry.image_source, device, allow_download, shared)
+
+
+def _from_pretrained(
+    entry: ModelEntry, class_name: str, source: str, device: torch.device, allow_download: bool, given: dict[str, Any]
+) -> Any:
+    pipeline_class = getattr(diffusers, class_name, None)
+    if not (isinstance(pipeline_class, type) and hasattr(pipeline_class, "from_pretrained")):
+        raise ModelUnavailable(
+            f"Model {entry.label}: diffusers has no pipeline class {class_name!r} "
+            f"(installed diffusers {diffusers.__version__}); fix the model registry."
+        )
+    local = is_local(source)
+    if local and not Path(source).expanduser().is_dir():
+        raise ModelUnavailable(
+            f"Model {entry.label}: the weights directory {source} does not exist; "
+            "put a diffusers model folder there or fix 'source' in the model registry."
+        )
+    options: dict[str, Any] = {
+        "dtype": pick_dtype(entry, device),
+        "local_files_only": local or not allow_download,
+        **given,
+    }
+    try:
+        if "processor" not in given and needs_image_only_processor() and _has_component(source, "processor", local):
+            options["processor"] = load_image_only_processor(_component_folder(source, "processor", options))
+        try:
+            return pipeline_class.from_pretrained(source, variant=entry.variant or None, **options)
+        except ValueError as exc:
+            if not entry.variant or "variant" not in str(exc):
+                raise
+            log.info("model %s: %s has no %s weights; loading its default ones", entry.label, source, entry.variant)
+            return pipeline_class.from_pretrained(source, **options)
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(_missing_weights_message(entry, source, local, allow_download, exc)) from exc
+
+
+def _has_component(source: str, name: str, local: bool) -> bool:
+    if local:
+        return (Path(source).expanduser() / name).is_dir()
+    pipeline_class = getattr(diffusers, "DiffusionPipeline")  # noqa: B009 - the generic loader
+    try:
+        config = pipeline_class.load_config(source)
+    except (OSError, ValueError):
+        return False
+    return name in config
+
+
+def _component_folder(source: str, name: str, options: dict[str, Any]) -> Path:
+    if is_local(source):
+        return Path(source).expanduser() / name
+    from huggingface_hub import snapshot_download
+
+    snapshot = snapshot_download(source, allow_patterns=[f"{name}/*"], local_files_only=options["local_files_only"])
+    return Path(snapshot) / name
+
+
+def _missing_weights_message(entry: ModelEntry, source: str, local: bool, allow_download: bool, exc: Exception) -> str:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if local:
+        return (
+            f"Model {entry.label}: cannot load the diffusers model in {source}: {reason}. "
+            "Check that the folder holds a complete diffusers model (model_index.json and its components)."
+        )
+    how = (
+        f"Run `aigc-image pull {entry.label}` where the Hub is reachable (or `hf download {source}` and copy "
+        "the Hugging Face cache, HF_HOME, to this host), or set 'source' in the model registry to a local "
+        "diffusers folder."
+    )
+    if allow_download:
+        return (
+            f"Model {entry.label}: the weights of {source} are not cached here and could not be downloaded "
+            f"({reason}). {how}"
+        )
+    return (
+        f"Model {entry.label}: the weights of {source} are not in the local Hugging Face cache and "
+        f"downloads are disabled (models.allow_download = false). {how}"
+    )
+
+
+def modules(pipe: Any) -> dict[str, torch.nn.Module]:
+    return {name: c for name, c in pipe.components.items() if isinstance(c, torch.nn.Module)}
+
+
+def weight_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+def place(pipe: Any, entry: ModelEntry, device: torch.device, already_used: int = 0) -> str:
+    """Put ``pipe`` on ``device`` as memory allows; returns how ("resident", "model offload", ...).
+
+    ``already_used``: bytes of other loaded pipelines' weights that will stay on the device.
+    """
+    if device.type != "cuda":
+        pipe.to(device)
+        return "resident"
+    sizes = [weight_bytes(module) for module in modules(pipe).values()]
+    usable = USABLE_MEMORY * torch.cuda.get_device_properties(device).total_memory - already_used
+    how = placement(sizes, usable)
+    if how == "resident":
+        pipe.to(device)
+        return how
+    if how == "model offload":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.enable_group_offload(onload_device=device, offload_type="leaf_level", use_stream=True)
+    log.warning(
+        "model %s needs about %.0f GiB but %.0f GiB of %s are free for it: running it with %s (slower)",
+        entry.label, sum(sizes) * WORKING_ROOM / 1024**3, usable / 1024**3, device, how,
+    )  # fmt: skip
+    return how
+
+
+def placement(component_bytes: list[int], usable_bytes: float) -> str:
+    """How a model whose components weigh ``component_bytes`` runs in ``usable_bytes`` of GPU memory:
+    all on the GPU; one component at a time (diffusers' model CPU offload); or, when even the
+    largest component does not fit, streamed in groups of layers (group offloading)."""
+    if sum(component_bytes) * WORKING_ROOM <= usable_bytes:
+        return "resident"
+    if max(component_bytes, default=0) * WORKING_ROOM <= usable_bytes:
+        return "model offload"
+    return "group offload"

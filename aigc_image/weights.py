@@ -1,0 +1,78 @@
+"""Model weights on this host: whether a catalogue entry's are here, and fetching them.
+
+``aigc-image models`` reads ``status``; ``aigc-image pull`` calls ``pull``, which downloads with
+diffusers' ``DiffusionPipeline.download`` (only the files the pipeline loads, in the entry's
+variant) through huggingface_hub, whose progress bars show each file and which resumes an
+interrupted download where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aigc_image.catalog import ModelEntry
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    where: str  # "built in", "local folder", "Hugging Face cache"
+    present: bool
+    size_bytes: int  # on disk, when present
+
+
+def sources(entry: ModelEntry) -> list[str]:
+    """Every weights source the entry loads: its own, and its editing pipeline's."""
+    if entry.engine == "tiny-random":
+        return []
+    return [s for s in (entry.source, entry.image_source) if s]
+
+
+def status(entry: ModelEntry) -> WeightsStatus:
+    if entry.engine == "tiny-random":
+        return WeightsStatus("built in", True, 0)
+    names = sources(entry)
+    if all(is_local(s) for s in names):
+        present = all((Path(s).expanduser() / "model_index.json").is_file() for s in names)
+        size = sum(_folder_size(Path(s).expanduser()) for s in names) if present else 0
+        return WeightsStatus("local folder", present, size)
+    cached = _cached_repos()
+    present = all(s in cached for s in names if not is_local(s))
+    return WeightsStatus("Hugging Face cache", present, sum(cached.get(s, 0) for s in names))
+
+
+def pull(entry: ModelEntry) -> list[str]:
+    """Download the entry's weights into the Hugging Face cache; returns the repos fetched."""
+    from diffusers import DiffusionPipeline
+
+    fetched = []
+    for source in sources(entry):
+        if is_local(source):
+            continue
+        try:
+            DiffusionPipeline.download(source, variant=entry.variant or None)
+        except ValueError as exc:
+            if not entry.variant or "variant" not in str(exc):
+                raise
+            DiffusionPipeline.download(source)
+        fetched.append(source)
+    return fetched
+
+
+def is_local(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~")) or Path(source).is_dir()
+
+
+def _cached_repos() -> dict[str, int]:
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        info = scan_cache_dir()
+    except CacheNotFound:
+        return {}
+    return {repo.repo_id: repo.size_on_disk for repo in info.repos if repo.repo_type == "model"}
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())

@@ -1,0 +1,109 @@
+"""The composition root: builds the service's parts from Settings. No logic of its own beyond
+choosing which implementation a setting names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.applications import Starlette
+
+from aigc_image import keys as keyfiles
+from aigc_image.catalog import Catalog, default_for, load_catalog
+from aigc_image.clock import Clock
+from aigc_image.config import ConfigError, Settings
+from aigc_image.enhance import LlmEnhancer, PromptEnhancer
+from aigc_image.fetch.policy import Network, parse_networks
+from aigc_image.hardware import Hardware
+from aigc_image.moderation.review import ContentReview, build_review
+from aigc_image.protocol.actions import Actions, Limits
+from aigc_image.protocol.app import build_app
+from aigc_image.protocol.ratelimit import RateLimiter
+from aigc_image.storage.base import ResultStorage
+from aigc_image.storage.local import LocalStorage
+from aigc_image.storage.results import Results
+from aigc_image.storage.s3 import S3Storage, s3_client
+from aigc_image.store import TaskStore, open_store
+
+
+def catalog_from(settings: Settings, hardware: Hardware | None = None) -> tuple[Catalog, str]:
+    """The model catalogue and why its default is what it is. With no default configured, the
+    best model for ``hardware`` (the API's view of this host) becomes the default."""
+    catalog = load_catalog(settings.models.registry_file, settings.models.default_model)
+    if catalog.default_label:
+        return catalog, "models.default_model" if settings.models.default_model else "the model registry file"
+    if hardware is None:
+        return catalog, "none configured"
+    entry, reason = default_for(catalog, hardware)
+    return catalog.with_default(entry.label), reason
+
+
+def storage_from(settings: Settings, clock: Clock) -> Results:
+    """The service's own storage (local disk or an S3 bucket), and StoreCosParam buckets if configured."""
+    conf = settings.storage
+    own: ResultStorage
+    if conf.backend == "local":
+        own = LocalStorage(
+            settings.data_dir / "results", settings.resolved_public_url, keyfiles.url_signing_key(settings)
+        )
+    elif conf.backend == "s3":
+        if not conf.s3_bucket:
+            raise ConfigError("storage.backend = s3 needs storage.s3_bucket")
+        client = s3_client(
+            conf.s3_endpoint, conf.s3_region, conf.s3_access_key_id, conf.s3_secret_access_key, conf.s3_addressing_style
+        )
+        own = S3Storage(client, conf.s3_bucket, clock, conf.s3_prefix)
+    else:
+        raise ConfigError(f"storage.backend must be local or s3; got {conf.backend!r}")
+
+    def user_bucket(region: str, bucket: str) -> S3Storage:
+        endpoint = conf.cos_endpoint.replace("{region}", region)
+        client = s3_client(endpoint, region, conf.cos_secret_id, conf.cos_secret_key, conf.cos_addressing_style)
+        return S3Storage(client, bucket, clock, region=region)
+
+    return Results(own, user_bucket if conf.cos_secret_id and conf.cos_secret_key else None)
+
+
+def fetch_networks(settings: Settings) -> tuple[Network, ...]:
+    try:
+        return parse_networks(settings.fetch.allow_networks)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def enhancer_from(settings: Settings) -> PromptEnhancer:
+    conf = settings.enhance
+    if not conf.llm_url:
+        return PromptEnhancer()
+    return PromptEnhancer(LlmEnhancer(conf.llm_url, conf.llm_model, conf.llm_api_key, conf.timeout))
+
+
+def review_from(settings: Settings) -> ContentReview:
+    moderation = settings.moderation
+    return build_review(moderation.term_files, moderation.default_list, moderation.classifier)
+
+
+def build_service(
+    settings: Settings, clock: Clock, keys: Mapping[str, str], catalog: Catalog | None = None
+) -> tuple[Starlette, TaskStore, Results]:
+    """The API app over its store and storage (``catalog``: default from ``catalog_from``)."""
+    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
+    storage = storage_from(settings, clock)
+    actions = Actions(
+        store,
+        catalog or catalog_from(settings)[0],
+        storage,
+        clock,
+        Limits(
+            max_prompt_chars=settings.api.max_prompt_chars,
+            url_ttl=settings.storage.url_ttl,
+            max_active_tasks_per_key=settings.api.max_active_tasks_per_key,
+            fetch_allow_networks=fetch_networks(settings),
+        ),
+        review_from(settings),
+        log_prompts=settings.moderation.log_prompts,
+        enhancer=enhancer_from(settings),
+    )
+    limiter = RateLimiter(settings.api.rate_limit, settings.api.rate_burst, clock)
+    local = storage.own if isinstance(storage.own, LocalStorage) else None  # served by the API itself
+    app = build_app(actions, keys, limiter, clock, settings.api.timestamp_window, local, settings.api.body_timeout)
+    return app, store, storage

@@ -1,0 +1,89 @@
+"""The worker process: ``aigc-image worker`` (also the child ``serve`` supervises)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from types import FrameType
+
+from aigc_image.clock import SystemClock
+from aigc_image.config import Settings
+from aigc_image.fetch.fetcher import Fetcher
+from aigc_image.store import open_store
+from aigc_image.wiring import catalog_from, fetch_networks, review_from, storage_from
+from aigc_image.worker.retry import RetryPolicy
+from aigc_image.worker.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def _stop_when_orphaned(parent_pid: int, worker: Worker) -> None:
+    while not worker.stopping:
+        if os.getppid() != parent_pid:
+            log.warning("the serve process %d is gone; stopping", parent_pid)
+            worker.request_stop()
+            return
+        time.sleep(1.0)
+
+
+def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
+    """Run one worker until SIGTERM/SIGINT; a second signal exits at once.
+
+    On the first signal the worker stops claiming and gives its running task
+    ``worker.shutdown_grace`` seconds, then interrupts it at the next step and hands it back.
+    With ``parent_pid`` (set by ``serve``), the worker also stops when that process is gone,
+    even if it was killed with SIGKILL and could not tell its child.
+    """
+    from aigc_image.engines.diffusers_engine import DiffusersEngine
+
+    clock = SystemClock()
+    if settings.worker.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.worker.torch_threads)
+    catalog, _ = catalog_from(settings)
+    engine = DiffusersEngine(settings.worker.device, settings.models.allow_download, settings.worker.max_loaded_models)
+    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
+    worker = Worker(
+        store,
+        engine,
+        catalog,
+        storage_from(settings, clock),
+        clock,
+        lease_seconds=settings.worker.lease_seconds,
+        poll_interval=settings.worker.poll_interval,
+        review=review_from(settings),
+        shutdown_grace=settings.worker.shutdown_grace,
+        retry=RetryPolicy(
+            settings.worker.max_attempts, settings.worker.retry_base_delay, settings.worker.retry_max_delay
+        ),
+        content_producer=settings.content_producer,
+        fetcher=Fetcher(fetch_networks(settings), settings.fetch.max_bytes, settings.fetch.timeout),
+        max_reference_pixels=settings.fetch.max_pixels,
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if worker.stopping:
+            log.warning("second signal: exiting now; the task's lease will expire and it will be retried")
+            raise SystemExit(1)
+        log.info("signal %d: stopping; the running task has %.0f s to finish", signum, worker.shutdown_grace)
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if parent_pid is not None:
+        threading.Thread(target=_stop_when_orphaned, args=(parent_pid, worker), daemon=True).start()
+    try:
+        for name in filter(None, (n.strip() for n in settings.worker.preload.split(","))):
+            model, _, version = name.partition(":")
+            started = time.monotonic()
+            engine.load(catalog.resolve(model, version or None))
+            log.info("preloaded %s in %.1f s", name, time.monotonic() - started)
+        worker.run()
+    finally:
+        with contextlib.suppress(Exception):
+            store.close()
