@@ -177,17 +177,22 @@ def test_concurrent_creates_are_group_committed_and_all_stored(store: TaskStore)
     assert all(get(store, task_id) is not None for task_id in ids)
 
 
-def test_a_failed_group_commit_fails_every_caller_and_stores_nothing(store: TaskStore) -> None:
-    duplicate = new_task_id()
+def test_a_row_the_database_refuses_fails_only_its_own_create(store: TaskStore) -> None:
+    """One create in a group commit that the database refuses (here: a duplicate key, in another
+    tenant's batch) fails alone; the others in the same batch are retried and stored."""
+    duplicate, good, other_tenant = new_task_id(), new_task_id(), new_task_id()
 
     async def create_batch() -> list[object]:
-        calls = [store.create(NewTask(new_task_id(), "k", spec())), store.create(NewTask(duplicate, "k", spec()))]
-        calls.append(store.create(NewTask(duplicate, "k", spec())))  # violates the primary key: the batch fails
+        calls = [store.create(NewTask(good, "a", spec())), store.create(NewTask(duplicate, "a", spec()))]
+        calls.append(store.create(NewTask(duplicate, "a", spec())))  # violates the primary key
+        calls.append(store.create(NewTask(other_tenant, "b", spec())))
         return await asyncio.gather(*calls, return_exceptions=True)
 
     results = asyncio.run(create_batch())
-    assert all(isinstance(result, Exception) for result in results)
-    assert store.claim("w", limit=10, lease_seconds=60) == []
+    assert results[0] == good and results[1] == duplicate and results[3] == other_tenant
+    assert isinstance(results[2], Exception)
+    claimed = {claim.task.task_id for claim in store.claim("w", limit=10, lease_seconds=60)}
+    assert claimed == {good, duplicate, other_tenant}
 
 
 def test_a_replayed_fingerprint_returns_the_original_task(store: TaskStore) -> None:

@@ -31,7 +31,14 @@ def spec(model: str = "tiny-random", count: int = 1, output_format: str = "png")
     return TaskSpec(model, "1", "a lighthouse", "", count, output_format, 64, 64, 2, 6.0, "")
 
 
-class Broken:
+class FakeEngine:
+    """An engine stand-in for the worker's tests: nothing loaded."""
+
+    def loaded(self) -> list[str]:
+        return []
+
+
+class Broken(FakeEngine):
     def __init__(self, error: Exception) -> None:
         self.error = error
 
@@ -137,7 +144,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing(
     assert store.complete(task_id, current.token, [])
 
 
-class Stepping:
+class Stepping(FakeEngine):
     """A real pipeline call, with time moved (and optionally the lease stolen) between steps."""
 
     def __init__(self, clock: ManualClock, seconds_per_step: float, steal: TaskStore | None = None) -> None:
@@ -193,7 +200,7 @@ def test_an_output_image_refused_by_the_classifier_is_never_stored(
     assert not storage.root.exists() or list(storage.root.rglob("*.png")) == []
 
 
-class StopsMidTask:
+class StopsMidTask(FakeEngine):
     """A real pipeline call during which shutdown is requested and time passes."""
 
     def __init__(self, worker_clock: ManualClock, seconds_per_step: float) -> None:
@@ -251,7 +258,7 @@ def test_shutdown_past_the_grace_period_hands_the_task_back(
     assert claim.task.attempts == 1
 
 
-class SlowLoad:
+class SlowLoad(FakeEngine):
     """Blocks without reporting any step, as loading a large model does, then returns images."""
 
     def __init__(self, release: threading.Event) -> None:

@@ -1,4 +1,5 @@
-"""The HTTP face: ``POST|GET /`` for the API, ``/results/...`` for images, ``/healthz``.
+"""The HTTP face: ``POST|GET /`` for the API, ``/results/...`` for images, ``/healthz`` (liveness)
+and ``/readyz`` (readiness: the store answers and a worker is alive, with the queue and workers).
 
 Request path for the API: method → body size cap (while streaming) → signature →
 rate limit → action. Every API reply, success or error, is HTTP 200 with the JSON
@@ -10,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -25,7 +27,10 @@ from aigc_image.protocol.auth import FORM_TYPE, Authenticator, RawRequest
 from aigc_image.protocol.ratelimit import RateLimiter
 from aigc_image.storage.base import CONTENT_TYPES
 from aigc_image.storage.local import LocalStorage
-from aigc_image.store.base import StoreUnavailable
+from aigc_image.store.base import StoreUnavailable, TaskStore
+from aigc_image.tasks import Status
+
+FORGET_WORKERS_AFTER = 3600.0  # seconds; the rows of workers gone longer are deleted
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +90,17 @@ def build_app(
         return FileResponse(path, media_type=CONTENT_TYPES[path.suffix.lstrip(".")])
 
     async def healthz(request: Request) -> Response:
-        return PlainTextResponse("ok")
+        return PlainTextResponse("ok")  # liveness: the process answers; /readyz says if tasks can run
+
+    async def readyz(request: Request) -> Response:
+        view, ready = await asyncio.to_thread(readiness, actions.store, clock.now())
+        return JSONResponse(view, status_code=200 if ready else 503)
 
     return Starlette(
         routes=[
             Route("/", _AnyMethod(request_response(api))),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Route("/results/{key:path}", results, methods=["GET", "HEAD"]),
         ]
     )
@@ -129,3 +139,35 @@ async def _read_request(request: Request) -> RawRequest:
             raise errors.RequestSizeLimitExceeded(f"The request body is larger than {limit} bytes.")
         chunks.append(chunk)
     return RawRequest(method, query, headers, b"".join(chunks))
+
+
+def readiness(store: TaskStore, now: float) -> tuple[dict[str, Any], bool]:
+    """Whether tasks can run now, and what the store says of the queue and the workers:
+    ready when the store answers and at least one worker has reported recently."""
+    try:
+        workers = store.workers(forget_before=now - FORGET_WORKERS_AFTER)
+        counts = store.queue_counts()
+    except StoreUnavailable as exc:
+        return {"ready": False, "problems": [f"the task store is unavailable: {exc}"]}, False
+    alive = [worker for worker in workers if worker.alive(now)]
+    problems = [] if alive else ["no worker is alive: tasks wait until one reports"]
+    problems += [f"{w.worker_id} cannot load {label}: {why}" for w in alive for label, why in w.failed.items()]
+    view = {
+        "ready": bool(alive),
+        "problems": problems,
+        "queue": {"waiting": counts[Status.WAIT], "running": counts[Status.RUN]},
+        "workers": [
+            {
+                "id": w.worker_id,
+                "host": w.host,
+                "device": w.device,
+                "state": w.state,
+                "loaded": w.loaded,
+                "failed": w.failed,
+                "running": w.running,
+                "seen_seconds_ago": round(now - w.seen_at, 1),
+            }
+            for w in alive
+        ],
+    }
+    return view, bool(alive)

@@ -15,6 +15,7 @@ worker whose lease expired cannot overwrite the outcome of a newer attempt.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from aigc_image.tasks import Claim, NewTask, Status, Task
@@ -34,6 +35,28 @@ class StoreUnavailable(StoreError):
 
 class ActiveTaskLimit(Exception):
     """The key already has as many tasks waiting or running as it may."""
+
+
+REPORT_INTERVAL = 5.0  # seconds between a worker's reports of itself
+ALIVE_WITHIN = 3 * REPORT_INTERVAL  # a worker not heard from for longer is taken for dead
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """What a worker last reported about itself (every REPORT_INTERVAL seconds while it runs)."""
+
+    worker_id: str
+    host: str
+    device: str
+    started_at: float
+    seen_at: float
+    state: str  # "starting", "idle", "busy" or "stopping"
+    loaded: list[str] = field(default_factory=list)  # model labels
+    failed: dict[str, str] = field(default_factory=dict)  # model label → why it could not load
+    running: list[str] = field(default_factory=list)  # task ids
+
+    def alive(self, now: float) -> bool:
+        return now - self.seen_at <= ALIVE_WITHIN
 
 
 class TaskStore(Protocol):
@@ -57,6 +80,16 @@ class TaskStore(Protocol):
         ...
 
     # Worker and sweeper side: called from their own threads or processes.
+
+    def queue_counts(self) -> dict[Status, int]:
+        """Tasks waiting and running now, across every process."""
+        ...
+
+    def recent_failures(self, limit: int) -> list[Task]: ...
+
+    def workers(self, forget_before: float | None = None) -> list[WorkerRecord]:
+        """Every worker's last record; with ``forget_before``, rows older than it are deleted first."""
+        ...
 
     def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Claim]:
         """Lease up to ``limit`` claimable tasks sharing the oldest one's batch key."""
@@ -83,6 +116,14 @@ class TaskStore(Protocol):
     def fail_exhausted(self) -> int:
         """FAIL tasks whose lease expired after their last allowed attempt; returns how many."""
         ...
+
+    def expire_leases_of(self, worker_id: str) -> int:
+        """End the leases of a worker known to be dead (its process exited), so its tasks run again."""
+        ...
+
+    def record_worker(self, worker: WorkerRecord) -> None: ...
+
+    def forget_worker(self, worker_id: str) -> None: ...
 
     def finished_before(self, cutoff: float, limit: int) -> list[Task]:
         """DONE tasks finished before ``cutoff`` whose images are still stored."""

@@ -16,7 +16,7 @@ from aigc_image.tasks import NewTask
 @dataclass(frozen=True)
 class CreatePlan:
     outcomes: list[str | Exception]  # per create: the id that holds it, or why not
-    rows: list[tuple[str, str, str, str, float, str | None]]  # task_id, secret_id, spec, batch_key, now, fp
+    rows: list[dict[str, object]]  # the insert_task query's parameters, one dict per new task
 
 
 def plan_creates(
@@ -48,6 +48,15 @@ def plan_creates(
         if fingerprint:
             known[fingerprint] = task.task_id
         spec = task.spec
-        rows.append((task.task_id, task.secret_id, spec.to_json(), spec.batch_key, now, fingerprint))
+        rows.append(
+            {
+                "task_id": task.task_id,
+                "secret_id": task.secret_id,
+                "spec": spec.to_json(),
+                "batch_key": spec.batch_key,
+                "now": now,
+                "fingerprint": fingerprint,
+            }
+        )
         outcomes.append(task.task_id)
     return CreatePlan(outcomes, rows)

@@ -78,11 +78,7 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
     if parent_pid is not None:
         threading.Thread(target=_stop_when_orphaned, args=(parent_pid, worker), daemon=True).start()
     try:
-        for name in filter(None, (n.strip() for n in settings.worker.preload.split(","))):
-            model, _, version = name.partition(":")
-            started = time.monotonic()
-            engine.load(catalog.resolve(model, version or None))
-            log.info("preloaded %s in %.1f s", name, time.monotonic() - started)
+        worker.preload([name.strip() for name in settings.worker.preload.split(",") if name.strip()])
         worker.run()
     finally:
         with contextlib.suppress(Exception):

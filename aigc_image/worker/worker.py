@@ -14,10 +14,12 @@ finished image is never thrown away because of an outage.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +28,7 @@ from PIL import Image
 from aigc_image.catalog import Catalog
 from aigc_image.clock import Clock
 from aigc_image.engines.base import Engine, GenerationRequest
-from aigc_image.errors import ContentRefused, TaskError
+from aigc_image.errors import ContentRefused, ModelUnavailable, TaskError
 from aigc_image.fetch.fetcher import Fetcher, FetchFailed, FetchRefused
 from aigc_image.fetch.images import decode_reference
 from aigc_image.media.encode import encode
@@ -34,7 +36,7 @@ from aigc_image.media.labels import add_visible_label, implicit_label
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.storage.base import result_key
 from aigc_image.storage.results import Results
-from aigc_image.store.base import StoreUnavailable, TaskStore
+from aigc_image.store.base import REPORT_INTERVAL, StoreUnavailable, TaskStore, WorkerRecord
 from aigc_image.tasks import PANORAMA, Claim, TaskSpec
 from aigc_image.worker.retry import Backoff, RetryPolicy
 
@@ -86,21 +88,67 @@ class Worker:
         self.max_reference_pixels = max_reference_pixels
         self._stop = threading.Event()
         self._stop_requested_at: float | None = None
+        self._started_at = clock.now()
+        self._running: list[str] = []  # task ids in hand
+        self.failed_models: dict[str, str] = {}  # model label → why it could not load
+
+    def preload(self, labels: list[str]) -> None:
+        """Load models before the first task. One that cannot load is logged in one line and
+        reported (/readyz); the worker serves the others, and tasks for it fail with the reason."""
+        for label in labels:
+            name, _, version = label.partition(":")
+            started = time.monotonic()
+            try:
+                entry = self.catalog.resolve(name, version or None)
+                self.engine.load(entry)
+            except TaskError as exc:
+                log.error("preload of %s failed: %s", label, exc)
+                self.failed_models[label] = str(exc)
+                continue
+            log.info("preloaded %s in %.1f s", entry.label, time.monotonic() - started)
 
     def run(self) -> None:
-        """Work until ``request_stop``; the task in hand gets ``shutdown_grace`` seconds to finish."""
+        """Work until ``request_stop``; the task in hand gets ``shutdown_grace`` seconds to finish.
+        Meanwhile the worker reports itself to the store every REPORT_INTERVAL seconds."""
         log.info("worker %s ready", self.worker_id)
+        reporter = threading.Thread(target=self._report_until_stopped, name="worker-report", daemon=True)
+        reporter.start()
         backoff = Backoff()
-        while not self._stop.is_set():
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not self.run_once():
+                        self.store.fail_exhausted()
+                        self.store.wait_for_work(self.poll_interval)
+                    backoff.reset()
+                except StoreUnavailable as exc:
+                    delay = backoff.next_delay()
+                    log.warning("task store unavailable (%s); trying again in %.1f s", exc, delay)
+                    self._stop.wait(delay)
+        finally:
+            reporter.join()
+            with contextlib.suppress(StoreUnavailable):
+                self.store.forget_worker(self.worker_id)
+
+    def record(self) -> WorkerRecord:
+        """What this worker is doing now, as /readyz and the operator page show it."""
+        state = "stopping" if self.stopping else ("busy" if self._running else "idle")
+        return WorkerRecord(
+            worker_id=self.worker_id, host=socket.gethostname(), device=str(getattr(self.engine, "device", "cpu")),
+            started_at=self._started_at, seen_at=self.clock.now(), state=state, loaded=self.engine.loaded(),
+            failed=dict(self.failed_models), running=list(self._running),
+        )  # fmt: skip
+
+    def _report_until_stopped(self) -> None:
+        while True:
             try:
-                if not self.run_once():
-                    self.store.fail_exhausted()
-                    self.store.wait_for_work(self.poll_interval)
-                backoff.reset()
+                self.store.record_worker(self.record())
             except StoreUnavailable as exc:
-                delay = backoff.next_delay()
-                log.warning("task store unavailable (%s); trying again in %.1f s", exc, delay)
-                self._stop.wait(delay)
+                log.debug("worker report skipped: %s", exc)
+            except Exception:  # a report is not worth the worker: say why, keep working
+                log.exception("worker report failed")
+            if self._stop.wait(REPORT_INTERVAL):
+                return
 
     def request_stop(self) -> None:
         """Stop claiming. A running task that outlives the grace period is interrupted at its
@@ -126,6 +174,13 @@ class Worker:
 
     def process(self, claim: Claim) -> None:
         """Run one claimed task to its end, renewing its lease on a timer meanwhile."""
+        self._running = [claim.task.task_id]
+        try:
+            self._process_leased(claim)
+        finally:
+            self._running = []
+
+    def _process_leased(self, claim: Claim) -> None:
         done = threading.Event()
         lost = threading.Event()
 
@@ -167,6 +222,7 @@ class Worker:
                 panorama=spec.scene_type == PANORAMA,
             )
             images = self.engine.generate(entry, [request], _Heartbeat(self, claim, lease_lost))[0]
+            self.failed_models.pop(entry.label, None)  # it loads now
         except LeaseLost:
             log.warning("task %s: lease lost; abandoning this attempt", task.task_id)
             return
@@ -175,6 +231,8 @@ class Worker:
                 log.warning("task %s: interrupted by shutdown; handed back to the queue", task.task_id)
             return
         except TaskError as exc:
+            if isinstance(exc, ModelUnavailable):
+                self.failed_models[f"{spec.model_name}:{spec.model_version}"] = str(exc)
             if exc.permanent:
                 self._fail(claim, str(exc))
             else:
