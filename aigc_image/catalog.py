@@ -31,6 +31,7 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 # Share of a GPU's (or the RAM's) memory a model may plan to use: the rest is for the CUDA
 # context, the other process on a CPU host, and fragmentation.
 USABLE_MEMORY = 0.9
+DEFAULT_MAX_STEPS = 100
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class ModelEntry:
     default: bool = False  # the version used when a request names only the model
     description: str = ""
     steps: int = 30
+    max_steps: int = 0  # most AdditionalParameters steps a request may ask for (0: 100, or steps if more)
     guidance_scale: float | None = None  # None: the pipeline's own default
     width: int = 1024
     height: int = 1024
@@ -214,6 +216,8 @@ def _entry(raw: Mapping[str, Any], origin: str) -> ModelEntry:
     for key in ("memory_gb", "cpu_memory_gb", "download_gb"):
         if key in values:
             values[key] = float(values[key])
+    if not values.get("max_steps"):
+        values["max_steps"] = max(DEFAULT_MAX_STEPS, values.get("steps", ModelEntry.steps))
     entry = ModelEntry(**values)
     if entry.engine not in ENGINES:
         problems.append(f"engine must be one of {', '.join(ENGINES)}")
@@ -225,6 +229,8 @@ def _entry(raw: Mapping[str, Any], origin: str) -> ModelEntry:
         problems.append("a diffusers model needs a source (repo id or directory)")
     if entry.steps < 1 or entry.width < 8 or entry.height < 8 or entry.max_output_images < 1:
         problems.append("steps, width, height and max_output_images must be positive")
+    if entry.max_steps < entry.steps:
+        problems.append("max_steps must be at least steps")
     if entry.size_multiple < 1 or not 1 <= entry.size_min_side <= entry.size_max_side:
         problems.append("size_multiple must be positive and size_min_side at most size_max_side")
     if min(entry.memory_gb, entry.cpu_memory_gb, entry.download_gb) < 0:

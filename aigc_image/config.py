@@ -70,6 +70,13 @@ class ApiSettings:
     max_prompt_chars: int = field(
         default=1000, metadata=_doc("Longest `Prompt` / `NegativePrompt` accepted, in characters.")
     )
+    allow_unsigned_payload: bool = field(
+        default=False,
+        metadata=_doc(
+            "Accept TC3 requests signed with `X-TC-Content-SHA256: UNSIGNED-PAYLOAD` (the SDKs' `unsignedPayload` "
+            "option), whose signature does not cover the body (docs/security.md)."
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,15 @@ class WorkerSettings:
         metadata=_doc("Seconds an idle worker waits before re-checking the store when no wake-up arrives."),
     )
     lease_seconds: int = field(
-        default=600,
-        metadata=_doc("How long a claimed task stays leased to its worker before another may claim it."),
+        default=30,
+        metadata=_doc(
+            "How long a claimed task stays leased to its worker without a heartbeat before another may claim it "
+            "(heartbeats come every third of it, from a timer)."
+        ),
+    )
+    task_timeout: float = field(
+        default=1800.0,
+        metadata=_doc("Longest a task's generation may take, in seconds; past it the task ends FAIL (0 = no limit)."),
     )
     max_attempts: int = field(
         default=3, metadata=_doc("Attempts a task gets (transient errors, stalled workers) before it ends FAIL.")

@@ -20,10 +20,14 @@ from aigc_image.clock import SystemClock
 from aigc_image.config import Settings
 from aigc_image.hardware import probe
 from aigc_image.protocol.connection import guarded_protocol
+from aigc_image.store import StoreUnavailable, TaskStore
+from aigc_image.store.base import worker_id
 from aigc_image.wiring import build_service, catalog_from
 from aigc_image.worker.retention import Sweeper
 
 log = logging.getLogger(__name__)
+HAND_BACK_SECONDS = 15.0  # after its grace period, time a stopping worker has to hand its task back
+MAX_RESTART_DELAY = 60.0
 
 
 def ensure_keys(settings: Settings) -> dict[str, str]:
@@ -55,7 +59,7 @@ def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) ->
     stop = threading.Event()
     sweeper = Sweeper(store, storage, clock, settings.storage.url_ttl, settings.storage.task_retention)
     threading.Thread(target=sweeper.run, args=(stop, settings.storage.sweep_interval), daemon=True).start()
-    supervisor = WorkerSupervisor(settings, config_file) if with_worker else None
+    supervisor = WorkerSupervisor(settings, config_file, store) if with_worker else None
     if supervisor:
         supervisor.start()
 
@@ -96,41 +100,78 @@ def _url_host(host: str) -> str:
 
 
 class WorkerSupervisor:
-    """Keeps one ``aigc-image worker`` child running beside the API; restarts it if it dies."""
+    """Keeps one ``aigc-image worker`` child running beside the API.
 
-    def __init__(self, settings: Settings, config_file: Path | None) -> None:
+    * It restarts a child that exits, backing off while it keeps failing at start-up (a broken
+      install) or cannot be started at all, and never gives up.
+    * A child that died (a crash, the OOM killer, ``kill -9``) cannot hand its tasks back, so the
+      supervisor ends their leases at once: they run again on the restarted child within seconds,
+      not after ``worker.lease_seconds``.
+    * On shutdown the child gets ``worker.shutdown_grace`` to finish its task, plus time to hand it
+      back, before it is killed.
+    """
+
+    def __init__(
+        self, settings: Settings, config_file: Path | None, store: TaskStore, first_delay: float = 1.0
+    ) -> None:
         self._command = [sys.executable, "-m", "aigc_image", "worker", "--data-dir", str(settings.data_dir)]
         self._command += ["--parent-pid", str(os.getpid())]
         if config_file is not None:
             self._command += ["--config", str(config_file)]
+        self._store = store
+        self.stop_timeout = settings.worker.shutdown_grace + HAND_BACK_SECONDS
+        self._first_delay = first_delay
         self._stopping = threading.Event()
         self._child: subprocess.Popen[bytes] | None = None
-        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def _watch(self) -> None:
-        delay = 1.0
+        delay = self._first_delay
         while not self._stopping.is_set():
             started = time.monotonic()
-            self._child = subprocess.Popen(self._command)
+            try:
+                self._child = subprocess.Popen(self._command)
+            except OSError as exc:
+                log.error("cannot start the worker (%s); trying again in %.0f s", exc, delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, MAX_RESTART_DELAY)
+                continue
             code = self._child.wait()
             if self._stopping.is_set():
                 return
-            # Back off while it keeps dying at start-up (a broken install), not after a long run.
-            delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, 60.0)
+            self._hand_back(self._child.pid)
+            # Back off while it keeps dying at start-up, not after a long run.
+            long_run = time.monotonic() - started > MAX_RESTART_DELAY
+            delay = self._first_delay if long_run else min(delay * 2, MAX_RESTART_DELAY)
             log.error("worker exited with code %s; restarting it in %.0f s", code, delay)
             self._stopping.wait(delay)
 
-    def stop(self, grace: float = 30.0) -> None:
+    def _hand_back(self, pid: int) -> None:
+        try:
+            handed = self._store.expire_leases_of(worker_id(pid))
+        except StoreUnavailable as exc:
+            log.warning("could not hand back the tasks of worker %s (%s); their leases will expire", pid, exc)
+            return
+        if handed:
+            log.warning("worker %s died with %d task(s) in hand; they run again now", pid, handed)
+
+    def alive(self) -> bool:
+        child = self._child
+        return child is not None and child.poll() is None
+
+    def stop(self) -> None:
         self._stopping.set()
         child = self._child
         if child is None or child.poll() is not None:
             return
         child.terminate()
         try:
-            child.wait(grace)
+            child.wait(self.stop_timeout)
         except subprocess.TimeoutExpired:
+            log.error("the worker did not stop within %.0f s; killing it", self.stop_timeout)
             child.kill()
             child.wait()
+            self._hand_back(child.pid)

@@ -105,5 +105,8 @@ def build_service(
     )
     limiter = RateLimiter(settings.api.rate_limit, settings.api.rate_burst, clock)
     local = storage.own if isinstance(storage.own, LocalStorage) else None  # served by the API itself
-    app = build_app(actions, keys, limiter, clock, settings.api.timestamp_window, local, settings.api.body_timeout)
+    app = build_app(
+        actions, keys, limiter, clock, settings.api.timestamp_window, local, settings.api.body_timeout,
+        settings.api.allow_unsigned_payload,
+    )  # fmt: skip
     return app, store, storage

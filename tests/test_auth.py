@@ -15,9 +15,10 @@ KEYS = {"AKIDgood": "secret"}
 NOW = 1_800_000_000
 
 
-def authenticator(window: int = 300) -> Authenticator:
+def authenticator(window: int = 300, allow_unsigned_payload: bool = False) -> Authenticator:
     clock = ManualClock(NOW)
-    return Authenticator(KEYS.get, {"CreateAigcImageTask", "DescribeAigcImageTask"}, clock.now, window)
+    actions = {"CreateAigcImageTask", "DescribeAigcImageTask"}
+    return Authenticator(KEYS.get, actions, clock.now, window, allow_unsigned_payload)
 
 
 def tc3(
@@ -67,7 +68,8 @@ def test_tc3_signs_the_raw_host_header_as_tccli_sends_it() -> None:
     assert call.action == "CreateAigcImageTask"
 
 
-def test_tc3_unsigned_payload_mode() -> None:
+def test_tc3_unsigned_payload_is_refused_unless_the_operator_allows_it() -> None:
+    """Its signature does not cover the body: a captured request could carry any other body."""
     request = tc3()
     headers = dict(request.headers, **{"x-tc-content-sha256": "UNSIGNED-PAYLOAD"})
     # Re-sign over the UNSIGNED-PAYLOAD hash, as the SDK does with unsignedPayload=True.
@@ -76,9 +78,40 @@ def test_tc3_unsigned_payload_mode() -> None:
     )
     signature = signing.tc3_signature("secret", NOW, "mps", canonical)
     headers["authorization"] = headers["authorization"][:-64] + signature
-    assert authenticator().authenticate(RawRequest("POST", "", headers, b'{"Prompt": "other body"}')).params == {
-        "Prompt": "other body"
-    }
+    other_body = RawRequest("POST", "", headers, b'{"Prompt": "other body"}')
+    with pytest.raises(errors.UnsupportedOperation, match=r"api\.allow_unsigned_payload"):
+        authenticator().authenticate(other_body)
+    assert authenticator(allow_unsigned_payload=True).authenticate(other_body).params == {"Prompt": "other body"}
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"authorization": "Signature=" + "ä" * 64}, errors.InvalidAuthorization),  # non-ASCII signature
+        ({"x-tc-timestamp": "\u00b2"}, errors.InvalidParameter),  # "²": isdigit() says yes, int() says no
+        ({"x-tc-timestamp": "\u0663" * 10}, errors.InvalidParameter),  # Arabic-Indic digits
+    ],
+)
+def test_malformed_tc3_headers_get_their_code_not_an_internal_error(change: dict[str, str], error: type) -> None:
+    request = tc3()
+    headers = dict(request.headers)
+    for name, value in change.items():
+        headers[name] = headers[name].rsplit("Signature=", 1)[0] + value if name == "authorization" else value
+    with pytest.raises(error):
+        authenticator().authenticate(RawRequest("POST", "", headers, request.body))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("Timestamp", "\u00b2", errors.InvalidParameter),
+        ("Nonce", "\u00b2", errors.MissingParameter),
+        ("SignatureMethod", "HmacMD5", errors.InvalidParameterValue),  # refused, not verified as SHA1
+    ],
+)
+def test_malformed_v1_parameters_get_their_code(field: str, value: str, error: type) -> None:
+    with pytest.raises(error):
+        authenticator().authenticate(v1("POST", "HmacSHA1", **{field: value}))
 
 
 @pytest.mark.parametrize("method", ["POST", "GET"])

@@ -350,6 +350,69 @@ def test_a_slow_server_hits_the_total_deadline(serve: Callable[[Handler], str]) 
     client_gave_up.set()
 
 
+def drip_server(serve: Callable[[Handler], str], response: bytes, stop: threading.Event) -> str:
+    """A server that sends ``response`` raw, one byte every 0.5 s: each read gets data in time,
+    so only a deadline for the whole fetch can end it."""
+
+    def drip(request: http.server.BaseHTTPRequestHandler) -> None:
+        try:
+            for byte in response:
+                request.wfile.write(bytes([byte]))
+                request.wfile.flush()
+                if stop.wait(0.5):
+                    return
+        except OSError:
+            pass
+
+    return serve(drip)
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 10\r\n\r\n0123456789",  # a slow head
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"0000000000000000000001\r\nx\r\n" * 3,  # chunk sizes
+    ],
+    ids=["head", "chunk-size-lines"],
+)
+def test_the_timeout_bounds_the_whole_fetch_however_slowly_bytes_arrive(
+    serve: Callable[[Handler], str], response: bytes
+) -> None:
+    stop = threading.Event()
+    base = drip_server(serve, response, stop)
+    started = time.monotonic()
+    with pytest.raises(FetchFailed, match=r"took longer than 2 s"):
+        Fetcher(LOOPBACK, timeout=2).fetch(f"{base}/slow")
+    assert time.monotonic() - started < 4  # one socket timeout alone would have allowed minutes
+    stop.set()
+
+
+def test_redirects_spend_the_same_deadline(serve: Callable[[Handler], str]) -> None:
+    over = threading.Event()
+
+    def slow_redirect(request: http.server.BaseHTTPRequestHandler) -> None:
+        if over.wait(0.8):  # each hop answers in time; together they do not
+            return
+        request.send_response(302)
+        request.send_header("Location", "/again")
+        request.end_headers()
+
+    base = serve(slow_redirect)
+    started = time.monotonic()
+    with pytest.raises(FetchFailed, match="took longer than 2 s"):
+        Fetcher(LOOPBACK, timeout=2, max_redirects=5).fetch(f"{base}/first")
+    assert time.monotonic() - started < 3
+    over.set()
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/a picture.png", "http://127.0.0.1:9/a\x07.png"])
+def test_a_malformed_url_is_refused_not_retried(url: str, connections: list[tuple[str, int]]) -> None:
+    with pytest.raises(FetchRefused, match="not a valid URL"):
+        Fetcher(LOOPBACK).fetch(url)
+    assert connections == []
+
+
 @pytest.mark.parametrize(("status", "error"), [(404, FetchRefused), (403, FetchRefused), (503, FetchFailed)])
 def test_error_statuses_say_whether_trying_again_may_help(
     serve: Callable[[Handler], str], status: int, error: type[Exception]

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from aigc_image.config import ConfigError
-from aigc_image.moderation.automaton import Automaton
-from aigc_image.moderation.normalize import normalize, views
+from aigc_image.moderation.matcher import TermMatcher
+from aigc_image.moderation.normalize import canonical, readings, words
 from aigc_image.moderation.review import (
     ContentReview,
     ReviewUnavailable,
@@ -20,6 +20,7 @@ from aigc_image.moderation.review import (
     default_term_list,
     read_term_file,
 )
+from tests.helpers import ROOT
 
 OPERATOR = TermList("ops", ("rape", "rapist", "cunt", "ass", "bad word", "賭博網站", "毒品"))
 
@@ -88,22 +89,34 @@ def test_the_verdict_names_the_list_not_the_words(review: ContentReview) -> None
 
 
 def test_normalisation_steps() -> None:
-    assert normalize("ＡＢＣ\u200b\u00adx\tY") == "abcx y"
-    assert normalize("臺灣") == "台湾"
-    assert views("a s s hole").words == " ass hole "
-    assert views("i am a b student").words == " i am ab student "  # single letters join: a known cost
+    assert canonical("ＡＢＣ\u200b\u00adx\tY") == "abcx y"
+    assert canonical("臺灣") == "台湾" and canonical("児童") == "儿童"  # Traditional, and a variant kanji
+    assert canonical("ѕех") == "sex" and canonical("séx") == "sex" and canonical("s\u0308ex") == "sex"
+    assert canonical("\U0001f1f8\U0001f1ea\U0001f1fd") == "sex"  # regional-indicator letters
+    assert words(canonical("a s s hole, 儿童")) == ["a", "s", "s", "hole"]
+    decoded = {reading.text for reading in readings("&#112;0rn %41 cG9ybg==")}
+    assert {"p0rn %41 cG9ybg==", "&#112;0rn A cG9ybg==", "porn", "&#112;orn %41 cG9ybg=="} <= decoded
 
 
-def test_automaton_agrees_with_naive_search() -> None:
+def test_the_matcher_finds_a_term_exactly_when_consecutive_words_spell_it() -> None:
+    """Against a naive search: a term matches when some run of consecutive words, joined, is it."""
     rng = random.Random(7)
     alphabet = "abc"
-    for _ in range(200):
+    for _ in range(300):
         terms = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))) for _ in range(rng.randint(1, 8))}
-        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
-        automaton = Automaton((term, term) for term in terms)
-        found = sorted(automaton.labels(text))
-        expected = sorted(t for t in terms for i in range(len(text)) if text.startswith(t, i))
-        assert found == expected, (terms, text)
+        text = " ".join(
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(0, 8))
+        )
+        found = set(TermMatcher((term, term) for term in terms).labels(text))
+        tokens = text.split()
+        runs = {"".join(tokens[i:j]) for i in range(len(tokens)) for j in range(i + 1, len(tokens) + 1)}
+        assert found == terms & runs, (terms, text)
+
+
+def test_the_security_docs_show_the_measured_trade_off() -> None:
+    from tests.moderation_corpus import table
+
+    assert table() in (ROOT / "docs" / "security.md").read_text()
 
 
 def test_a_large_list_builds_and_matches() -> None:

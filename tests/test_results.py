@@ -62,8 +62,9 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     store.close()
 
 
-def finished_task(harness: Harness) -> tuple[str, list[str]]:
-    task_id = harness.call("CreateAigcImageTask", {"Prompt": "x", "OutputImageCount": 2}).json()["Response"]["TaskId"]
+def finished_task(harness: Harness, prompt: str = "x") -> tuple[str, list[str]]:
+    created = harness.call("CreateAigcImageTask", {"Prompt": prompt, "OutputImageCount": 2})
+    task_id = created.json()["Response"]["TaskId"]
     assert harness.worker.run_once()
     reply = harness.call("DescribeAigcImageTask", {"TaskId": task_id}).json()["Response"]
     assert reply["Status"] == "DONE"
@@ -130,3 +131,32 @@ def test_task_records_are_deleted_after_the_retention_period(harness: Harness) -
     assert not (harness.storage.root / task_id).exists()
     # A task that has not finished is never deleted, however old.
     assert harness.call("DescribeAigcImageTask", {"TaskId": waiting}).json()["Response"]["Status"] == "WAIT"
+
+
+class StuckStorage(LocalStorage):
+    """Local storage where the files of one task cannot be deleted (as S3 answering AccessDenied)."""
+
+    stuck = ""
+
+    def delete(self, key: str) -> None:
+        if key.startswith(self.stuck):
+            raise PermissionError(13, "Permission denied", key)
+        super().delete(key)
+
+
+def test_an_image_that_cannot_be_deleted_is_logged_once_and_retention_goes_on(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retention used to stop at the first task whose images would not go: every sweep started
+    again at that oldest task, so nothing after it was ever purged."""
+    stuck, _ = finished_task(harness)
+    later = [finished_task(harness, prompt)[0] for prompt in ("y", "z")]
+    storage = StuckStorage(harness.storage.root, "http://127.0.0.1:8000", b"k")
+    storage.stuck = stuck
+    harness.clock.advance(TTL + 60)
+    sweeper = Sweeper(harness.store, Results(storage), harness.clock, TTL, 7 * 86400)
+    assert sweeper.sweep() == 3
+    assert sweeper.sweep() == 0  # the stuck task is not tried again and again
+    assert all(not (harness.storage.root / task_id).exists() for task_id in later)
+    failures = [r for r in caplog.records if "could not delete" in r.getMessage()]
+    assert len(failures) == 2 and all(stuck in r.getMessage() for r in failures)  # its two images, once each

@@ -336,3 +336,16 @@ def test_a_completion_that_meets_an_outage_is_retried_and_keeps_the_images(
     task = get(store, task_id)
     assert task is not None and task.status is Status.DONE
     assert [(storage.root / key).exists() for key in task.result_keys] == [True]
+
+
+def test_a_task_past_the_time_limit_fails_with_a_clear_message_and_is_not_retried(
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    task_id = new_task_id()
+    create(store, task_id, "k", spec())  # 2 steps of 45 s each; the limit is 60 s
+    worker = make_worker(store, storage, clock, Stepping(clock, 45))
+    worker.task_timeout = 60
+    worker.run_once()
+    task = get(store, task_id)
+    assert task.status is Status.FAIL and task.attempts == 1
+    assert "worker.task_timeout = 60 s" in task.message and "after 2 of 2 steps" in task.message

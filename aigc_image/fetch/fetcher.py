@@ -6,15 +6,20 @@ answer is refused), and the socket connects to that validated address, so a DNS 
 changes between check and connect (rebinding) cannot redirect it. TLS still verifies the
 certificate against the host name. Proxy settings of the environment are never used
 (http.client ignores them). At most ``max_redirects`` redirects, each re-checked; the body is
-capped at ``max_bytes`` while it streams, and the whole fetch at ``timeout`` seconds.
+capped at ``max_bytes`` while it streams. ``timeout`` bounds the whole fetch (connecting, the
+response head, the body, every redirect): a watchdog shuts the socket down when it passes, since
+a socket timeout bounds only each read and a server that drips a byte at a time would evade it.
+A malformed URL is refused, not retried.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,19 +61,25 @@ class Fetcher:
 
     def fetch(self, url: str) -> bytes:
         deadline = time.monotonic() + self.timeout
-        for _ in range(self.max_redirects + 1):
-            status, location, body = self._get(url, deadline)
-            if status not in _REDIRECTS:
-                if status != 200:
-                    error = FetchFailed if status >= 500 or status == 429 else FetchRefused
-                    raise error(f"{_shown(url)} answered HTTP {status}")
-                return body
-            if not location:
-                raise FetchRefused(f"{_shown(url)} redirected without a Location")
-            url = urljoin(url, location)
-        raise FetchRefused(f"more than {self.max_redirects} redirects")
+        watchdog = _Watchdog(deadline)
+        try:
+            for _ in range(self.max_redirects + 1):
+                status, location, body = self._get(url, deadline, watchdog)
+                if status not in _REDIRECTS:
+                    if status != 200:
+                        error = FetchFailed if status >= 500 or status == 429 else FetchRefused
+                        raise error(f"{_shown(url)} answered HTTP {status}")
+                    return body
+                if not location:
+                    raise FetchRefused(f"{_shown(url)} redirected without a Location")
+                url = urljoin(url, location)
+            raise FetchRefused(f"more than {self.max_redirects} redirects")
+        finally:
+            watchdog.stop()
 
-    def _get(self, url: str, deadline: float) -> tuple[int, str, bytes]:
+    def _get(self, url: str, deadline: float, watchdog: _Watchdog) -> tuple[int, str, bytes]:
+        if any(char.isspace() or not char.isprintable() for char in url):
+            raise FetchRefused(f"{_shown(url)!r} is not a valid URL (it contains spaces or control characters)")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise FetchRefused(f"only http and https URLs can be fetched, not {parts.scheme or 'this'}: {_shown(url)}")
@@ -85,6 +96,7 @@ class Fetcher:
         connection: _PinnedHTTP | _PinnedHTTPS | None = None
         try:
             connection = _pinned_connection(parts.scheme, host, port, address, _remaining(deadline), self.tls)
+            connection.watchdog = watchdog
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             connection.request("GET", path, headers={"User-Agent": "aigc-image", "Accept": "image/*"})
             reply = connection.getresponse()
@@ -92,9 +104,14 @@ class Fetcher:
                 return reply.status, reply.getheader("Location", ""), b""
             if reply.status != 200:
                 return reply.status, "", b""
-            return 200, "", self._read(reply, connection, deadline)
+            body = self._read(reply, connection, deadline)
+            if watchdog.fired:  # the socket was shut mid-body: what arrived is not the whole image
+                raise TimeoutError("deadline passed")
+            return 200, "", body
+        except http.client.InvalidURL as exc:
+            raise FetchRefused(f"{_shown(url)} is not a valid URL: {exc}") from None
         except (OSError, http.client.HTTPException) as exc:
-            if time.monotonic() >= deadline:
+            if watchdog.fired or time.monotonic() >= deadline:
                 raise FetchFailed(f"fetching {_shown(url)} took longer than {self.timeout:g} s") from None
             raise FetchFailed(f"fetching {_shown(url)} failed: {type(exc).__name__}: {exc}") from None
         finally:
@@ -134,6 +151,40 @@ class Fetcher:
             chunks.append(chunk)
 
 
+class _Watchdog:
+    """Shuts the fetch's socket down when its deadline passes, whatever the server is sending."""
+
+    def __init__(self, deadline: float) -> None:
+        self._deadline = deadline
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self.fired = False
+        threading.Thread(target=self._wait, name="fetch-deadline", daemon=True).start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socket = sock
+            if self.fired:
+                _shut(sock)
+
+    def _wait(self) -> None:
+        if self._stopped.wait(max(0.0, self._deadline - time.monotonic())):
+            return
+        with self._lock:
+            self.fired = True
+            if self._socket is not None:
+                _shut(self._socket)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 def _remaining(deadline: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
@@ -156,9 +207,13 @@ class _Pinned:
     port: int
     timeout: float | None
     pinned: socket.socket | None = None
+    watchdog: _Watchdog | None = None
 
     def _open(self) -> socket.socket:
-        return socket.create_connection((self.address, self.port), timeout=self.timeout)
+        sock = socket.create_connection((self.address, self.port), timeout=self.timeout)
+        if self.watchdog is not None:
+            self.watchdog.watch(sock)
+        return sock
 
 
 class _PinnedHTTP(_Pinned, http.client.HTTPConnection):

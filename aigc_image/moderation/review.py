@@ -1,7 +1,9 @@
 """Content review of prompts (and, through an operator's classifier, of images).
 
-A ``ContentReview`` matches normalised text against term lists (the shipped default list and
-the operator's files) and then asks the operator's classifier hook, if one is configured. It
+A ``ContentReview`` matches text against term lists (the shipped default list and the
+operator's files): every reading of the text (normalize.readings: as written, and with the
+usual disguises decoded), folded to a canonical form, is searched for the terms on word
+boundaries (matcher.py). Then it asks the operator's classifier hook, if one is configured. It
 fails closed: anything that keeps the review from running refuses the request.
 
 The classifier hook is ``module:callable``. It is called as ``callable(kind, content)`` with
@@ -20,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from aigc_image.config import ConfigError
-from aigc_image.moderation.automaton import Automaton
-from aigc_image.moderation.normalize import is_cjk_term, normalize, views
+from aigc_image.moderation.matcher import TermMatcher
+from aigc_image.moderation.normalize import canonical, readings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LIST = "default"
+SHORTEST_BACKWARDS = 4  # letters a Latin term needs to be looked for in text read backwards
 Classifier = Callable[[str, Any], "str | None"]
 
 
@@ -76,30 +79,16 @@ def load_classifier(spec: str) -> Classifier:
 
 class ContentReview:
     def __init__(self, lists: Sequence[TermList], classifier: Classifier | None = None) -> None:
-        words: list[tuple[str, str]] = []
-        compact: list[tuple[str, str]] = []
-        for term_list in lists:
-            for term in term_list.terms:
-                normalized = views(normalize(term))
-                if is_cjk_term(normalized.compact):
-                    compact.append((normalized.compact, term_list.name))
-                elif normalized.words.strip():
-                    words.append((normalized.words, term_list.name))
-                    if " " in normalized.words.strip():
-                        # "child porn" also as "childporn": run together, or glued by a zero-width
-                        # space. Only multi-word terms: "rape" alone must not match "grapes".
-                        compact.append((normalized.compact, term_list.name))
-        self._words = Automaton(words)
-        self._compact = Automaton(compact)
+        self._matcher = TermMatcher((term, term_list.name) for term_list in lists for term in term_list.terms)
         self._classifier = classifier
         self.term_count = sum(len(term_list.terms) for term_list in lists)
 
     def check_text(self, kind: str, text: str) -> Verdict:
         """Review one text field; raises ReviewUnavailable if the review cannot run."""
         try:
-            normalized = views(normalize(text))
-            for automaton, view in ((self._words, normalized.words), (self._compact, normalized.compact)):
-                for label in automaton.labels(view):
+            for reading in readings(text):
+                shortest = SHORTEST_BACKWARDS if reading.backwards else 1
+                for label in self._matcher.labels(canonical(reading.text), shortest):
                     return Verdict(False, f"list:{label}")
         except Exception as exc:
             raise ReviewUnavailable(f"term matching failed: {type(exc).__name__}") from exc

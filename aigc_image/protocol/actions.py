@@ -169,6 +169,11 @@ class Actions:
                 f"Model {entry.label} edits its reference images as the prompt says; it takes no strength."
             )
 
+        if additional.steps is not None and additional.steps > entry.max_steps:
+            raise errors.InvalidParameterValue(
+                f"AdditionalParameters steps must be at most {entry.max_steps} for model {entry.label}; "
+                f"got {additional.steps}."
+            )
         bucket, region, path = self.user_bucket(values.get("StoreCosParam", {}))
 
         return TaskSpec(
@@ -336,6 +341,8 @@ def reference_urls(infos: list[dict[str, str]], entry: ModelEntry, allow: tuple[
             raise errors.MissingParameter(f"{name}.ImageUrl is required.")
         if len(url) > MAX_URL_CHARS:
             raise errors.InvalidParameterValue(f"{name}.ImageUrl is longer than {MAX_URL_CHARS} characters.")
+        if any(char.isspace() or not char.isprintable() for char in url):
+            raise errors.InvalidParameterValue(f"{name}.ImageUrl must not contain spaces or control characters.")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise errors.InvalidParameterValue(f"{name}.ImageUrl must be an http or https URL with a host.")

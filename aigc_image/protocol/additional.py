@@ -17,7 +17,7 @@ from aigc_image.protocol import errors
 
 KEYS = ("size", "seed", "steps", "guidance_scale", "strength")
 MAX_SEED = 2**32 - 1
-MAX_STEPS = 200
+MAX_STEPS = 1000  # the schedulers' own limit; each model's catalogue entry sets its own (max_steps)
 MAX_GUIDANCE_SCALE = 50.0
 _SIZE = re.compile(r"(\d{1,5})[x*×](\d{1,5})")
 

@@ -48,8 +48,11 @@ def build_app(
     timestamp_window: int,
     local_storage: LocalStorage | None,
     body_timeout: float = 30.0,
+    allow_unsigned_payload: bool = False,
 ) -> Starlette:
-    authenticator = Authenticator(keys.get, actions.handlers.keys(), clock.now, timestamp_window)
+    authenticator = Authenticator(
+        keys.get, actions.handlers.keys(), clock.now, timestamp_window, allow_unsigned_payload
+    )
 
     async def api(request: Request) -> Response:
         request_id = envelope.new_request_id()
@@ -66,9 +69,12 @@ def build_app(
                 )
             return envelope.success(request_id, await actions.dispatch(call, request_id))
         except errors.ApiError as exc:
+            log.info("request %s refused: %s: %s", request_id, exc.code, exc.message)
             return envelope.error(request_id, exc)
         except TaskError as exc:
-            return envelope.error(request_id, errors.from_task_error(exc))
+            error = errors.from_task_error(exc)
+            log.info("request %s refused: %s: %s", request_id, error.code, error.message)
+            return envelope.error(request_id, error)
         except ClientDisconnect:
             return Response(status_code=499)  # the client left mid-body; nobody reads this
         except StoreUnavailable as exc:  # an outage, not a bug: one line in the log, no traceback

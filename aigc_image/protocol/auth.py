@@ -24,6 +24,7 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 JSON_TYPE = "application/json"
 
 _SECRET_ID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also accepts "²" and "٣", which int() refuses
 # Common parameters of signature v1; everything else belongs to the action.
 _V1_COMMON = {
     "Action", "Version", "Timestamp", "Nonce", "SecretId", "Signature", "SignatureMethod",
@@ -63,11 +64,13 @@ class Authenticator:
         actions: Collection[str],
         now: Callable[[], float],
         window: int,
+        allow_unsigned_payload: bool = False,
     ) -> None:
         self._secret_for = secret_for
         self._actions = actions
         self._now = now
         self._window = window
+        self._allow_unsigned_payload = allow_unsigned_payload
 
     def authenticate(self, request: RawRequest) -> Call:
         if "authorization" in request.headers:
@@ -92,13 +95,17 @@ class Authenticator:
         if auth.service != signing.SERVICE or auth.date != signing.utc_date(timestamp):
             raise errors.SignatureFailure("The credential scope must be <UTC date of X-TC-Timestamp>/mps/tc3_request.")
         body_hash = signing.sha256_hex(request.body)
-        if headers.get("x-tc-content-sha256") == signing.UNSIGNED_PAYLOAD:
-            payload_hash = signing.sha256_hex(signing.UNSIGNED_PAYLOAD.encode())
-        else:
-            payload_hash = body_hash
+        unsigned = headers.get("x-tc-content-sha256") == signing.UNSIGNED_PAYLOAD
+        payload_hash = signing.sha256_hex(signing.UNSIGNED_PAYLOAD.encode()) if unsigned else body_hash
         query = request.query if request.method == "GET" else ""
         if not self._tc3_matches(request.method, query, headers, auth, payload_hash, secret_key, timestamp):
             raise errors.SignatureFailure()
+        if unsigned and not self._allow_unsigned_payload:
+            raise errors.UnsupportedOperation(
+                "Requests signed with X-TC-Content-SHA256: UNSIGNED-PAYLOAD are refused here: their signature does "
+                "not cover the body, so a captured request could carry any other body. Sign the body (the SDKs' "
+                "default), or ask the operator to set api.allow_unsigned_payload = true."
+            )
         return Call(
             secret_id=auth.secret_id,
             action=action,
@@ -164,12 +171,16 @@ class Authenticator:
             )
         action = self._check_action(values.get("Action"), values.get("Version"), "")
         self._check_timestamp(values.get("Timestamp"), "Timestamp")
-        if not values.get("Nonce", "").isdigit():
+        if not _DIGITS.fullmatch(values.get("Nonce", "")):
             raise errors.MissingParameter("The Nonce parameter (a positive integer) is required.")
         secret_key = self._check_secret_id(values["SecretId"])
         if values.get("Token"):
             raise errors.TokenFailure()
         method = values.get("SignatureMethod", "HmacSHA1")
+        if method not in signing.V1_METHODS:
+            raise errors.InvalidParameterValue(
+                f"SignatureMethod must be {' or '.join(signing.V1_METHODS)}; got {method[:40]!r}."
+            )
         string_to_sign = signing.v1_string_to_sign(request.method, request.headers.get("host", ""), values)
         expected = signing.v1_signature(secret_key, string_to_sign, method)
         if not hmac.compare_digest(expected.encode(), values["Signature"].encode()):
@@ -200,7 +211,7 @@ class Authenticator:
     def _check_timestamp(self, value: str | None, name: str) -> int:
         if not value:
             raise errors.MissingParameter(f"The {name} parameter is required.")
-        if not value.isdigit() or len(value) > 12:
+        if not _DIGITS.fullmatch(value) or len(value) > 12:
             raise errors.InvalidParameter(f"{name} must be an integer number of UNIX seconds.")
         timestamp = int(value)
         if abs(self._now() - timestamp) > self._window:

@@ -52,6 +52,8 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidParameter(f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidParameter("The request body is nested too deeply.") from None
     if not isinstance(data, dict):
         raise InvalidParameter("The request body must be a JSON object.")
     return data
@@ -121,6 +123,8 @@ def _check_value(param: Param, value: Any, path: str, from_strings: bool) -> Any
         if not isinstance(value, list):
             raise InvalidParameter(f"Parameter {path} must be an array.")
         return [_check_value(param.item, v, f"{path}.{i}", from_strings) for i, v in enumerate(value)]
+    if isinstance(value, str) and not value.isascii() and not _is_unicode(value):
+        raise InvalidParameter(f"Parameter {path} is not valid Unicode text (it holds a lone surrogate).")
     if from_strings and isinstance(value, str):
         return _coerce_string(param, value, path)
     if param.kind == "string" and isinstance(value, str):
@@ -130,6 +134,15 @@ def _check_value(param: Param, value: Any, path: str, from_strings: bool) -> Any
     if param.kind == "boolean" and isinstance(value, bool):
         return value
     raise InvalidParameter(f"Parameter {path} must be of type {param.kind}, got {_json_type(value)}.")
+
+
+def _is_unicode(text: str) -> bool:
+    """False for text with lone surrogates (JSON can escape them, "\\ud800"; no encoding can store them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _coerce_string(param: Param, value: str, path: str) -> Any:

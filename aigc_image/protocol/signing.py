@@ -11,13 +11,16 @@ import base64
 import functools
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 TC3_ALGORITHM = "TC3-HMAC-SHA256"
+V1_METHODS = ("HmacSHA1", "HmacSHA256")
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 SERVICE = "mps"
+_HEX_64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -96,7 +99,7 @@ def parse_tc3_authorization(value: str) -> Tc3Authorization | None:
     names = signed.split(";")
     if "content-type" not in names or "host" not in names or names != sorted(names):
         return None
-    if len(signature) != 64:
+    if not _HEX_64.fullmatch(signature):
         return None
     return Tc3Authorization(pieces[0], pieces[1], pieces[2], names, signature.lower())
 

@@ -23,7 +23,7 @@ STATUS_NAMES = {Status.WAIT: "PENDING", Status.RUN: "RUNNING", Status.DONE: "FIN
 UNREACHED_STATUSES = ("STOP", "TIMEOUT")
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
 MAX_PAGE_SIZE = 100
-MAX_OFFSET = 100_000
+MAX_OFFSET = 100_000  # the newest 100,000 tasks can be listed, as MPS documents
 FAILED_RESULT_CODE = -1
 
 STATUS_PARAMS: dict[str, p.Param] = {"TaskId": p.STRING}
@@ -136,7 +136,7 @@ def list_query(values: dict[str, Any]) -> ListQuery:
     page_num, page_size = values.get("PageNum", 1), values.get("PageSize", 10)
     if not 1 <= page_size <= MAX_PAGE_SIZE:
         raise errors.InvalidParameterValue(f"PageSize must be between 1 and {MAX_PAGE_SIZE}; got {page_size}.")
-    if page_num < 1 or (page_num - 1) * page_size > MAX_OFFSET:
+    if page_num < 1 or page_num * page_size > MAX_OFFSET:
         raise errors.InvalidParameterValue(f"PageNum must be at least 1 and address at most {MAX_OFFSET} tasks.")
     query = values.get("QueryTaskFilter", {})
     for name in _UNSUPPORTED_FILTERS:

@@ -14,6 +14,7 @@ worker whose lease expired cannot overwrite the outcome of a newer attempt.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,6 +39,13 @@ class ActiveTaskLimit(Exception):
 
 
 REPORT_INTERVAL = 5.0  # seconds between a worker's reports of itself
+
+
+def worker_id(pid: int) -> str:
+    """The id of the worker process ``pid`` on this host (what its leases record)."""
+    return f"{socket.gethostname()}:{pid}"
+
+
 ALIVE_WITHIN = 3 * REPORT_INTERVAL  # a worker not heard from for longer is taken for dead
 
 

@@ -64,6 +64,7 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
         content_producer=settings.content_producer,
         fetcher=Fetcher(fetch_networks(settings), settings.fetch.max_bytes, settings.fetch.timeout),
         max_reference_pixels=settings.fetch.max_pixels,
+        task_timeout=settings.worker.task_timeout,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -28,7 +28,7 @@ from PIL import Image
 from aigc_image.catalog import Catalog
 from aigc_image.clock import Clock
 from aigc_image.engines.base import Engine, GenerationRequest
-from aigc_image.errors import ContentRefused, ModelUnavailable, TaskError
+from aigc_image.errors import ContentRefused, ModelUnavailable, TaskError, TaskTimeout
 from aigc_image.fetch.fetcher import Fetcher, FetchFailed, FetchRefused
 from aigc_image.fetch.images import decode_reference
 from aigc_image.media.encode import encode
@@ -37,6 +37,7 @@ from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.storage.base import result_key
 from aigc_image.storage.results import Results
 from aigc_image.store.base import REPORT_INTERVAL, StoreUnavailable, TaskStore, WorkerRecord
+from aigc_image.store.base import worker_id as local_worker_id
 from aigc_image.tasks import PANORAMA, Claim, TaskSpec
 from aigc_image.worker.retry import Backoff, RetryPolicy
 
@@ -71,6 +72,7 @@ class Worker:
         content_producer: str = "aigc-image",
         fetcher: Fetcher | None = None,
         max_reference_pixels: int = 4096 * 4096,
+        task_timeout: float = 0.0,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -79,13 +81,14 @@ class Worker:
         self.clock = clock
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_id = worker_id or local_worker_id(os.getpid())
         self.review = review
         self.shutdown_grace = shutdown_grace
         self.retry = retry or RetryPolicy()
         self.content_producer = content_producer
         self.fetcher = fetcher
         self.max_reference_pixels = max_reference_pixels
+        self.task_timeout = task_timeout
         self._stop = threading.Event()
         self._stop_requested_at: float | None = None
         self._started_at = clock.now()
@@ -371,7 +374,7 @@ class _Heartbeat:
         self._worker = worker
         self._claim = claim
         self._lease_lost = lease_lost
-        self._last = worker.clock.monotonic()
+        self._started = self._last = worker.clock.monotonic()
         self._interval = min(PROGRESS_INTERVAL, worker.lease_seconds / 3)
 
     def __call__(self, step: int, steps: int) -> None:
@@ -380,6 +383,12 @@ class _Heartbeat:
         if self._lease_lost.is_set():  # the timer found the lease gone
             raise LeaseLost(self._claim.task.task_id)
         now = self._worker.clock.monotonic()
+        limit = self._worker.task_timeout
+        if limit and now - self._started > limit:
+            raise TaskTimeout(
+                f"Generation took longer than this server allows (worker.task_timeout = {limit:g} s) and was "
+                f"stopped after {step} of {steps} steps; ask for fewer steps or fewer or smaller images."
+            )
         if now - self._last < self._interval:
             return
         self._last = now
