@@ -92,7 +92,8 @@ class Authenticator:
         secret_key = self._check_secret_id(auth.secret_id)
         if headers.get("x-tc-token"):
             raise errors.TokenFailure()
-        if auth.service != signing.SERVICE or auth.date != signing.utc_date(timestamp):
+        host = headers.get("host", "")
+        if auth.service not in signing.signing_services(host) or auth.date != signing.utc_date(timestamp):
             raise errors.SignatureFailure("The credential scope must be <UTC date of X-TC-Timestamp>/mps/tc3_request.")
         body_hash = signing.sha256_hex(request.body)
         unsigned = headers.get("x-tc-content-sha256") == signing.UNSIGNED_PAYLOAD
@@ -129,12 +130,10 @@ class Authenticator:
         secret_key: str,
         timestamp: int,
     ) -> bool:
-        # The documentation lower-cases header values, the Python SDK does not: accept either.
         as_sent = {name: headers.get(name, "") for name in auth.signed_headers}
-        lowered = {name: value.lower() for name, value in as_sent.items()}
-        for values in [as_sent] if lowered == as_sent else [as_sent, lowered]:
+        for values in signing.canonical_header_values(as_sent):
             canonical = signing.tc3_canonical_request(method, query, values, auth.signed_headers, payload_hash)
-            expected = signing.tc3_signature(secret_key, timestamp, signing.SERVICE, canonical)
+            expected = signing.tc3_signature(secret_key, timestamp, auth.service, canonical)
             if hmac.compare_digest(expected, auth.signature):
                 return True
         return False

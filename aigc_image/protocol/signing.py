@@ -48,6 +48,33 @@ def tc3_canonical_request(
     return "\n".join([method, "/", query, canonical_headers, ";".join(signed_headers), payload_hash])
 
 
+def signing_services(host: str) -> tuple[str, ...]:
+    """The service names a correct TC3 signature for this API may carry in its credential scope.
+
+    ``mps``, as the documentation and the Python and Go SDKs sign; and the first label of the host,
+    as the Node.js SDK derives it from its endpoint (``endpoint.split(".")[0]``: ``mps`` for
+    ``mps.tencentcloudapi.com``, but ``127`` for ``127.0.0.1:8000``). The key is derived with that
+    name, so either way only the holder of the SecretKey can sign.
+    """
+    node = host.split(".", 1)[0]
+    return (SERVICE,) if node in ("", SERVICE) else (SERVICE, node)
+
+
+def canonical_header_values(as_sent: Mapping[str, str]) -> list[Mapping[str, str]]:
+    """The signed headers' values as clients sign them: as sent (the Python SDK); lower-cased (the
+    documentation); and with ``host`` without its port (the Node.js SDK signs the URL's hostname
+    but sends host and port)."""
+    variants = [as_sent, {name: value.lower() for name, value in as_sent.items()}]
+    host = as_sent.get("host", "")
+    if ":" in host and not host.endswith("]"):
+        variants.append({**as_sent, "host": host.rsplit(":", 1)[0]})
+    unique: list[Mapping[str, str]] = []
+    for variant in variants:
+        if variant not in unique:
+            unique.append(variant)
+    return unique
+
+
 def tc3_string_to_sign(timestamp: int, service: str, canonical_request: str) -> str:
     scope = f"{utc_date(timestamp)}/{service}/tc3_request"
     return "\n".join([TC3_ALGORITHM, str(timestamp), scope, sha256_hex(canonical_request.encode("utf-8"))])
