@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from aigc_image import __version__
+from aigc_image import __version__, logs
 from aigc_image import keys as keyfiles
 from aigc_image.client import ApiClient, ApiClientError
 from aigc_image.config import ConfigError, Settings, load_settings
@@ -22,12 +21,13 @@ from aigc_image.store import StoreError
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     try:
         settings = load_settings(args.config).with_overrides(
             data_dir=getattr(args, "data_dir", None),
             **{"api.host": getattr(args, "host", None), "api.port": getattr(args, "port", None)},
         )
+        logs.configure(settings.log.format, settings.log.level)
         return int(args.run(args, settings) or 0)
     except ConfigError as exc:
         print(f"aigc-image: configuration error: {exc}", file=sys.stderr)

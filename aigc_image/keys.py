@@ -23,7 +23,7 @@ _ALPHANUMERIC = string.ascii_letters + string.digits
 def new_key_pair() -> KeyPair:
     secret_id = "AKID" + "".join(secrets.choice(_ALPHANUMERIC) for _ in range(32))
     secret_key = "".join(secrets.choice(_ALPHANUMERIC) for _ in range(32))
-    return KeyPair(secret_id, secret_key)
+    return KeyPair(secret_id=secret_id, secret_key=secret_key)
 
 
 def data_dir_keys(data_dir: Path) -> tuple[KeyPair, ...]:
@@ -32,7 +32,7 @@ def data_dir_keys(data_dir: Path) -> tuple[KeyPair, ...]:
         return ()
     try:
         document = tomllib.loads(path.read_text("utf-8"))
-        return tuple(KeyPair(k["secret_id"], k["secret_key"]) for k in document.get("keys", []))
+        return tuple(KeyPair(secret_id=k["secret_id"], secret_key=k["secret_key"]) for k in document.get("keys", []))
     except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
 

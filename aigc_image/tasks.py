@@ -118,4 +118,3 @@ class Claim:
 
     task: Task
     token: str
-    lease_expires_at: float

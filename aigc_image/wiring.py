@@ -12,16 +12,15 @@ from aigc_image.catalog import Catalog, default_for, load_catalog
 from aigc_image.clock import Clock
 from aigc_image.config import ConfigError, Settings
 from aigc_image.enhance import LlmEnhancer, PromptEnhancer
-from aigc_image.fetch.policy import Network, parse_networks
 from aigc_image.hardware import Hardware
 from aigc_image.moderation.review import ContentReview, build_review
 from aigc_image.protocol.actions import Actions, Limits
 from aigc_image.protocol.app import build_app
 from aigc_image.protocol.ratelimit import RateLimiter
-from aigc_image.storage.base import ResultStorage
-from aigc_image.storage.local import LocalStorage
-from aigc_image.storage.results import Results
-from aigc_image.storage.s3 import S3Storage, s3_client
+from aigc_image.results.base import ResultStorage
+from aigc_image.results.buckets import Results
+from aigc_image.results.local import LocalStorage
+from aigc_image.results.s3 import S3Storage, s3_client
 from aigc_image.store import TaskStore, open_store
 
 
@@ -63,13 +62,6 @@ def storage_from(settings: Settings, clock: Clock) -> Results:
     return Results(own, user_bucket if conf.cos_secret_id and conf.cos_secret_key else None)
 
 
-def fetch_networks(settings: Settings) -> tuple[Network, ...]:
-    try:
-        return parse_networks(settings.fetch.allow_networks)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
 def enhancer_from(settings: Settings) -> PromptEnhancer:
     conf = settings.enhance
     if not conf.llm_url:
@@ -97,7 +89,7 @@ def build_service(
             max_prompt_chars=settings.api.max_prompt_chars,
             url_ttl=settings.storage.url_ttl,
             max_active_tasks_per_key=settings.api.max_active_tasks_per_key,
-            fetch_allow_networks=fetch_networks(settings),
+            fetch_allow_networks=settings.fetch.allow_networks,
         ),
         review_from(settings),
         log_prompts=settings.moderation.log_prompts,

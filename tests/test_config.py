@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,10 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     settings = load_settings(config, env)
     assert settings.api.port == 9100 and settings.api.rate_limit == 5.5
     assert settings.resolved_public_url == "https://img.example.com"
-    assert settings.configured_keys() == (KeyPair("AKIDenv", "k2"), KeyPair("AKIDfile", "k1"))
+    assert settings.configured_keys() == (
+        KeyPair(secret_id="AKIDenv", secret_key="k2"),
+        KeyPair(secret_id="AKIDfile", secret_key="k1"),
+    )
     assert settings.with_overrides(**{"api.port": 1, "data_dir": None}).api.port == 1
 
 
@@ -37,17 +41,30 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ("[api]\nport = 'x'\n", {}, "port"),
         ("", {"AIGC_IMAGE_API_PORT": "eighty"}, "AIGC_IMAGE_API_PORT"),
         ("", {"AIGC_IMAGE_MODELS_ALLOW_DOWNLOAD": "maybe"}, "ALLOW_DOWNLOAD"),
-        ("[[keys]]\nsecret_id = 'a'\n", {}, "secret_key"),
+        ("[[keys]]\nsecret_id = 'a'\n", {}, "keys.0.secret_key"),
         ("api = 3\n", {}, "[api]"),
+        ("[storage]\nbackend = 'ftp'\n", {}, "storage.backend"),  # an enum: local or s3
+        ("", {"AIGC_IMAGE_FETCH_ALLOW_NETWORKS": "10.0.0.0/8, not-a-network"}, "AIGC_IMAGE_FETCH_ALLOW_NETWORKS"),
+        ("", {"AIGC_IMAGE_API_PROT": "9000"}, "AIGC_IMAGE_API_PROT"),  # a typo is an error, not ignored
+        ("", {"AIGC_IMAGE_API_PORT": "-1"}, r"AIGC_IMAGE_API_PORT \(api.port\)"),  # the full key
     ],
 )
 def test_invalid_settings_are_named(tmp_path: Path, text: str, env: dict[str, str], fragment: str) -> None:
     config = tmp_path / "c.toml"
     config.write_text(text)
-    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=fragment if "\\" in fragment else re.escape(fragment)):
         load_settings(config, env)
 
 
 def test_half_a_key_pair_is_refused() -> None:
     with pytest.raises(ConfigError):
         load_settings(environ={"AIGC_IMAGE_SECRET_ID": "AKIDonly"}).configured_keys()
+
+
+def test_lists_come_from_toml_arrays_or_comma_separated_environment_values(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[worker]\npreload = ["Hunyuan", "Qwen:0925"]\n[moderation]\nterm_files = "/a.txt, /b.txt"\n')
+    settings = load_settings(config, {"AIGC_IMAGE_FETCH_ALLOW_NETWORKS": "10.0.0.0/8, ::1/128"})
+    assert settings.worker.preload == ("Hunyuan", "Qwen:0925")
+    assert settings.moderation.term_files == ("/a.txt", "/b.txt")
+    assert [str(network) for network in settings.fetch.allow_networks] == ["10.0.0.0/8", "::1/128"]

@@ -24,12 +24,13 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from aigc_image.config import load_settings
 from aigc_image.fetch.fetcher import Fetcher, FetchFailed, FetchRefused
 from aigc_image.fetch.images import decode_reference
-from aigc_image.fetch.policy import is_allowed, parse_networks
+from aigc_image.fetch.policy import is_allowed
 from tests.loopback import QuietHandler, http_server
 
-LOOPBACK = parse_networks("127.0.0.1/32")
+LOOPBACK = load_settings(environ={"AIGC_IMAGE_FETCH_ALLOW_NETWORKS": "127.0.0.1/32"}).fetch.allow_networks
 
 
 # -- S1: the address table ----------------------------------------------------------------------
@@ -66,13 +67,11 @@ def test_every_reserved_netblock_is_denied_at_both_ends() -> None:
 
 
 def test_allow_networks_opens_exactly_what_it_lists() -> None:
-    allowed = parse_networks("10.20.0.0/16, 127.0.0.1/32")
-    assert is_allowed(ipaddress.ip_address("10.20.3.4"), allowed)
-    assert is_allowed(ipaddress.ip_address("::ffff:127.0.0.1"), allowed)  # the same address, mapped
-    assert not is_allowed(ipaddress.ip_address("10.21.0.1"), allowed)
-    assert not is_allowed(ipaddress.ip_address("127.0.0.2"), allowed)
-    with pytest.raises(ValueError, match="not-a-network"):
-        parse_networks("10.0.0.0/8, not-a-network")
+    allowed = load_settings(environ={"AIGC_IMAGE_FETCH_ALLOW_NETWORKS": "10.20.0.0/16, 127.0.0.1/32"}).fetch
+    assert is_allowed(ipaddress.ip_address("10.20.3.4"), allowed.allow_networks)
+    assert is_allowed(ipaddress.ip_address("::ffff:127.0.0.1"), allowed.allow_networks)  # the same address, mapped
+    assert not is_allowed(ipaddress.ip_address("10.21.0.1"), allowed.allow_networks)
+    assert not is_allowed(ipaddress.ip_address("127.0.0.2"), allowed.allow_networks)
 
 
 # -- a socket guard and loopback servers --------------------------------------------------------

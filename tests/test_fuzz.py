@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from aigc_image.protocol import signing
-from aigc_image.protocol.actions import CREATE_PARAMS
+from aigc_image.protocol.validation import CREATE_PARAMS
 from aigc_image.store.base import TaskStore
 from tests.helpers import SECRET_ID, SECRET_KEY, UUID, in_process_service
 

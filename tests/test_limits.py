@@ -6,7 +6,6 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -91,7 +90,20 @@ def test_a_body_that_trickles_in_is_cut_off(limited: LiveServer) -> None:
     assert reply.startswith(b"HTTP/1.1 408") and b"connection: close" in reply.lower()
 
 
-def test_limits_leave_the_server_healthy(limited: LiveServer, tmp_path: Path) -> None:
-    with connect(limited) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert read_reply(sock).startswith(b"HTTP/1.1 200")
+def test_many_slow_clients_are_all_cut_off_and_the_server_keeps_serving(limited: LiveServer) -> None:
+    """Twenty slowloris connections at once: each is closed by the head deadline (they would hold
+    their sockets forever without it), and a normal request is answered meanwhile and after."""
+    slow = [connect(limited) for _ in range(20)]
+    try:
+        for sock in slow:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")  # never finished
+        body = json.dumps({"TaskId": "4-AigcImage-" + "0" * 32}).encode()
+        with connect(limited) as sock:
+            sock.sendall(signed_head(limited, body, "Connection: close\r\n") + body)
+            assert b"ResourceNotFound.TaskNotFound" in read_reply(sock)
+        started = time.monotonic()
+        assert all(read_reply(sock).startswith(b"HTTP/1.1 408") for sock in slow)
+        assert time.monotonic() - started < 8
+    finally:
+        for sock in slow:
+            sock.close()

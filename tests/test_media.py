@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
-from aigc_image.catalog import _entry
+from aigc_image.catalog import load_catalog
 from aigc_image.config import ConfigError
 from aigc_image.media.labels import LABEL_TEXT_FRACTION, add_visible_label
 from aigc_image.media.sizes import ASPECT_RATIOS, OUTPUT_SIZES, SHORTER_SIDE, native_size
@@ -45,6 +47,10 @@ def test_the_visible_label_is_tall_enough_and_stays_inside_the_corner(size: tupl
     assert min(xs) >= size[0] / 2 - 40 and min(ys) >= size[1] / 2 - 20
 
 
-def test_a_registry_entry_with_an_unknown_aspect_ratio_is_refused_at_start_up() -> None:
+def test_a_registry_entry_with_an_unknown_aspect_ratio_is_refused_at_start_up(tmp_path: Path) -> None:
+    registry = tmp_path / "models.toml"
+    registry.write_text(
+        '[[models]]\nname = "m"\nversion = "1"\nengine = "tiny-random"\naspect_ratios = ["1:1", "5:4"]\n'
+    )
     with pytest.raises(ConfigError, match="aspect_ratios: unknown 5:4"):
-        _entry({"name": "m", "version": "1", "engine": "tiny-random", "aspect_ratios": ["1:1", "5:4"]}, "test")
+        load_catalog(str(registry))

@@ -154,12 +154,12 @@ def test_term_files_and_hooks_must_load(tmp_path: Path) -> None:
     terms = tmp_path / "brand-safety.txt"
     terms.write_text("# comment\n\nCompetitorCorp\n賭場\n", encoding="utf-8")
     assert read_term_file(terms) == TermList("brand-safety", ("CompetitorCorp", "賭場"))
-    review = build_review(str(terms), use_default_list=False, classifier="")
+    review = build_review([str(terms)], use_default_list=False, classifier="")
     assert not review.check_text("Prompt", "a competitorcorp logo").allowed
     with pytest.raises(ConfigError):
-        build_review(str(tmp_path / "missing.txt"), True, "")
+        build_review([str(tmp_path / "missing.txt")], True, "")
     with pytest.raises(ConfigError):
-        build_review("", True, "no.such.module:check")
+        build_review([], True, "no.such.module:check")
 
 
 def test_refusals_are_audited_without_the_prompt(caplog: pytest.LogCaptureFixture) -> None:
@@ -167,9 +167,12 @@ def test_refusals_are_audited_without_the_prompt(caplog: pytest.LogCaptureFixtur
     from aigc_image.clock import ManualClock
     from aigc_image.protocol.actions import Actions, Limits
     from aigc_image.protocol.errors import ViolationContent
+    from aigc_image.protocol.validation import CreateLimits, task_spec
 
     actions = Actions(None, load_catalog(), None, ManualClock(), Limits(1000, 60), ContentReview([OPERATOR]))  # type: ignore[arg-type]
-    spec = actions.task_spec({"Prompt": "selling 毒品 cheap", "ModelName": "tiny-random"})
+    spec, _ = task_spec(
+        {"Prompt": "selling 毒品 cheap", "ModelName": "tiny-random"}, load_catalog(), CreateLimits(1000)
+    )
     with caplog.at_level(logging.WARNING, logger="aigc_image.audit"), pytest.raises(ViolationContent):
         actions.review_prompts(spec, "AKIDkey", "req-1")
     [record] = caplog.records

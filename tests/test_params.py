@@ -4,7 +4,7 @@ import pytest
 
 from aigc_image.protocol import errors
 from aigc_image.protocol import params as p
-from aigc_image.protocol.actions import CREATE_PARAMS
+from aigc_image.protocol.validation import CREATE_PARAMS
 
 
 def test_unflatten_rebuilds_objects_and_lists() -> None:

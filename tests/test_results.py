@@ -18,8 +18,8 @@ from aigc_image.clock import ManualClock
 from aigc_image.config import load_settings
 from aigc_image.engines.diffusers_engine import DiffusersEngine
 from aigc_image.protocol.signing import sign_tc3_headers
-from aigc_image.storage.local import LocalStorage
-from aigc_image.storage.results import Results
+from aigc_image.results.buckets import Results
+from aigc_image.results.local import LocalStorage
 from aigc_image.store.base import TaskStore
 from aigc_image.wiring import build_service, catalog_from
 from aigc_image.worker.retention import Sweeper

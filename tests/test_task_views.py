@@ -140,3 +140,20 @@ def test_bad_list_requests_are_refused(server: LiveServer, params: dict[str, Any
     with pytest.raises(TencentCloudSDKException) as refused:
         task_list(server, **params)
     assert_error_envelope(refused.value, code)
+
+
+def test_the_request_body_echoes_every_resolved_parameter(server: LiveServer) -> None:
+    fields = {
+        "Prompt": "a lighthouse", "ModelName": "tiny-random", "NegativePrompt": "fog",
+        "ImageInfos": [{"ImageUrl": "https://example.com/a.png"}], "OutputImageCount": 2,
+        "AdditionalParameters": json.dumps({"seed": 7, "strength": 0.5}),
+        "ExtraParameters": {"AspectRatio": "16:9", "OutputFormat": "jpeg"},
+    }  # fmt: skip
+    task_id = sdk_client(server).CreateAigcImageTask(create_request(**fields)).TaskId
+    body = json.loads(status(server, task_id).RequestBody)
+    assert body["ImageInfos"] == [{"ImageUrl": "https://example.com/a.png"}]
+    assert json.loads(body["AdditionalParameters"]) == {
+        "size": "80x48", "seed": 7, "steps": 10, "guidance_scale": 6.0, "strength": 0.5,
+    }  # fmt: skip
+    assert (body["ModelVersion"], body["NegativePrompt"], body["OutputImageCount"]) == ("1", "fog", 2)
+    assert body["ExtraParameters"] == {"AspectRatio": "16:9", "Resolution": "", "LogoAdd": 0, "OutputFormat": "jpeg"}

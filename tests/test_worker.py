@@ -17,8 +17,8 @@ from aigc_image.clock import ManualClock, SystemClock
 from aigc_image.engines.base import GenerationRequest, StepCallback
 from aigc_image.engines.diffusers_engine import DiffusersEngine
 from aigc_image.errors import ModelUnavailable
-from aigc_image.storage.local import LocalStorage
-from aigc_image.storage.results import Results
+from aigc_image.results.buckets import Results
+from aigc_image.results.local import LocalStorage
 from aigc_image.store import StoreUnavailable, TaskStore
 from aigc_image.tasks import Status, TaskSpec, new_task_id
 from aigc_image.worker.retry import RetryPolicy

@@ -28,19 +28,7 @@ _SPECIAL = tuple(
     )
 )  # fmt: skip
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_6TO4 = ipaddress.ip_network("2002::/16")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
-
-
-def parse_networks(text: str) -> tuple[Network, ...]:
-    """``"10.0.0.0/8, 127.0.0.1/32"`` → networks; raises ValueError naming a bad entry."""
-    networks = []
-    for entry in filter(None, (part.strip() for part in text.split(","))):
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError as exc:
-            raise ValueError(f"fetch.allow_networks: {entry!r} is not a CIDR network ({exc})") from None
-    return tuple(networks)
 
 
 def embedded(address: Address) -> list[Address]:

@@ -109,10 +109,10 @@ class ContentReview:
         return Verdict(False, f"classifier:{reason}")
 
 
-def build_review(term_files: str, use_default_list: bool, classifier: str) -> ContentReview:
+def build_review(term_files: Sequence[str], use_default_list: bool, classifier: str) -> ContentReview:
     """The review the settings describe; unreadable lists or hooks stop start-up (fail closed)."""
     lists = [default_term_list()] if use_default_list else []
-    lists += [read_term_file(Path(p.strip())) for p in term_files.split(",") if p.strip()]
+    lists += [read_term_file(Path(path)) for path in term_files]
     review = ContentReview(lists, load_classifier(classifier) if classifier else None)
     log.info("content review: %d terms from %d list(s)%s", review.term_count, len(lists),
              ", with a classifier" if classifier else "")  # fmt: skip

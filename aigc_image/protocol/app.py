@@ -25,8 +25,8 @@ from aigc_image.protocol import envelope, errors
 from aigc_image.protocol.actions import Actions
 from aigc_image.protocol.auth import FORM_TYPE, Authenticator, RawRequest
 from aigc_image.protocol.ratelimit import RateLimiter
-from aigc_image.storage.base import CONTENT_TYPES
-from aigc_image.storage.local import LocalStorage
+from aigc_image.results.base import CONTENT_TYPES
+from aigc_image.results.local import LocalStorage
 from aigc_image.store.base import StoreUnavailable, TaskStore
 from aigc_image.tasks import Status
 
@@ -69,19 +69,21 @@ def build_app(
                 )
             return envelope.success(request_id, await actions.dispatch(call, request_id))
         except errors.ApiError as exc:
-            log.info("request %s refused: %s: %s", request_id, exc.code, exc.message)
+            log.info("request %s refused: %s: %s", request_id, exc.code, exc.message, extra={"request_id": request_id})
             return envelope.error(request_id, exc)
         except TaskError as exc:
             error = errors.from_task_error(exc)
-            log.info("request %s refused: %s: %s", request_id, error.code, error.message)
+            log.info(
+                "request %s refused: %s: %s", request_id, error.code, error.message, extra={"request_id": request_id}
+            )
             return envelope.error(request_id, error)
         except ClientDisconnect:
             return Response(status_code=499)  # the client left mid-body; nobody reads this
         except StoreUnavailable as exc:  # an outage, not a bug: one line in the log, no traceback
-            log.warning("request %s: task store unavailable: %s", request_id, exc)
+            log.warning("request %s: task store unavailable: %s", request_id, exc, extra={"request_id": request_id})
             return envelope.error(request_id, errors.InternalError("The task store is unavailable; retry shortly."))
         except Exception:
-            log.exception("request %s failed", request_id)
+            log.exception("request %s failed", request_id, extra={"request_id": request_id})
             return envelope.error(request_id, errors.InternalError())
 
     async def results(request: Request) -> Response:

@@ -40,7 +40,6 @@ class Call:
     action: str
     params: dict[str, Any]
     from_strings: bool
-    region: str
     # Equal for byte-identical signed requests (a replay), different for any re-signed one.
     fingerprint: str
 
@@ -112,7 +111,6 @@ class Authenticator:
             action=action,
             params=self._tc3_params(request),
             from_strings=request.method == "GET" or request.content_type == FORM_TYPE,
-            region=headers.get("x-tc-region", ""),
             # The signature covers method, query, signed headers, timestamp and (unless
             # UNSIGNED-PAYLOAD) the body; the body's own hash covers that exception. The SDKs
             # send a fresh X-TC-TraceId with every call, so two calls in one second with the
@@ -190,7 +188,6 @@ class Authenticator:
             action=action,
             params=p.unflatten(action_pairs),
             from_strings=True,
-            region=values.get("Region", ""),
             fingerprint=_fingerprint(request.method, string_to_sign, values["Signature"]),
         )
 

@@ -3,7 +3,9 @@ for a request's head to arrive (slowloris). Body size and body deadline are enfo
 while it streams the body (protocol/app.py).
 
 Built on uvicorn's ``HttpToolsProtocol`` (its parser callbacks are the hooks); the uvicorn version
-is pinned in pyproject.toml and tests/test_limits.py exercises both guards over real sockets.
+is held to the minor release it is tested with (pyproject.toml; tests/test_connection_pin.py checks the
+installed one and the hooks this class overrides), and tests/test_limits.py exercises both guards over
+real sockets.
 """
 
 from __future__ import annotations

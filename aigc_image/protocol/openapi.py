@@ -13,10 +13,10 @@ from typing import Any
 
 from aigc_image import __version__
 from aigc_image.protocol import params as p
-from aigc_image.protocol.actions import CREATE_PARAMS, DESCRIBE_PARAMS
+from aigc_image.protocol.actions import DESCRIBE_PARAMS
 from aigc_image.protocol.task_views import LIST_PARAMS, STATUS_PARAMS
+from aigc_image.protocol.validation import CREATE_PARAMS
 
-_JSON_TYPES = {"string": "string", "integer": "integer", "boolean": "boolean", "object": "object", "array": "array"}
 _RESPONSES: dict[str, dict[str, Any]] = {
     "CreateAigcImageTask": {"TaskId": {"type": "string"}},
     "DescribeAigcImageTask": {
@@ -40,7 +40,7 @@ _RESPONSES: dict[str, dict[str, Any]] = {
 
 
 def _schema(param: p.Param) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": _JSON_TYPES[param.kind]}
+    schema: dict[str, Any] = {"type": param.kind}  # the declared kinds are JSON Schema's type names
     if param.kind == "object":
         schema["properties"] = {name: _schema(child) for name, child in param.fields.items()}
         schema["additionalProperties"] = False
@@ -52,7 +52,9 @@ def _schema(param: p.Param) -> dict[str, Any]:
 
 def _operation(action: str, fields: dict[str, p.Param], required: list[str]) -> dict[str, Any]:
     body = _schema(p.obj(**fields))
-    if required:
+    if required == ["Prompt"]:  # CreateAigcImageTask: a prompt, or reference images to edit, or both
+        body["anyOf"] = [{"required": ["Prompt"]}, {"required": ["ImageInfos"]}]
+    elif required:
         body["required"] = required
     envelope = {
         "type": "object",

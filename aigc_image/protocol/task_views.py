@@ -72,9 +72,12 @@ def request_body(task: Task) -> str:
                 "steps": spec.steps,
                 "guidance_scale": spec.guidance_scale,
             }
+            | ({"strength": spec.strength} if spec.strength is not None else {})
         ),
         "Operator": spec.operator,
     }
+    if spec.reference_urls:
+        body["ImageInfos"] = [{"ImageUrl": url} for url in spec.reference_urls]
     if spec.scene_type:
         body["SceneType"] = spec.scene_type
     if spec.enhanced_prompt:  # EnhancePrompt: the prompt actually used

@@ -185,7 +185,7 @@ class SqlStore:
         with self.dialect.transaction() as db:
             rows = self._run(db, "claim", **values, token=token, expires=expires).fetchall()
         tasks = sorted((task_from_row(row) for row in rows), key=lambda t: (t.created_at, t.task_id))
-        return [Claim(task, token, expires) for task in tasks]
+        return [Claim(task, token) for task in tasks]
 
     def heartbeat(
         self, task_id: str, token: str, lease_seconds: float, progress: tuple[int, int] | None = None

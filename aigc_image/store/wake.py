@@ -3,7 +3,7 @@
 Each waiting worker binds a Unix datagram socket in a directory shared by everyone
 using the same database file; ``create`` sends one byte to each. A worker that missed a
 wake-up still finds the task on its next poll, so a lost datagram costs latency,
-never a task. (PostgreSQL will use LISTEN/NOTIFY instead.)
+never a task. (The PostgreSQL store uses LISTEN/NOTIFY instead: store/postgres.py.)
 
 The directory lives under the system temp dir, named by a hash of the database path,
 because Unix socket paths are limited to about 100 bytes.

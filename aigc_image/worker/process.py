@@ -14,7 +14,7 @@ from aigc_image.clock import SystemClock
 from aigc_image.config import Settings
 from aigc_image.fetch.fetcher import Fetcher
 from aigc_image.store import open_store
-from aigc_image.wiring import catalog_from, fetch_networks, review_from, storage_from
+from aigc_image.wiring import catalog_from, review_from, storage_from
 from aigc_image.worker.retry import RetryPolicy
 from aigc_image.worker.worker import Worker
 
@@ -62,7 +62,7 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
             settings.worker.max_attempts, settings.worker.retry_base_delay, settings.worker.retry_max_delay
         ),
         content_producer=settings.content_producer,
-        fetcher=Fetcher(fetch_networks(settings), settings.fetch.max_bytes, settings.fetch.timeout),
+        fetcher=Fetcher(settings.fetch.allow_networks, settings.fetch.max_bytes, settings.fetch.timeout),
         max_reference_pixels=settings.fetch.max_pixels,
         task_timeout=settings.worker.task_timeout,
     )
@@ -79,7 +79,7 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
     if parent_pid is not None:
         threading.Thread(target=_stop_when_orphaned, args=(parent_pid, worker), daemon=True).start()
     try:
-        worker.preload([name.strip() for name in settings.worker.preload.split(",") if name.strip()])
+        worker.preload(list(settings.worker.preload))
         worker.run()
     finally:
         with contextlib.suppress(Exception):

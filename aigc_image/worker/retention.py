@@ -7,7 +7,7 @@ import logging
 import threading
 
 from aigc_image.clock import Clock
-from aigc_image.storage.results import Results
+from aigc_image.results.buckets import Results
 from aigc_image.store.base import StoreUnavailable, TaskStore
 
 log = logging.getLogger(__name__)

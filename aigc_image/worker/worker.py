@@ -34,8 +34,8 @@ from aigc_image.fetch.images import decode_reference
 from aigc_image.media.encode import encode
 from aigc_image.media.labels import add_visible_label, implicit_label
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
-from aigc_image.storage.base import result_key
-from aigc_image.storage.results import Results
+from aigc_image.results.base import result_key
+from aigc_image.results.buckets import Results
 from aigc_image.store.base import REPORT_INTERVAL, StoreUnavailable, TaskStore, WorkerRecord
 from aigc_image.store.base import worker_id as local_worker_id
 from aigc_image.tasks import PANORAMA, Claim, TaskSpec
@@ -192,7 +192,12 @@ class Worker:
                 try:
                     renewed = self.store.heartbeat(claim.task.task_id, claim.token, self.lease_seconds)
                 except StoreUnavailable as exc:
-                    log.warning("task %s: heartbeat skipped, store unavailable: %s", claim.task.task_id, exc)
+                    log.warning(
+                        "task %s: heartbeat skipped, store unavailable: %s",
+                        claim.task.task_id,
+                        exc,
+                        extra={"task_id": claim.task.task_id},
+                    )
                     continue
                 if not renewed:
                     lost.set()  # the step callback aborts at the next step
@@ -208,7 +213,14 @@ class Worker:
 
     def _process(self, claim: Claim, lease_lost: threading.Event) -> None:
         task, spec = claim.task, claim.task.spec
-        log.info("task %s: attempt %d on %s:%s", task.task_id, task.attempts, spec.model_name, spec.model_version)
+        log.info(
+            "task %s: attempt %d on %s:%s",
+            task.task_id,
+            task.attempts,
+            spec.model_name,
+            spec.model_version,
+            extra={"task_id": task.task_id},
+        )
         try:
             entry = self.catalog.resolve(spec.model_name, spec.model_version)
             request = GenerationRequest(
@@ -227,11 +239,15 @@ class Worker:
             images = self.engine.generate(entry, [request], _Heartbeat(self, claim, lease_lost))[0]
             self.failed_models.pop(entry.label, None)  # it loads now
         except LeaseLost:
-            log.warning("task %s: lease lost; abandoning this attempt", task.task_id)
+            log.warning("task %s: lease lost; abandoning this attempt", task.task_id, extra={"task_id": task.task_id})
             return
         except Interrupted:
             if self._persist(self.store.release, task.task_id, claim.token):
-                log.warning("task %s: interrupted by shutdown; handed back to the queue", task.task_id)
+                log.warning(
+                    "task %s: interrupted by shutdown; handed back to the queue",
+                    task.task_id,
+                    extra={"task_id": task.task_id},
+                )
             return
         except TaskError as exc:
             if isinstance(exc, ModelUnavailable):
@@ -248,7 +264,7 @@ class Worker:
             self._fail_or_retry(claim, exc, f"Fetching a reference image failed: {exc}.")
             return
         except Exception as exc:
-            log.exception("task %s: generation failed", task.task_id)
+            log.exception("task %s: generation failed", task.task_id, extra={"task_id": task.task_id})
             self._fail_or_retry(claim, exc, f"Image generation failed: {type(exc).__name__}: {exc}")
             return
 
@@ -265,15 +281,19 @@ class Worker:
                 label = implicit_label(self.content_producer, f"{task.task_id}-{index}")
                 self.storage.put(key, encode(deliverable(image, spec), spec.output_format, label))
         except Exception as exc:
-            log.exception("task %s: storing results failed", task.task_id)
+            log.exception("task %s: storing results failed", task.task_id, extra={"task_id": task.task_id})
             self._discard(keys)
             self._fail_or_retry(claim, exc, f"Storing the images failed: {type(exc).__name__}: {exc}")
             return
         completed = self._persist(self.store.complete, task.task_id, claim.token, keys)
         if completed:
-            log.info("task %s: done, %d image(s)", task.task_id, len(keys))
+            log.info("task %s: done, %d image(s)", task.task_id, len(keys), extra={"task_id": task.task_id})
         elif completed is False:
-            log.warning("task %s: lease lost before completion; discarding this attempt's images", task.task_id)
+            log.warning(
+                "task %s: lease lost before completion; discarding this attempt's images",
+                task.task_id,
+                extra={"task_id": task.task_id},
+            )
             self._discard(keys)
         # None: unknown whether the store recorded it, so the images stay where they are.
 
@@ -293,7 +313,13 @@ class Worker:
                     log.error("store unavailable past the shutdown grace; leaving %s to its lease", args[0])
                     return None
                 delay = backoff.next_delay()
-                log.warning("task %s: store unavailable (%s); retrying in %.1f s", args[0], exc, delay)
+                log.warning(
+                    "task %s: store unavailable (%s); retrying in %.1f s",
+                    args[0],
+                    exc,
+                    delay,
+                    extra={"task_id": args[0]},
+                )
                 self.clock.sleep(delay)
 
     def _references(self, spec: TaskSpec) -> tuple[Image.Image, ...]:
@@ -344,11 +370,21 @@ class Worker:
             self._fail(claim, message if attempts == 1 else f"{message} (after {attempts} attempts)")
             return
         if self._persist(self.store.retry_later, claim.task.task_id, claim.token, self.clock.now() + delay, message):
-            log.warning("task %s: will retry in %.1f s: %s", claim.task.task_id, delay, message)
+            log.warning(
+                "task %s: will retry in %.1f s: %s",
+                claim.task.task_id,
+                delay,
+                message,
+                extra={"task_id": claim.task.task_id},
+            )
 
     def _fail(self, claim: Claim, message: str) -> None:
         if self._persist(self.store.fail, claim.task.task_id, claim.token, message) is False:
-            log.warning("task %s: lease lost before recording failure", claim.task.task_id)
+            log.warning(
+                "task %s: lease lost before recording failure",
+                claim.task.task_id,
+                extra={"task_id": claim.task.task_id},
+            )
 
     def _discard(self, keys: list[str]) -> None:
         for key in keys:

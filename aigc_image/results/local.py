@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-from aigc_image.storage.base import is_result_key
+from aigc_image.results.base import is_result_key
 
 
 class LocalStorage:

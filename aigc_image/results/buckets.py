@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aigc_image.storage.base import ResultStorage, is_result_key
-from aigc_image.storage.s3 import S3Storage
+from aigc_image.results.base import ResultStorage, is_result_key
+from aigc_image.results.s3 import S3Storage
 from aigc_image.tasks import TaskSpec
 
 USER_BUCKET = "cos://"

@@ -15,7 +15,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from aigc_image.clock import Clock
-from aigc_image.storage.base import CONTENT_TYPES
+from aigc_image.results.base import CONTENT_TYPES
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # the SigV4 limit
 
