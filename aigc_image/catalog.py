@@ -52,6 +52,7 @@ class ModelEntry:
     height: int = 1024
     negative_prompt: bool = True
     max_output_images: int = 4
+    max_batch: int = 8  # most tasks one pipeline call serves (worker.max_batch caps it too)
     max_reference_images: int = 0  # ImageInfos: 0 none, 1 image-to-image, more: multi-reference editing
     image_pipeline: str = "AutoPipelineForImage2Image"  # the pipeline class that takes ImageInfos
     image_source: str = ""  # where its own weights are; "" = it reuses every component of the model
@@ -229,6 +230,8 @@ def _entry(raw: Mapping[str, Any], origin: str) -> ModelEntry:
         problems.append("a diffusers model needs a source (repo id or directory)")
     if entry.steps < 1 or entry.width < 8 or entry.height < 8 or entry.max_output_images < 1:
         problems.append("steps, width, height and max_output_images must be positive")
+    if entry.max_batch < 1:
+        problems.append("max_batch must be positive")
     if entry.max_steps < entry.steps:
         problems.append("max_steps must be at least steps")
     if entry.size_multiple < 1 or not 1 <= entry.size_min_side <= entry.size_max_side:

@@ -135,6 +135,18 @@ class WorkerSettings(_Section):
         "auto", description="Torch device for pipelines: `auto` (CUDA when present, else CPU), `cpu`, `cuda`, `cuda:N`."
     )
     torch_threads: int = Field(0, ge=0, description="CPU threads torch may use in the worker (0 = torch's default).")
+    max_batch: int = Field(
+        8,
+        ge=1,
+        description="Most waiting tasks that fit one pipeline call (same model, size, steps, guidance and "
+        "kind) a worker claims and runs together; each model's `max_batch` caps it too. 1 turns batching off.",
+    )
+    batch_wait_ms: int = Field(
+        0,
+        ge=0,
+        description="Milliseconds a part-filled batch waits for more tasks that fit it (0: never wait, "
+        "run what is waiting).",
+    )
     max_loaded_models: int = Field(
         2, ge=1, description="Pipelines kept loaded at once per worker; the least recently used is unloaded."
     )

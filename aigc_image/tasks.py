@@ -68,9 +68,16 @@ class TaskSpec:
 
     @property
     def batch_key(self) -> str:
-        """Tasks with equal keys can share one batched pipeline call."""
-        scene = f":{self.scene_type}" if self.scene_type else ""
-        return f"{self.model_name}:{self.model_version}:{self.width}x{self.height}:{self.steps}{scene}"
+        """Tasks with equal keys can share one pipeline call: the same model, generated size, steps,
+        guidance and kind (text-to-image, image-to-image with as many references at one strength,
+        panorama), and both with or both without a negative prompt (some pipelines treat none and an
+        empty one differently). Prompts, seeds, image counts and everything done after generating
+        (format, size delivered, labels, storage) may differ."""
+        kind = f"refs={len(self.reference_urls)}@{self.strength}" if self.reference_urls else "t2i"
+        return (
+            f"{self.model_name}:{self.model_version}|{self.width}x{self.height}|steps={self.steps}"
+            f"|guidance={self.guidance_scale}|negative={bool(self.negative_prompt)}|{kind}|{self.scene_type}"
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, ensure_ascii=False)  # not asdict(): it deep-copies, slowly

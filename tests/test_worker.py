@@ -137,7 +137,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing(
     [stale] = store.claim("stalled-worker", 1, lease_seconds=1)
     clock.advance(2)
     [current] = store.claim("new-worker", 1, lease_seconds=60)
-    make_worker(store, storage, clock).process(stale)  # the stalled worker wakes up and finishes
+    make_worker(store, storage, clock).process([stale])  # the stalled worker wakes up and finishes
     assert list(storage.root.rglob("*.png")) == []  # its images were discarded
     task = get(store, task_id)
     assert task is not None and task.status is Status.RUN

@@ -22,7 +22,7 @@ from PIL import Image
 
 from aigc_image.catalog import ModelEntry
 from aigc_image.engines.base import GenerationRequest, StepCallback
-from aigc_image.engines.calls import build_call, components_replaced
+from aigc_image.engines.calls import build_call, components_replaced, takes_prompt_lists
 from aigc_image.engines.loading import load_image_pipeline, load_pipeline, modules, pick_device, place, weight_bytes
 from aigc_image.engines.seamless import LatentRoller, convolutional_parts, seamless_x
 from aigc_image.errors import NotSupported, OutOfMemory
@@ -119,6 +119,8 @@ class DiffusersEngine:
     ) -> list[list[Image.Image]]:
         first = requests[0]
         pipe = self.pipeline(entry, images=bool(first.images))
+        if len(requests) > 1 and not takes_prompt_lists(pipe):  # one call per request
+            return [images for request in requests for images in self.generate(entry, [request], on_step)]
         call = build_call(pipe, requests)
         roller: LatentRoller | None = None
         if first.panorama and getattr(pipe, "unet", None) is None:  # a transformer: roll its latents

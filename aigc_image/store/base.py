@@ -99,8 +99,9 @@ class TaskStore(Protocol):
         """Every worker's last record; with ``forget_before``, rows older than it are deleted first."""
         ...
 
-    def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Claim]:
-        """Lease up to ``limit`` claimable tasks sharing the oldest one's batch key."""
+    def claim(self, worker_id: str, limit: int, lease_seconds: float, batch_key: str | None = None) -> list[Claim]:
+        """Lease up to ``limit`` claimable tasks sharing the oldest one's batch key, oldest first
+        (or, with ``batch_key``, up to ``limit`` more of that key)."""
         ...
 
     def heartbeat(

@@ -75,6 +75,25 @@ UPDATE tasks SET status = 'RUN', attempts = tasks.attempts + 1, worker_id = :wor
 FROM picked WHERE tasks.task_id = picked.task_id
 RETURNING {qualified_columns}
 
+-- name: claim_key [sqlite]
+-- Up to :limit more claimable tasks of one batch key, oldest first (a batch being filled).
+UPDATE tasks SET status = 'RUN', attempts = attempts + 1, worker_id = :worker, lease_token = :token,
+    lease_expires_at = :expires, started_at = :now, step = 0
+WHERE task_id IN (
+    SELECT task_id FROM tasks WHERE {claimable} AND batch_key = :key ORDER BY created_at, task_id LIMIT :limit
+)
+RETURNING {columns}
+
+-- name: claim_key [postgresql]
+WITH picked AS (
+    SELECT task_id FROM tasks WHERE {claimable} AND batch_key = :key
+    ORDER BY created_at, task_id LIMIT :limit FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks SET status = 'RUN', attempts = tasks.attempts + 1, worker_id = :worker, lease_token = :token,
+    lease_expires_at = :expires, started_at = :now, step = 0
+FROM picked WHERE tasks.task_id = picked.task_id
+RETURNING {qualified_columns}
+
 -- name: heartbeat
 UPDATE tasks SET lease_expires_at = :expires
 WHERE task_id = :task_id AND status = 'RUN' AND lease_token = :token

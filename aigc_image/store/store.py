@@ -175,15 +175,19 @@ class SqlStore:
 
     # -- worker side ----------------------------------------------------------------------------
 
-    def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[Claim]:
-        """Lease up to ``limit`` claimable tasks sharing the oldest one's batch key."""
+    def claim(self, worker_id: str, limit: int, lease_seconds: float, batch_key: str | None = None) -> list[Claim]:
+        """Lease up to ``limit`` claimable tasks sharing the oldest one's batch key, oldest first
+        (or, with ``batch_key``, up to ``limit`` more of that key)."""
         self.dialect.listen()  # before looking: a task created after this look still wakes us
         now = self._clock.now()
         token = secrets.token_hex(16)
         expires = now + lease_seconds
         values = {"now": now, "max_attempts": self.max_attempts, "limit": limit, "worker": worker_id}
+        if batch_key is not None:
+            values["key"] = batch_key
         with self.dialect.transaction() as db:
-            rows = self._run(db, "claim", **values, token=token, expires=expires).fetchall()
+            name = "claim" if batch_key is None else "claim_key"
+            rows = self._run(db, name, **values, token=token, expires=expires).fetchall()
         tasks = sorted((task_from_row(row) for row in rows), key=lambda t: (t.created_at, t.task_id))
         return [Claim(task, token) for task in tasks]
 

@@ -65,6 +65,8 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
         fetcher=Fetcher(settings.fetch.allow_networks, settings.fetch.max_bytes, settings.fetch.timeout),
         max_reference_pixels=settings.fetch.max_pixels,
         task_timeout=settings.worker.task_timeout,
+        max_batch=settings.worker.max_batch,
+        batch_wait=settings.worker.batch_wait_ms / 1000,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

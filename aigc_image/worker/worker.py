@@ -1,10 +1,17 @@
-"""The worker loop: claim a task, generate, store the images, complete.
+"""The worker loop: claim a batch of tasks, generate, store the images, complete each.
 
-One worker runs one pipeline call at a time. It renews its lease from a timer thread (so
-loading a large model or one very long step cannot outlast the lease) and from the
-pipeline's step callback; if the lease was lost (another worker took the task over after
-this one stalled), it stops at the next step and writes nothing, so a task is completed
-exactly once even when it runs more than once.
+A worker claims up to ``worker.max_batch`` waiting tasks that can share one pipeline call (the
+same batch key: model, size, steps, guidance, kind; tasks.py), oldest first, and runs them as one
+call, in chunks of the model's own ``max_batch``. Each task keeps its own prompt, seed, image
+count, lease, progress, review, labels and result, and its own fate:
+
+* a reference image that cannot be fetched or is refused fails or retries only its task;
+* a lease lost mid-batch (another worker took the task over after this one stalled) drops only
+  that task: its images are thrown away and nothing is written for it (worker/leases.py);
+* an output image refused by review fails only its task;
+* out of memory splits the batch in halves and tries each again; a single task that runs out
+  fails, and is not retried;
+* shutdown's grace period running out hands every task of the batch back.
 
 When the task store is unreachable (a database restart), the worker keeps what it has:
 heartbeats that fail are skipped (the lease decides), and the final write of a task
@@ -25,10 +32,10 @@ from typing import Any
 
 from PIL import Image
 
-from aigc_image.catalog import Catalog
+from aigc_image.catalog import Catalog, ModelEntry
 from aigc_image.clock import Clock
 from aigc_image.engines.base import Engine, GenerationRequest
-from aigc_image.errors import ContentRefused, ModelUnavailable, TaskError, TaskTimeout
+from aigc_image.errors import ContentRefused, ModelUnavailable, OutOfMemory, TaskError
 from aigc_image.fetch.fetcher import Fetcher, FetchFailed, FetchRefused
 from aigc_image.fetch.images import decode_reference
 from aigc_image.media.encode import encode
@@ -39,19 +46,10 @@ from aigc_image.results.buckets import Results
 from aigc_image.store.base import REPORT_INTERVAL, StoreUnavailable, TaskStore, WorkerRecord
 from aigc_image.store.base import worker_id as local_worker_id
 from aigc_image.tasks import PANORAMA, Claim, TaskSpec
+from aigc_image.worker.leases import Interrupted, Job, LeaseKeeper, LeaseLost, StepWatch
 from aigc_image.worker.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
-
-PROGRESS_INTERVAL = 1.0  # seconds between progress records of a running task
-
-
-class LeaseLost(Exception):
-    """Another worker now owns the task; abandon it without writing anything."""
-
-
-class Interrupted(Exception):
-    """Shutdown's grace period ran out mid-task; hand the task back for another worker."""
 
 
 class Worker:
@@ -73,6 +71,8 @@ class Worker:
         fetcher: Fetcher | None = None,
         max_reference_pixels: int = 4096 * 4096,
         task_timeout: float = 0.0,
+        max_batch: int = 1,
+        batch_wait: float = 0.0,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -89,6 +89,8 @@ class Worker:
         self.fetcher = fetcher
         self.max_reference_pixels = max_reference_pixels
         self.task_timeout = task_timeout
+        self.max_batch = max(1, max_batch)
+        self.batch_wait = batch_wait  # seconds a part-filled batch waits for more (worker.batch_wait_ms)
         self._stop = threading.Event()
         self._stop_requested_at: float | None = None
         self._started_at = clock.now()
@@ -169,108 +171,132 @@ class Worker:
         return started is not None and self.clock.monotonic() - started >= self.shutdown_grace
 
     def run_once(self) -> bool:
-        """Claim and process one task; False when none was waiting."""
-        claims = self.store.claim(self.worker_id, limit=1, lease_seconds=self.lease_seconds)
-        for claim in claims:
-            self.process(claim)
+        """Claim and process one batch of compatible tasks; False when none was waiting."""
+        claims = self.store.claim(self.worker_id, limit=self.max_batch, lease_seconds=self.lease_seconds)
+        if claims and len(claims) < self.max_batch and self.batch_wait > 0:
+            claims += self._admit_more(claims[0].task.spec.batch_key, self.max_batch - len(claims))
+        if claims:
+            self.process(claims)
         return bool(claims)
 
-    def process(self, claim: Claim) -> None:
-        """Run one claimed task to its end, renewing its lease on a timer meanwhile."""
-        self._running = [claim.task.task_id]
+    def _admit_more(self, batch_key: str, room: int) -> list[Claim]:
+        """``worker.batch_wait_ms``: wait that long for more tasks that fit the batch."""
+        more: list[Claim] = []
+        deadline = self.clock.monotonic() + self.batch_wait
+        while len(more) < room and (left := deadline - self.clock.monotonic()) > 0:
+            self.store.wait_for_work(left)
+            more += self.store.claim(self.worker_id, room - len(more), self.lease_seconds, batch_key=batch_key)
+        return more
+
+    def process(self, claims: list[Claim]) -> None:
+        """Run claimed tasks (one batch key) to their end, keeping their leases meanwhile."""
+        jobs = [Job(claim) for claim in claims]
+        self._running = [job.task_id for job in jobs]
         try:
-            self._process_leased(claim)
+            with LeaseKeeper(self.store, jobs, self.lease_seconds):
+                self._run(jobs)
         finally:
             self._running = []
 
-    def _process_leased(self, claim: Claim) -> None:
-        done = threading.Event()
-        lost = threading.Event()
-
-        def renew() -> None:
-            while not done.wait(self.lease_seconds / 3):
-                try:
-                    renewed = self.store.heartbeat(claim.task.task_id, claim.token, self.lease_seconds)
-                except StoreUnavailable as exc:
-                    log.warning(
-                        "task %s: heartbeat skipped, store unavailable: %s",
-                        claim.task.task_id,
-                        exc,
-                        extra={"task_id": claim.task.task_id},
-                    )
-                    continue
-                if not renewed:
-                    lost.set()  # the step callback aborts at the next step
-                    return
-
-        timer = threading.Thread(target=renew, name=f"lease-{claim.task.task_id}", daemon=True)
-        timer.start()
-        try:
-            self._process(claim, lost)
-        finally:
-            done.set()
-            timer.join()
-
-    def _process(self, claim: Claim, lease_lost: threading.Event) -> None:
-        task, spec = claim.task, claim.task.spec
-        log.info(
-            "task %s: attempt %d on %s:%s",
-            task.task_id,
-            task.attempts,
-            spec.model_name,
-            spec.model_version,
-            extra={"task_id": task.task_id},
-        )
+    def _run(self, jobs: list[Job]) -> None:
+        spec = jobs[0].task.spec  # a batch shares its model, size, steps and kind
+        for job in jobs:
+            log.info("task %s: attempt %d on %s:%s", job.task_id, job.task.attempts, spec.model_name,
+                     spec.model_version, extra={"task_id": job.task_id})  # fmt: skip
         try:
             entry = self.catalog.resolve(spec.model_name, spec.model_version)
-            request = GenerationRequest(
-                prompt=spec.enhanced_prompt or spec.prompt,
-                negative_prompt=spec.negative_prompt,
-                count=spec.image_count,
-                width=spec.width,
-                height=spec.height,
-                steps=spec.steps,
-                guidance_scale=spec.guidance_scale,
-                seed=spec.seed,
-                images=self._references(spec),
-                strength=spec.strength,
-                panorama=spec.scene_type == PANORAMA,
-            )
-            images = self.engine.generate(entry, [request], _Heartbeat(self, claim, lease_lost))[0]
-            self.failed_models.pop(entry.label, None)  # it loads now
+        except TaskError as exc:
+            for job in jobs:
+                self._settle(job, exc)
+            return
+        ready = []
+        for job in jobs:  # each fetches its own references: a refused one fails only its task
+            try:
+                job.request = self._request(job.task.spec)
+            except Exception as exc:
+                self._settle(job, exc)
+                continue
+            ready.append(job)
+        for start in range(0, len(ready), max(1, entry.max_batch)):
+            self._generate(entry, ready[start : start + entry.max_batch])
+
+    def _generate(self, entry: ModelEntry, jobs: list[Job]) -> None:
+        """One engine call for ``jobs``; out of memory splits them in halves and tries again."""
+        if not jobs:
+            return
+        watch = StepWatch(self.store, jobs, self.clock, self, self.lease_seconds, self.task_timeout)
+        try:
+            outputs = self.engine.generate(entry, [job.request for job in jobs if job.request], watch)
+        except OutOfMemory as exc:
+            if len(jobs) == 1:
+                self._settle(jobs[0], exc)
+                return
+            half = len(jobs) // 2
+            log.warning("out of memory with a batch of %d; trying halves of %d and %d", len(jobs), half,
+                        len(jobs) - half)  # fmt: skip
+            self._generate(entry, jobs[:half])
+            self._generate(entry, jobs[half:])
+            return
         except LeaseLost:
-            log.warning("task %s: lease lost; abandoning this attempt", task.task_id, extra={"task_id": task.task_id})
+            log.warning("every task of the batch lost its lease; abandoning this attempt")
             return
         except Interrupted:
-            if self._persist(self.store.release, task.task_id, claim.token):
-                log.warning(
-                    "task %s: interrupted by shutdown; handed back to the queue",
-                    task.task_id,
-                    extra={"task_id": task.task_id},
-                )
-            return
-        except TaskError as exc:
-            if isinstance(exc, ModelUnavailable):
-                self.failed_models[f"{spec.model_name}:{spec.model_version}"] = str(exc)
-            if exc.permanent:
-                self._fail(claim, str(exc))
-            else:
-                self._fail_or_retry(claim, exc, str(exc))
-            return
-        except FetchRefused as exc:
-            self._fail(claim, f"A reference image cannot be used: {exc}.")
-            return
-        except FetchFailed as exc:
-            self._fail_or_retry(claim, exc, f"Fetching a reference image failed: {exc}.")
+            for job in jobs:
+                if self._persist(self.store.release, job.task_id, job.claim.token):
+                    log.warning("task %s: interrupted by shutdown; handed back to the queue", job.task_id,
+                                extra={"task_id": job.task_id})  # fmt: skip
             return
         except Exception as exc:
-            log.exception("task %s: generation failed", task.task_id, extra={"task_id": task.task_id})
-            self._fail_or_retry(claim, exc, f"Image generation failed: {type(exc).__name__}: {exc}")
+            if not isinstance(exc, TaskError):
+                log.exception("generation failed for %d task(s)", len(jobs))
+            for job in jobs:
+                self._settle(job, exc)
             return
+        self.failed_models.pop(entry.label, None)  # it loads now
+        for job, images in zip(jobs, outputs, strict=True):
+            self._deliver(job, images)
 
+    def _request(self, spec: TaskSpec) -> GenerationRequest:
+        return GenerationRequest(
+            prompt=spec.enhanced_prompt or spec.prompt,
+            negative_prompt=spec.negative_prompt,
+            count=spec.image_count,
+            width=spec.width,
+            height=spec.height,
+            steps=spec.steps,
+            guidance_scale=spec.guidance_scale,
+            seed=spec.seed,
+            images=self._references(spec),
+            strength=spec.strength,
+            panorama=spec.scene_type == PANORAMA,
+        )
+
+    def _settle(self, job: Job, error: Exception) -> None:
+        """A task that will not complete this attempt: failed, or back to the queue for another."""
+        spec = job.task.spec
+        if isinstance(error, TaskError):
+            if isinstance(error, ModelUnavailable):
+                self.failed_models[f"{spec.model_name}:{spec.model_version}"] = str(error)
+            if error.permanent:
+                self._fail(job.claim, str(error))
+            else:
+                self._fail_or_retry(job.claim, error, str(error))
+        elif isinstance(error, FetchRefused):
+            self._fail(job.claim, f"A reference image cannot be used: {error}.")
+        elif isinstance(error, FetchFailed):
+            self._fail_or_retry(job.claim, error, f"Fetching a reference image failed: {error}.")
+        else:
+            self._fail_or_retry(job.claim, error, f"Image generation failed: {type(error).__name__}: {error}")
+
+    def _deliver(self, job: Job, images: list[Image.Image]) -> None:
+        """Review, label, store and complete one task's images."""
+        task, spec = job.task, job.task.spec
+        if job.lost.is_set():
+            log.warning("task %s: lease lost; abandoning this attempt", task.task_id, extra={"task_id": task.task_id})
+            return
         refusal = self._review_outputs(images)
         if refusal:
-            self._fail(claim, refusal)
+            self._fail(job.claim, refusal)
             return
         keys = [
             self.storage.location(spec, result_key(task.task_id, task.attempts, i, spec.output_format))
@@ -283,17 +309,14 @@ class Worker:
         except Exception as exc:
             log.exception("task %s: storing results failed", task.task_id, extra={"task_id": task.task_id})
             self._discard(keys)
-            self._fail_or_retry(claim, exc, f"Storing the images failed: {type(exc).__name__}: {exc}")
+            self._fail_or_retry(job.claim, exc, f"Storing the images failed: {type(exc).__name__}: {exc}")
             return
-        completed = self._persist(self.store.complete, task.task_id, claim.token, keys)
+        completed = self._persist(self.store.complete, task.task_id, job.claim.token, keys)
         if completed:
             log.info("task %s: done, %d image(s)", task.task_id, len(keys), extra={"task_id": task.task_id})
         elif completed is False:
-            log.warning(
-                "task %s: lease lost before completion; discarding this attempt's images",
-                task.task_id,
-                extra={"task_id": task.task_id},
-            )
+            log.warning("task %s: lease lost before completion; discarding this attempt's images", task.task_id,
+                        extra={"task_id": task.task_id})  # fmt: skip
             self._discard(keys)
         # None: unknown whether the store recorded it, so the images stay where they are.
 
@@ -399,40 +422,3 @@ def deliverable(image: Image.Image, spec: TaskSpec) -> Image.Image:
     if image.size != spec.delivered_size:
         image = image.resize(spec.delivered_size, Image.Resampling.LANCZOS)
     return add_visible_label(image) if spec.logo else image
-
-
-class _Heartbeat:
-    """Step callback: renews the lease and records progress, at most every PROGRESS_INTERVAL
-    seconds (and at least every third of the lease); aborts if the lease was lost, or if
-    shutdown's grace period is over."""
-
-    def __init__(self, worker: Worker, claim: Claim, lease_lost: threading.Event) -> None:
-        self._worker = worker
-        self._claim = claim
-        self._lease_lost = lease_lost
-        self._started = self._last = worker.clock.monotonic()
-        self._interval = min(PROGRESS_INTERVAL, worker.lease_seconds / 3)
-
-    def __call__(self, step: int, steps: int) -> None:
-        if self._worker.past_grace():
-            raise Interrupted(self._claim.task.task_id)
-        if self._lease_lost.is_set():  # the timer found the lease gone
-            raise LeaseLost(self._claim.task.task_id)
-        now = self._worker.clock.monotonic()
-        limit = self._worker.task_timeout
-        if limit and now - self._started > limit:
-            raise TaskTimeout(
-                f"Generation took longer than this server allows (worker.task_timeout = {limit:g} s) and was "
-                f"stopped after {step} of {steps} steps; ask for fewer steps or fewer or smaller images."
-            )
-        if now - self._last < self._interval:
-            return
-        self._last = now
-        try:
-            renewed = self._worker.store.heartbeat(
-                self._claim.task.task_id, self._claim.token, self._worker.lease_seconds, progress=(step, steps)
-            )
-        except StoreUnavailable:
-            return  # keep generating: the timer retries, and the lease decides if it was too long
-        if not renewed:
-            raise LeaseLost(self._claim.task.task_id)

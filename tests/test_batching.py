@@ -1,0 +1,315 @@
+"""Dynamic batching: claims, the batch key, equal images batched or not, and isolation inside a batch.
+
+Claims run on SQLite and PostgreSQL alike; the worker runs the real tiny pipelines (and the tiny
+copies of the real classes) in-process, with engine wrappers where a fault must be provoked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from aigc_image.catalog import ModelEntry, load_catalog
+from aigc_image.clock import ManualClock, SystemClock
+from aigc_image.engines.base import GenerationRequest, StepCallback
+from aigc_image.engines.diffusers_engine import DiffusersEngine
+from aigc_image.errors import OutOfMemory
+from aigc_image.moderation.review import ContentReview
+from aigc_image.results.buckets import Results
+from aigc_image.results.local import LocalStorage
+from aigc_image.store import TaskStore
+from aigc_image.tasks import Status, TaskSpec, new_task_id
+from aigc_image.worker.worker import Worker
+from tests.helpers import create, get
+from tests.stores import Backend
+from tests.tiny_models import BUILDERS, save_tiny
+
+
+def spec(prompt: str = "a lighthouse", seed: int = 1, count: int = 1, **changes: Any) -> TaskSpec:
+    base = TaskSpec("tiny-random", "1", prompt, "", count, "png", 64, 64, 2, 6.0, "", seed=seed)
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "results", "http://127.0.0.1:9", b"k")
+
+
+def worker(store: TaskStore, storage: LocalStorage, clock: Any, engine: Any = None, **options: Any) -> Worker:
+    return Worker(
+        store, engine or DiffusersEngine("cpu"), load_catalog(default_model="tiny-random"), Results(storage), clock,
+        lease_seconds=60, poll_interval=0.1, **({"max_batch": 8} | options),
+    )  # fmt: skip
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def within_rounding(first: np.ndarray, second: np.ndarray) -> bool:
+    """The documented tolerance (docs/operations.md): at most one level of 255, on at most 0.1% of pixels."""
+    difference = np.abs(first - second)
+    return bool(difference.max() <= 1 and (difference > 0).mean() <= 0.001)
+
+
+# -- the batch key ---------------------------------------------------------------------------------
+
+
+def test_the_batch_key_covers_what_must_match_and_nothing_else() -> None:
+    key = spec().batch_key
+    same = [spec(prompt="a boat", seed=9, count=3), spec(output_format="jpeg", logo=True, delivered=(80, 48))]
+    assert all(other.batch_key == key for other in same)
+    different = [
+        spec(model_version="2"), spec(width=80), spec(steps=3), spec(guidance_scale=7.0), spec(negative_prompt="fog"),
+        spec(scene_type="3d_panorama"), spec(reference_urls=("https://a.example/1.png",)),
+    ]  # fmt: skip
+    assert len({other.batch_key for other in different} | {key}) == len(different) + 1
+    one_ref = spec(reference_urls=("https://a.example/1.png",), strength=0.5)
+    assert one_ref.batch_key == spec(reference_urls=("https://a.example/2.png",), strength=0.5).batch_key
+    assert one_ref.batch_key != spec(reference_urls=("https://a.example/1.png",), strength=0.6).batch_key
+    assert one_ref.batch_key != spec(reference_urls=("https://a.example/1.png",) * 2, strength=0.5).batch_key
+
+
+# -- claims, on both stores ------------------------------------------------------------------------
+
+
+def test_a_claim_takes_up_to_the_limit_of_compatible_tasks_oldest_first(store: TaskStore, clock: ManualClock) -> None:
+    ids = []
+    for index in range(6):
+        ids.append(new_task_id())
+        create(store, ids[-1], "k", spec(prompt=f"p{index}", steps=2 if index != 2 else 3))
+        clock.advance(0.001)
+    claimed = [claim.task.task_id for claim in store.claim("w", limit=4, lease_seconds=60)]
+    assert claimed == [ids[0], ids[1], ids[3], ids[4]]  # not the one with other steps
+    assert [claim.task.task_id for claim in store.claim("w", limit=4, lease_seconds=60)] == [ids[2]]
+
+
+def test_the_oldest_task_is_never_starved_by_a_stream_of_others(store: TaskStore, clock: ManualClock) -> None:
+    lonely = new_task_id()
+    create(store, lonely, "k", spec(steps=5))
+    for round_ in range(3):
+        for index in range(4):
+            clock.advance(0.001)
+            create(store, new_task_id(), "k", spec(prompt=f"{round_}-{index}"))
+    assert [claim.task.task_id for claim in store.claim("w", limit=8, lease_seconds=60)] == [lonely]
+
+
+def test_a_claim_can_add_tasks_of_one_batch_key(store: TaskStore, clock: ManualClock) -> None:
+    first, other, fits = new_task_id(), new_task_id(), new_task_id()
+    for task_id, one in ((first, spec()), (other, spec(steps=4)), (fits, spec(prompt="later"))):
+        create(store, task_id, "k", one)
+        clock.advance(0.001)
+    [claim] = store.claim("w", limit=1, lease_seconds=60)
+    more = store.claim("w", limit=3, lease_seconds=60, batch_key=claim.task.spec.batch_key)
+    assert [c.task.task_id for c in more] == [fits]
+
+
+# -- equal images, batched or alone ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelEntry]:
+    root = tmp_path_factory.mktemp("batch-models")
+    catalog = load_catalog()
+    labels = {
+        "HunyuanImagePipeline": "Hunyuan:3.0", "HunyuanDiTPipeline": "Hunyuan:dit-v1.2",
+        "QwenImagePipeline": "Qwen:0925", "StableDiffusionPipeline": "SD-Turbo:1.0",
+        "StableDiffusionXLPipeline": "SDXL-Turbo:1.0",
+    }  # fmt: skip
+    entries = {"tiny-random": catalog.resolve("tiny-random", None)}
+    for pipeline, label in labels.items():
+        name, version = label.split(":")
+        folder = save_tiny(pipeline, root / pipeline) if pipeline in BUILDERS else root
+        entries[label] = dataclasses.replace(catalog.resolve(name, version), source=str(folder), image_source="")
+    return entries
+
+
+@pytest.mark.parametrize(
+    "label", ["tiny-random", "Hunyuan:3.0", "Hunyuan:dit-v1.2", "Qwen:0925", "SD-Turbo:1.0", "SDXL-Turbo:1.0"]
+)
+def test_a_tasks_images_batched_are_its_images_alone(tiny_models: dict[str, ModelEntry], label: str) -> None:
+    entry = tiny_models[label]
+    engine = DiffusersEngine("cpu", allow_download=False)
+    requests = [
+        GenerationRequest(prompt, "fog" if index % 2 else "", count, 64, 64, 2, entry.guidance_scale, seed=seed)
+        for index, (prompt, count, seed) in enumerate([("a lighthouse", 2, 5), ("a boat", 1, 6), ("a cat", 3, 7)])
+    ]
+    batched = engine.generate(entry, requests, lambda step, steps: None)
+    assert [len(images) for images in batched] == [2, 1, 3]  # each request's own count
+    for request, images in zip(requests, batched, strict=True):
+        [alone] = engine.generate(entry, [request], lambda step, steps: None)
+        assert all(within_rounding(pixels(a), pixels(b)) for a, b in zip(images, alone, strict=True)), label
+
+
+def test_a_worker_runs_compatible_tasks_as_one_call_and_each_gets_its_own_images(
+    backend: Backend, storage: LocalStorage, tmp_path: Path
+) -> None:
+    """Batched and unbatched runs of the same tasks, on two stores, give the same images."""
+    specs = [spec(prompt=f"a lighthouse {i}", seed=10 + i, count=1 + i % 3) for i in range(5)]
+    results = {}
+    for max_batch in (1, 8):
+        store = Backend("sqlite", f"sqlite:///{tmp_path / f'b{max_batch}.db'}").open(ManualClock())
+        engine = Counting(DiffusersEngine("cpu"))
+        ids = [new_task_id() for _ in specs]
+        for task_id, one in zip(ids, specs, strict=True):
+            create(store, task_id, "k", one)
+        run = worker(store, storage, ManualClock(), engine, max_batch=max_batch)
+        while run.run_once():
+            pass
+        assert engine.calls == ([5] if max_batch == 8 else [1] * 5)
+        tasks = [get(store, task_id) for task_id in ids]
+        assert all(task.status is Status.DONE and len(task.result_keys) == one.image_count
+                   for task, one in zip(tasks, specs, strict=True))  # fmt: skip
+        results[max_batch] = [[pixels(Image.open(storage.root / key)) for key in task.result_keys] for task in tasks]
+        store.close()
+    for alone, batched in zip(results[1], results[8], strict=True):
+        assert all(within_rounding(a, b) for a, b in zip(alone, batched, strict=True))
+
+
+# -- isolation inside a batch ----------------------------------------------------------------------
+
+
+class Counting:
+    """The real engine, recording how many requests each call served; optionally failing calls."""
+
+    def __init__(self, inner: DiffusersEngine, fail: Any = None, on_step: Any = None) -> None:
+        self.inner = inner
+        self.calls: list[int] = []
+        self.fail = fail
+        self.on_step = on_step
+
+    def generate(
+        self, entry: ModelEntry, requests: Sequence[GenerationRequest], on_step: StepCallback
+    ) -> list[list[Image.Image]]:
+        self.calls.append(len(requests))
+        if self.fail is not None:
+            self.fail(requests)
+
+        def step(done: int, total: int) -> None:
+            if self.on_step is not None:
+                self.on_step(done, total)
+            on_step(done, total)
+
+        return self.inner.generate(entry, requests, step)
+
+    def loaded(self) -> list[str]:
+        return self.inner.loaded()
+
+
+def batch_of(store: TaskStore, clock: ManualClock, count: int, **changes: Any) -> list[str]:
+    """``count`` compatible tasks, created in this order (a millisecond apart)."""
+    ids = [new_task_id() for _ in range(count)]
+    for index, task_id in enumerate(ids):
+        create(store, task_id, "k", spec(prompt=f"task {index}", seed=index, **changes))
+        clock.advance(0.001)
+    return ids
+
+
+def test_out_of_memory_splits_the_batch_and_retries_the_halves(
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    def too_many(requests: Sequence[GenerationRequest]) -> None:
+        if len(requests) > 2:
+            raise OutOfMemory("cuda:0 ran out of memory")
+
+    engine = Counting(DiffusersEngine("cpu"), fail=too_many)
+    ids = batch_of(store, clock, 4)
+    assert worker(store, storage, clock, engine).run_once()
+    assert engine.calls == [4, 2, 2]
+    assert all(get(store, task_id).status is Status.DONE for task_id in ids)
+
+
+def test_an_output_refused_by_review_fails_only_its_own_task(
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    checked: list[int] = []
+
+    def refuse_the_second_image(kind: str, content: Any) -> str | None:
+        checked.append(1)
+        return "refused" if kind == "output_image" and len(checked) == 2 else None
+
+    ids = batch_of(store, clock, 3)
+    run = worker(store, storage, clock)
+    run.review = ContentReview([], refuse_the_second_image)
+    run.run_once()
+    statuses = [get(store, task_id).status for task_id in ids]
+    assert statuses == [Status.DONE, Status.FAIL, Status.DONE]
+    assert "refused by content review" in get(store, ids[1]).message
+    assert not (storage.root / ids[1]).exists()
+
+
+def test_a_lost_lease_drops_only_that_task(store: TaskStore, storage: LocalStorage, clock: ManualClock) -> None:
+    ids = batch_of(store, clock, 3, steps=3)
+
+    def steal_the_second(done: int, total: int) -> None:
+        if done == 1:  # another worker took task 2 over: its lease is someone else's now
+            clock.advance(61)
+            [stolen] = store.claim("thief", 1, 60, batch_key=spec(steps=3).batch_key)
+            assert stolen.task.task_id == ids[0]
+
+    run = worker(store, storage, clock, Counting(DiffusersEngine("cpu"), on_step=steal_the_second))
+    run.run_once()
+    first = get(store, ids[0])
+    assert first.status is Status.RUN and first.attempts == 2  # the thief's attempt, untouched by us
+    assert [get(store, task_id).status for task_id in ids[1:]] == [Status.DONE, Status.DONE]
+    assert not (storage.root / ids[0]).exists()
+
+
+def test_shutdown_hands_every_task_of_the_batch_back(
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    ids = batch_of(store, clock, 3, steps=3)
+    run: Worker
+
+    def stop_during_the_image(done: int, total: int) -> None:
+        run.request_stop()
+        clock.advance(31)  # past the 30 s grace
+
+    run = worker(store, storage, clock, Counting(DiffusersEngine("cpu"), on_step=stop_during_the_image))
+    run.run_once()
+    tasks = [get(store, task_id) for task_id in ids]
+    assert [(task.status, task.attempts) for task in tasks] == [(Status.WAIT, 0)] * 3
+
+
+def test_progress_is_recorded_for_every_task_of_the_batch(
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    ids = batch_of(store, clock, 3, steps=4)
+    seen: dict[str, list[tuple[int, int]]] = {task_id: [] for task_id in ids}
+    record = store.heartbeat
+
+    def heartbeat(task_id: str, token: str, lease: float, progress: tuple[int, int] | None = None) -> bool:
+        if progress is not None:
+            seen[task_id].append(progress)
+        return record(task_id, token, lease, progress)
+
+    run = worker(store, storage, clock, Counting(DiffusersEngine("cpu"), on_step=lambda d, t: clock.advance(2)))
+    spy = {"__getattr__": lambda self, name: getattr(store, name), "heartbeat": staticmethod(heartbeat)}
+    run.store = type("Spy", (), spy)()
+    run.run_once()
+    assert all(seen[task_id][-1] == (4, 4) and len(seen[task_id]) >= 3 for task_id in ids), seen
+
+
+def test_a_part_filled_batch_waits_for_more_within_the_admission_window(
+    backend: Backend, storage: LocalStorage
+) -> None:
+    clock = SystemClock()
+    store = backend.open(clock)
+    first = new_task_id()
+    create(store, first, "k", spec())
+    later = new_task_id()
+    arrives = threading.Timer(0.2, lambda: create(backend.open(clock), later, "k", spec(prompt="later")))
+    arrives.start()
+    engine = Counting(DiffusersEngine("cpu"))
+    worker(store, storage, clock, engine, batch_wait=3.0).run_once()
+    arrives.join()
+    assert engine.calls == [2]
+    assert get(store, later).status is Status.DONE
+    store.close()
