@@ -27,6 +27,7 @@ from aigc_image.hardware import Hardware
 from aigc_image.media.sizes import ASPECT_RATIOS, SHORTER_SIDE, STANDARD_RESOLUTIONS
 
 ENGINES = ("diffusers", "tiny-random")
+CACHES = ("none", "first_block", "taylorseer", "mag")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 # Share of a GPU's (or the RAM's) memory a model may plan to use: the rest is for the CUDA
 # context, the other process on a CPU host, and fragmentation.
@@ -70,6 +71,12 @@ class ModelEntry:
     size_max_side: int = 2048
     size_min_pixels: int = 0
     size_max_pixels: int = 0
+    # Accelerations (docs/models.md gives each one's measured speed-up and pixel difference);
+    # off by default, since each changes the pixels a little.
+    compile: bool = False  # torch.compile of the denoiser's repeated blocks (regional), warmed up at load
+    cache: str = "none"  # "none", "first_block", "taylorseer" or "mag": reuse of the denoiser's work between steps
+    cache_options: Mapping[str, Any] = field(default_factory=dict)  # that method's diffusers config, e.g. threshold
+    channels_last: bool = False  # channels-last memory layout for a UNet's convolutions
     # What running it takes, for the hardware-aware default, offloading and `aigc-image models`.
     memory_gb: float = 0.0  # GPU memory for one image at the native size, in the model's dtype
     cpu_memory_gb: float = 0.0  # RAM to run it on a CPU (float32); 0: too slow to offer on CPUs
@@ -78,6 +85,13 @@ class ModelEntry:
     @property
     def label(self) -> str:
         return f"{self.name}:{self.version}"
+
+    @property
+    def accelerations(self) -> list[str]:
+        """What is turned on, as `aigc-image models` shows it."""
+        options = ", ".join(f"{k}={_brief(v)}" for k, v in self.cache_options.items())
+        cache = [f"{self.cache}({options})" if options else self.cache] if self.cache != "none" else []
+        return [name for name, on in (("compile", self.compile), ("channels_last", self.channels_last)) if on] + cache
 
     def fits(self, hardware: Hardware) -> bool:
         """Whether this model runs on ``hardware`` without offloading weights to the CPU."""
@@ -175,8 +189,13 @@ def load_catalog(extra_file: str = "", default_model: str = "") -> Catalog:
     return catalog.with_default(default_model or chosen_default) if (default_model or chosen_default) else catalog
 
 
+def _brief(value: Any) -> str:
+    return f"[{len(value)} values]" if isinstance(value, list) else str(value)
+
+
 _FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(ModelEntry)}
 _TYPE_NAMES = {
+    "Mapping[str, Any]": "a table",
     "str": "a string",
     "bool": "true or false",
     "int": "an integer",
@@ -198,6 +217,8 @@ def _fits_type(raw: Mapping[str, Any], key: str, hint: str) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint in ("float", "float | None"):
         return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint == "Mapping[str, Any]":
+        return isinstance(value, dict)
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
@@ -224,6 +245,10 @@ def _entry(raw: Mapping[str, Any], origin: str) -> ModelEntry:
         problems.append(f"engine must be one of {', '.join(ENGINES)}")
     if entry.prompt_style not in STYLES:
         problems.append(f"prompt_style must be one of {', '.join(STYLES)}")
+    if entry.cache not in CACHES:
+        problems.append(f"cache must be one of {', '.join(CACHES)}")
+    if entry.cache_options and entry.cache == "none":
+        problems.append("cache_options needs a cache")
     if entry.dtype not in DTYPES:
         problems.append(f"dtype must be one of {', '.join(DTYPES)}")
     if entry.engine == "diffusers" and not entry.source:

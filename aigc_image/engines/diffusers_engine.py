@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from aigc_image.catalog import ModelEntry
+from aigc_image.engines.accelerate import accelerate, rearm
 from aigc_image.engines.base import GenerationRequest, StepCallback
 from aigc_image.engines.calls import build_call, components_replaced, takes_prompt_lists
 from aigc_image.engines.loading import load_image_pipeline, load_pipeline, modules, pick_device, place, weight_bytes
@@ -81,12 +82,22 @@ class DiffusersEngine:
             pipe = load_pipeline(entry, self.device, self._allow_download)
             pipe.set_progress_bar_config(disable=True)
             placement = place(pipe, entry, self.device, self._device_bytes())
+            applied = accelerate(pipe, entry)
         except torch.OutOfMemoryError:
             self._free()
             raise OutOfMemory(f"Model {entry.label} does not fit in the memory of {self.device}.") from None
-        log.info("loaded %s in %.1f s (%s)", entry.label, time.monotonic() - started, placement)
+        log.info("loaded %s in %.1f s (%s)", entry.label, time.monotonic() - started, ", ".join([placement, *applied]))
         model = self._loaded[key] = LoadedModel(entry, pipe, placement)
+        if entry.compile:
+            self._warm_up(entry)
         return model
+
+    def _warm_up(self, entry: ModelEntry) -> None:
+        """Compile now, at the native size, so that no task pays for it."""
+        started = time.monotonic()
+        request = GenerationRequest("warm-up", "", 1, entry.width, entry.height, min(2, entry.steps), None, seed=0)
+        self.generate(entry, [request], lambda _done, _total: None)
+        log.info("compiled %s in %.1f s", entry.label, time.monotonic() - started)
 
     def _image_pipeline(self, model: LoadedModel) -> Any:
         if model.image_pipeline is None:
@@ -122,6 +133,7 @@ class DiffusersEngine:
         if len(requests) > 1 and not takes_prompt_lists(pipe):  # one call per request
             return [images for request in requests for images in self.generate(entry, [request], on_step)]
         call = build_call(pipe, requests)
+        rearm(pipe, entry, first.steps)
         roller: LatentRoller | None = None
         if first.panorama and getattr(pipe, "unet", None) is None:  # a transformer: roll its latents
             roller = _roller(pipe, call.width, call.height, first.steps)
