@@ -18,12 +18,13 @@ from __future__ import annotations
 import enum
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 ENV_PREFIX = "AIGC_IMAGE_"
 
@@ -39,7 +40,19 @@ def _listed(value: Any) -> Any:
     return value
 
 
+def _devices(value: tuple[str, ...]) -> tuple[str, ...]:
+    for device in value:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise ValueError(f"{device!r} is not a device: use auto, cpu, cuda or cuda:N")
+    if "auto" in value and len(value) > 1:
+        raise ValueError("auto stands alone: it means every visible GPU, or the CPU")
+    if not value:
+        raise ValueError("name at least one device")
+    return value
+
+
 Names = Annotated[tuple[str, ...], BeforeValidator(_listed)]
+Devices = Annotated[tuple[str, ...], BeforeValidator(_listed), AfterValidator(_devices)]
 Networks = Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], BeforeValidator(_listed)]
 
 
@@ -131,8 +144,11 @@ class WorkerSettings(_Section):
         description="Seconds a stopping worker lets its running task finish before interrupting it and handing it "
         "back.",
     )
-    device: str = Field(
-        "auto", description="Torch device for pipelines: `auto` (CUDA when present, else CPU), `cpu`, `cuda`, `cuda:N`."
+    devices: Devices = Field(
+        ("auto",),
+        description="Devices `serve` runs workers on, one worker process each: `auto` (every GPU PyTorch sees, "
+        "else the CPU) or a list of `cpu`, `cuda:N` (`cpu,cpu`: two CPU workers). A standalone `aigc-image "
+        "worker` uses the first unless `--device` names one.",
     )
     torch_threads: int = Field(0, ge=0, description="CPU threads torch may use in the worker (0 = torch's default).")
     max_batch: int = Field(

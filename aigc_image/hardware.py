@@ -1,14 +1,19 @@
-"""What this host can run models on: its GPUs and their memory, or its CPU and RAM.
+"""What this host can run models on: its GPUs and their memory, or its CPU and RAM, and which
+device each worker process gets.
 
-Read once at start by ``serve`` (to choose a default model when none is configured) and by
-``aigc-image models`` (to say what fits). Uses PyTorch's view of the GPUs, so it sees exactly
-what a worker on this host will see (``CUDA_VISIBLE_DEVICES`` included).
+Read once at start by ``serve`` (to choose a default model when none is configured, and to start
+one worker per device) and by ``aigc-image models`` (to say what fits). Uses PyTorch's view of the
+GPUs, so it sees exactly what a worker on this host will see (``CUDA_VISIBLE_DEVICES`` included).
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from aigc_image.config import ConfigError
 
 GIB = 1024**3
 
@@ -35,14 +40,45 @@ def ram_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def probe(device: str = "auto") -> Hardware:
-    """The hardware a worker with ``worker.device = device`` would use."""
+def probe(devices: Sequence[str] = ("auto",)) -> Hardware:
+    """The hardware workers on ``devices`` (setting ``worker.devices``) would use. With several
+    GPUs, the smallest: every worker must be able to run what is chosen for them."""
     import torch  # imported here: the API process only needs it for this one look
 
-    if device != "cpu" and torch.cuda.is_available():
-        index = torch.device(device).index if device.startswith("cuda:") else None
-        indices = [index] if index is not None else list(range(torch.cuda.device_count()))
-        largest = max(indices, key=lambda i: torch.cuda.get_device_properties(i).total_memory)
-        properties = torch.cuda.get_device_properties(largest)
-        return Hardware("cuda", properties.name, properties.total_memory, len(indices))
-    return Hardware("cpu", "CPU", ram_bytes(), 0)
+    indices = sorted({int(d.removeprefix("cuda:")) for d in worker_devices(devices) if d.startswith("cuda:")})
+    if not indices:
+        return Hardware("cpu", "CPU", ram_bytes(), 0)
+    smallest = min(indices, key=lambda i: torch.cuda.get_device_properties(i).total_memory)
+    properties = torch.cuda.get_device_properties(smallest)
+    return Hardware("cuda", properties.name, properties.total_memory, len(indices))
+
+
+def worker_devices(devices: Sequence[str]) -> list[str]:
+    """One device per worker process: ``auto`` is every GPU PyTorch sees, else the CPU."""
+    import torch
+
+    count = torch.cuda.device_count()  # asks NVML: no CUDA context in this process
+    if tuple(devices) == ("auto",):
+        return [f"cuda:{i}" for i in range(count)] or ["cpu"]
+    resolved = ["cuda:0" if device == "cuda" else device for device in devices]
+    for device in resolved:
+        if device.startswith("cuda:") and int(device.removeprefix("cuda:")) >= count:
+            seen = f"{count} GPU{'s' if count != 1 else ''}" if count else "no GPU"
+            raise ConfigError(f"worker.devices names {device}, but PyTorch sees {seen} on this host.")
+    return resolved
+
+
+def pin(device: str) -> str:
+    """Make GPU ``cuda:N`` the only one this process sees, so that nothing in it (a library's
+    default device included) touches another worker's GPU; returns the torch device to use.
+    Call before CUDA is initialised. Other devices are returned as they are."""
+    match = re.fullmatch(r"cuda:(\d+)", device)
+    if match is None:
+        return device
+    index = int(match[1])
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [part.strip() for part in visible.split(",")] if visible is not None else None
+    if ids is not None and index >= len(ids):
+        raise ConfigError(f"{device} is not one of the GPUs CUDA_VISIBLE_DEVICES={visible} shows.")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ids[index] if ids is not None else str(index)
+    return "cuda:0"

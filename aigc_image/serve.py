@@ -18,7 +18,7 @@ import uvicorn
 from aigc_image import keys as keyfiles
 from aigc_image.clock import SystemClock
 from aigc_image.config import Settings
-from aigc_image.hardware import probe
+from aigc_image.hardware import probe, worker_devices
 from aigc_image.protocol.connection import guarded_protocol
 from aigc_image.store import StoreUnavailable, TaskStore
 from aigc_image.store.base import worker_id
@@ -51,7 +51,7 @@ def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) ->
     port = listener.getsockname()[1]
     settings = settings.with_overrides(**{"api.port": port})
     keys = ensure_keys(settings)
-    hardware = None if settings.models.default_model else probe(settings.worker.device)
+    hardware = None if settings.models.default_model else probe(settings.worker.devices)
     catalog, why = catalog_from(settings, hardware)
     print(f"default model: {catalog.default.label} ({why})", flush=True)
     app, store, storage = build_service(settings, clock, keys, catalog)
@@ -59,9 +59,12 @@ def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) ->
     stop = threading.Event()
     sweeper = Sweeper(store, storage, clock, settings.storage.url_ttl, settings.storage.task_retention)
     threading.Thread(target=sweeper.run, args=(stop, settings.storage.sweep_interval), daemon=True).start()
-    supervisor = WorkerSupervisor(settings, config_file, store) if with_worker else None
-    if supervisor:
+    devices = worker_devices(settings.worker.devices) if with_worker else []
+    supervisors = [WorkerSupervisor(settings, config_file, store, device) for device in devices]
+    for supervisor in supervisors:
         supervisor.start()
+    if supervisors:
+        print(f"workers on: {', '.join(devices)}", flush=True)
 
     config = uvicorn.Config(
         app,
@@ -81,8 +84,10 @@ def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) ->
         server.run(sockets=[listener])
     finally:
         stop.set()
-        if supervisor:
-            supervisor.stop()
+        for supervisor in supervisors:  # all stop together: each may take its grace period
+            supervisor.terminate()
+        for supervisor in supervisors:
+            supervisor.wait()
         store.close()
 
 
@@ -100,7 +105,8 @@ def _url_host(host: str) -> str:
 
 
 class WorkerSupervisor:
-    """Keeps one ``aigc-image worker`` child running beside the API.
+    """Keeps one ``aigc-image worker`` child running beside the API, on one device (``serve`` runs
+    one supervisor per device of ``worker.devices``).
 
     * It restarts a child that exits, backing off while it keeps failing at start-up (a broken
       install) or cannot be started at all, and never gives up.
@@ -112,9 +118,15 @@ class WorkerSupervisor:
     """
 
     def __init__(
-        self, settings: Settings, config_file: Path | None, store: TaskStore, first_delay: float = 1.0
+        self,
+        settings: Settings,
+        config_file: Path | None,
+        store: TaskStore,
+        device: str = "auto",
+        first_delay: float = 1.0,
     ) -> None:
         self._command = [sys.executable, "-m", "aigc_image", "worker", "--data-dir", str(settings.data_dir)]
+        self._command += ["--device", device]
         self._command += ["--parent-pid", str(os.getpid())]
         if config_file is not None:
             self._command += ["--config", str(config_file)]
@@ -163,11 +175,21 @@ class WorkerSupervisor:
         return child is not None and child.poll() is None
 
     def stop(self) -> None:
+        self.terminate()
+        self.wait()
+
+    def terminate(self) -> None:
+        """Ask the child to stop: it finishes or hands back its tasks."""
         self._stopping.set()
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.terminate()
+
+    def wait(self) -> None:
+        """Wait for the stopping child; kill it after its grace period and hand its tasks back."""
         child = self._child
         if child is None or child.poll() is not None:
             return
-        child.terminate()
         try:
             child.wait(self.stop_timeout)
         except subprocess.TimeoutExpired:

@@ -14,7 +14,7 @@ def main() -> None:
         for part in key.split("."):
             value = getattr(value, part)
         if isinstance(value, tuple):
-            shown = "none"
+            shown = f"`{','.join(map(str, value))}`" if value else "none"
         elif value == "":
             shown = '""'
         elif isinstance(value, bool):

@@ -22,7 +22,7 @@ def test_json_logs_are_one_object_per_line_with_request_and_task_ids(tmp_path: P
         with pytest.raises(TencentCloudSDKException) as refused:
             client.CreateAigcImageTask(create_request(Prompt="x", OutputImageCount=99))
         lines = server.log.read_text().splitlines()
-    printed = ("default model:", "aigc-image listening on")  # serve's own stdout lines, for people
+    printed = ("default model:", "workers on:", "aigc-image listening on")  # serve's own stdout lines, for people
     entries = [json.loads(line) for line in lines if not line.startswith(printed)]
     assert all({"time", "level", "logger", "message"} <= set(entry) for entry in entries)
     assert {"task_id": task_id} | {"message": f"task {task_id}: done, 1 image(s)"} in [
