@@ -26,8 +26,9 @@ from aigc_image.results.buckets import Results
 from aigc_image.results.local import LocalStorage
 from aigc_image.store import TaskStore
 from aigc_image.tasks import Status, TaskSpec, new_task_id
+from aigc_image.worker import worker as worker_module
 from aigc_image.worker.worker import Worker
-from tests.helpers import create, get
+from tests.helpers import create, get, wait_for
 from tests.stores import Backend
 from tests.tiny_models import BUILDERS, save_tiny
 
@@ -45,7 +46,7 @@ def storage(tmp_path: Path) -> LocalStorage:
 def worker(store: TaskStore, storage: LocalStorage, clock: Any, engine: Any = None, **options: Any) -> Worker:
     return Worker(
         store, engine or DiffusersEngine("cpu"), load_catalog(default_model="tiny-random"), Results(storage), clock,
-        lease_seconds=60, poll_interval=0.1, **({"max_batch": 8} | options),
+        poll_interval=0.1, **({"max_batch": 8, "lease_seconds": 60} | options),
     )  # fmt: skip
 
 
@@ -278,23 +279,29 @@ def test_shutdown_hands_every_task_of_the_batch_back(
     assert [(task.status, task.attempts) for task in tasks] == [(Status.WAIT, 0)] * 3
 
 
-def test_progress_is_recorded_for_every_task_of_the_batch(
+def test_progress_is_recorded_for_every_task_of_the_batch_off_the_generating_thread(
     store: TaskStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
     ids = batch_of(store, clock, 3, steps=4)
     seen: dict[str, list[tuple[int, int]]] = {task_id: [] for task_id in ids}
+    writers: set[str] = set()
     record = store.heartbeat
 
     def heartbeat(task_id: str, token: str, lease: float, progress: tuple[int, int] | None = None) -> bool:
+        writers.add(threading.current_thread().name)
         if progress is not None:
             seen[task_id].append(progress)
         return record(task_id, token, lease, progress)
 
-    run = worker(store, storage, clock, Counting(DiffusersEngine("cpu"), on_step=lambda d, t: clock.advance(2)))
+    slow_steps = Counting(DiffusersEngine("cpu"), on_step=lambda done, total: threading.Event().wait(0.15))
+    run = worker(store, storage, clock, slow_steps, lease_seconds=0.3)  # renewed every 0.1 s
     spy = {"__getattr__": lambda self, name: getattr(store, name), "heartbeat": staticmethod(heartbeat)}
     run.store = type("Spy", (), spy)()
     run.run_once()
-    assert all(seen[task_id][-1] == (4, 4) and len(seen[task_id]) >= 3 for task_id in ids), seen
+    for task_id in ids:
+        assert seen[task_id] == sorted(seen[task_id]) and {1, 2, 3} & {done for done, _ in seen[task_id]}, seen
+    assert writers == {"leases"}, "the thread that drives the pipeline must not wait for the store"
+    assert [get(store, task_id).status for task_id in ids] == [Status.DONE] * 3
 
 
 def test_a_part_filled_batch_waits_for_more_within_the_admission_window(
@@ -313,3 +320,76 @@ def test_a_part_filled_batch_waits_for_more_within_the_admission_window(
     assert engine.calls == [2]
     assert get(store, later).status is Status.DONE
     store.close()
+
+
+class SlowResults(Results):
+    """Stores nothing until ``release`` is set: a slow upload."""
+
+    def __init__(self, storage: LocalStorage) -> None:
+        super().__init__(storage)
+        self.release = threading.Event()
+
+    def put(self, key: str, data: bytes) -> None:
+        assert self.release.wait(30), "never released"
+        super().put(key, data)
+
+
+def test_the_next_batch_generates_while_the_last_one_is_stored(
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    first, second = batch_of(store, clock, 1), batch_of(store, clock, 1, steps=3)  # two batch keys
+    engine = Counting(DiffusersEngine("cpu"))
+    run = worker(store, storage, clock, engine)
+    run.storage = slow = SlowResults(storage)
+    assert run.run_once(overlap=True)  # returns with its image still being stored
+    assert get(store, first[0]).status is Status.RUN and first[0] in run.record().running
+
+    nxt = threading.Thread(target=run.run_once, kwargs={"overlap": True})
+    nxt.start()  # generates the second batch now, then waits for the first to be stored
+    wait_for(lambda: len(engine.calls) == 2, timeout=30)
+    assert engine.calls == [1, 1] and get(store, first[0]).status is Status.RUN
+    slow.release.set()
+    nxt.join(30)
+    run.wait_for_delivery()
+    assert [get(store, task_id).status for task_id in first + second] == [Status.DONE, Status.DONE]
+    assert run.record().running == [] and run.record().state == "idle"
+
+
+def test_tasks_already_waiting_fill_the_batch_without_waiting_for_a_wake_up(
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    """Tasks created between the first claim and the admission window are taken at once."""
+    ids = batch_of(store, clock, 2)
+    waits: list[float] = []
+    claim = store.claim
+
+    def one_at_first(worker_id: str, limit: int, lease_seconds: float, batch_key: str | None = None) -> Any:
+        return claim(worker_id, 1 if batch_key is None else limit, lease_seconds, batch_key=batch_key)
+
+    spy = {"__getattr__": lambda self, name: getattr(store, name), "claim": staticmethod(one_at_first),
+           "wait_for_work": staticmethod(waits.append)}  # fmt: skip
+    engine = Counting(DiffusersEngine("cpu"))
+    run = worker(store, storage, clock, engine, max_batch=2, batch_wait=30.0)
+    run.store = type("Spy", (), spy)()
+    assert run.run_once()
+    assert engine.calls == [2] and waits == []
+    assert [get(store, task_id).status for task_id in ids] == [Status.DONE, Status.DONE]
+
+
+def test_no_more_batches_wait_for_storage_than_the_limit(
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    limit = worker_module.MAX_IN_DELIVERY
+    ids = [batch_of(store, clock, 1, steps=2 + n)[0] for n in range(limit + 1)]  # one batch key each
+    engine = Counting(DiffusersEngine("cpu"))
+    run = worker(store, storage, clock, engine)
+    run.storage = slow = SlowResults(storage)
+    loop = threading.Thread(target=lambda: [run.run_once(overlap=True) for _ in ids])
+    loop.start()
+    wait_for(lambda: len(engine.calls) == limit + 1, timeout=60)
+    assert loop.is_alive(), "the last batch must wait for the oldest one's storage"
+    assert len(run.record().running) == limit + 1
+    slow.release.set()
+    loop.join(30)
+    run.wait_for_delivery()
+    assert all(get(store, task_id).status is Status.DONE for task_id in ids)

@@ -1,15 +1,20 @@
 """Keeping the leases of the tasks a worker holds, and stopping a batch when it must stop.
 
-Each claimed task is a ``Job``. While a batch runs, ``LeaseKeeper`` renews every job's lease from a
-timer thread (so a model that loads for minutes, or one very long step, cannot outlast the lease),
-and ``StepWatch``, called by the pipeline after each denoising step, records progress, renews the
-leases too, and decides whether the batch goes on:
+Each claimed task is a ``Job``. While a batch runs (and until its images are stored),
+``LeaseKeeper`` renews every job's lease from its own thread, every second, recording each job's
+latest progress as it does: so a model that loads for minutes, or one very long step, cannot
+outlast the lease, and the thread that drives the GPU never waits for the task store.
+``StepWatch``, called by the pipeline after each denoising step, notes the progress in memory and
+decides whether the batch goes on:
 
 * a job whose lease was lost (another worker took its task over after this one stalled) is marked
   lost; the batch goes on for the others and the lost job's images are thrown away at the end;
   when every job is lost, the batch stops (LeaseLost);
 * past shutdown's grace period the batch stops and every job is handed back (Interrupted);
 * past ``worker.task_timeout`` the batch stops and its tasks fail (TaskTimeout).
+
+Should the keeper fall a third of a lease behind (a wedged thread, or a test's simulated clock),
+the step watch renews the leases itself.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class Job:
     claim: Claim
     lost: threading.Event = field(default_factory=threading.Event)
     request: GenerationRequest | None = None
+    progress: tuple[int, int] | None = None  # (steps done, steps), written with the next renewal
+    renewed_at: float = 0.0  # clock.monotonic() of the last renewal
 
     @property
     def task(self) -> Task:
@@ -60,35 +67,44 @@ class Stopping(Protocol):
     def past_grace(self) -> bool: ...
 
 
-class LeaseKeeper:
-    """Renews the leases of ``jobs`` every third of a lease until the block ends."""
+def renew(store: TaskStore, job: Job, lease_seconds: float, clock: Clock) -> None:
+    """Renew one job's lease, recording its progress; a lease another worker owns now marks it lost."""
+    try:
+        if store.heartbeat(job.task_id, job.claim.token, lease_seconds, job.progress):
+            job.renewed_at = clock.monotonic()
+        else:
+            job.lost.set()
+    except StoreUnavailable as exc:  # keep generating: the next renewal retries, and the lease decides
+        log.warning("task %s: heartbeat skipped, store unavailable: %s", job.task_id, exc,
+                    extra={"task_id": job.task_id})  # fmt: skip
 
-    def __init__(self, store: TaskStore, jobs: Sequence[Job], lease_seconds: float) -> None:
+
+class LeaseKeeper:
+    """Renews the leases of ``jobs``, with their progress, from ``start`` until ``stop``."""
+
+    def __init__(self, store: TaskStore, jobs: Sequence[Job], lease_seconds: float, clock: Clock) -> None:
         self._store = store
         self._jobs = jobs
         self._lease_seconds = lease_seconds
+        self._clock = clock
+        self.interval = min(PROGRESS_INTERVAL, lease_seconds / 3)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._renew, name="leases", daemon=True)
+        for job in jobs:
+            job.renewed_at = clock.monotonic()  # the claim itself leased it
 
-    def __enter__(self) -> LeaseKeeper:
+    def start(self) -> None:
         self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self._done.set()
         self._thread.join()
 
     def _renew(self) -> None:
-        while not self._done.wait(self._lease_seconds / 3):
+        while not self._done.wait(self.interval):
             for job in self._jobs:
-                if job.lost.is_set():
-                    continue
-                try:
-                    if not self._store.heartbeat(job.task_id, job.claim.token, self._lease_seconds):
-                        job.lost.set()  # the step watch drops it at the next step
-                except StoreUnavailable as exc:
-                    log.warning("task %s: heartbeat skipped, store unavailable: %s", job.task_id, exc,
-                                extra={"task_id": job.task_id})  # fmt: skip
+                if not job.lost.is_set():
+                    renew(self._store, job, self._lease_seconds, self._clock)
 
 
 class StepWatch:
@@ -109,8 +125,8 @@ class StepWatch:
         self._worker = worker
         self._lease_seconds = lease_seconds
         self._task_timeout = task_timeout
-        self._started = self._last = clock.monotonic()
-        self._interval = min(PROGRESS_INTERVAL, lease_seconds / 3)
+        self._started = clock.monotonic()
+        self._last_try = float("-inf")  # the step watch's own last renewal, when the keeper fell behind
 
     def __call__(self, step: int, steps: int) -> None:
         if self._worker.past_grace():
@@ -124,15 +140,12 @@ class StepWatch:
                 f"Generation took longer than this server allows (worker.task_timeout = {self._task_timeout:g} s) "
                 f"and was stopped after {step} of {steps} steps; ask for fewer steps or fewer or smaller images."
             )
-        if now - self._last < self._interval:
-            return
-        self._last = now
         for job in live:
-            try:
-                renewed = self._store.heartbeat(job.task_id, job.claim.token, self._lease_seconds, (step, steps))
-            except StoreUnavailable:
-                return  # keep generating: the timer retries, and the lease decides if it was too long
-            if not renewed:
-                job.lost.set()
-        if all(job.lost.is_set() for job in self._jobs):
-            raise LeaseLost()
+            job.progress = (step, steps)
+        behind = [job for job in live if now - job.renewed_at >= self._lease_seconds / 3]
+        if behind and now - self._last_try >= self._lease_seconds / 3:  # the keeper fell behind
+            self._last_try = now
+            for job in behind:
+                renew(self._store, job, self._lease_seconds, self._clock)
+            if all(job.lost.is_set() for job in self._jobs):
+                raise LeaseLost()

@@ -13,10 +13,12 @@ from types import FrameType
 from aigc_image.clock import SystemClock
 from aigc_image.config import Settings
 from aigc_image.fetch.fetcher import Fetcher
+from aigc_image.hardware import pin
 from aigc_image.store import open_store
 from aigc_image.wiring import catalog_from, review_from, storage_from
+from aigc_image.worker.render import Renderer, render
 from aigc_image.worker.retry import RetryPolicy
-from aigc_image.worker.worker import Worker
+from aigc_image.worker.worker import DELIVERY_THREADS, Worker
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +32,15 @@ def _stop_when_orphaned(parent_pid: int, worker: Worker) -> None:
         time.sleep(1.0)
 
 
-def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
-    """Run one worker until SIGTERM/SIGINT; a second signal exits at once.
+def run_worker(settings: Settings, device: str = "auto", parent_pid: int | None = None) -> None:
+    """Run one worker on ``device`` until SIGTERM/SIGINT; a second signal exits at once.
 
     On the first signal the worker stops claiming and gives its running task
     ``worker.shutdown_grace`` seconds, then interrupts it at the next step and hands it back.
     With ``parent_pid`` (set by ``serve``), the worker also stops when that process is gone,
     even if it was killed with SIGKILL and could not tell its child.
     """
+    torch_device = pin(device)  # before anything initialises CUDA
     from aigc_image.engines.diffusers_engine import DiffusersEngine
 
     clock = SystemClock()
@@ -46,7 +49,8 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
 
         torch.set_num_threads(settings.worker.torch_threads)
     catalog, _ = catalog_from(settings)
-    engine = DiffusersEngine(settings.worker.device, settings.models.allow_download, settings.worker.max_loaded_models)
+    engine = DiffusersEngine(torch_device, settings.models.allow_download, settings.worker.max_loaded_models)
+    renderer = Renderer(DELIVERY_THREADS) if engine.device.type == "cuda" else None
     store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
     worker = Worker(
         store,
@@ -67,6 +71,8 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
         task_timeout=settings.worker.task_timeout,
         max_batch=settings.worker.max_batch,
         batch_wait=settings.worker.batch_wait_ms / 1000,
+        device=None if device == "auto" else device,
+        render=renderer or render,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -81,8 +87,12 @@ def run_worker(settings: Settings, parent_pid: int | None = None) -> None:
     if parent_pid is not None:
         threading.Thread(target=_stop_when_orphaned, args=(parent_pid, worker), daemon=True).start()
     try:
+        if renderer is not None:
+            renderer.start()
         worker.preload(list(settings.worker.preload))
         worker.run()
     finally:
+        if renderer is not None:
+            renderer.close()
         with contextlib.suppress(Exception):
             store.close()

@@ -13,6 +13,12 @@ count, lease, progress, review, labels and result, and its own fate:
   fails, and is not retried;
 * shutdown's grace period running out hands every task of the batch back.
 
+While a batch's images are reviewed, encoded (in child processes: worker/render.py) and stored,
+on other threads, the worker already claims and generates the next batch, so the GPU does not
+wait for PNG encoding or uploads. At most MAX_IN_DELIVERY batches are in delivery: a batch that
+would make one more first waits for the oldest. Each task keeps its lease until its images are
+stored and it is complete.
+
 When the task store is unreachable (a database restart), the worker keeps what it has:
 heartbeats that fail are skipped (the lease decides), and the final write of a task
 (complete, fail, retry, release) is retried with backoff until the store answers, so a
@@ -27,7 +33,9 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from PIL import Image
@@ -38,8 +46,7 @@ from aigc_image.engines.base import Engine, GenerationRequest
 from aigc_image.errors import ContentRefused, ModelUnavailable, OutOfMemory, TaskError
 from aigc_image.fetch.fetcher import Fetcher, FetchFailed, FetchRefused
 from aigc_image.fetch.images import decode_reference
-from aigc_image.media.encode import encode
-from aigc_image.media.labels import add_visible_label, implicit_label
+from aigc_image.media.labels import implicit_label
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.results.base import result_key
 from aigc_image.results.buckets import Results
@@ -47,9 +54,14 @@ from aigc_image.store.base import REPORT_INTERVAL, StoreUnavailable, TaskStore, 
 from aigc_image.store.base import worker_id as local_worker_id
 from aigc_image.tasks import PANORAMA, Claim, TaskSpec
 from aigc_image.worker.leases import Interrupted, Job, LeaseKeeper, LeaseLost, StepWatch
+from aigc_image.worker.render import render
 from aigc_image.worker.retry import Backoff, RetryPolicy
 
 log = logging.getLogger(__name__)
+DELIVERY_THREADS = 4  # images reviewed, encoded and stored at once
+MAX_IN_DELIVERY = 4  # batches whose images are being stored while the next one generates
+Delivered = list[tuple[Job, list[Image.Image]]]
+Render = Callable[[Image.Image, TaskSpec, dict[str, str]], bytes]
 
 
 class Worker:
@@ -73,6 +85,8 @@ class Worker:
         task_timeout: float = 0.0,
         max_batch: int = 1,
         batch_wait: float = 0.0,
+        device: str | None = None,
+        render: Render = render,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -82,6 +96,8 @@ class Worker:
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.worker_id = worker_id or local_worker_id(os.getpid())
+        self.render = render  # image → stored bytes: worker/render.py's Renderer encodes off this process
+        self.device = device or str(getattr(engine, "device", "cpu"))  # as reported: cuda:N before pinning
         self.review = review
         self.shutdown_grace = shutdown_grace
         self.retry = retry or RetryPolicy()
@@ -94,7 +110,12 @@ class Worker:
         self._stop = threading.Event()
         self._stop_requested_at: float | None = None
         self._started_at = clock.now()
-        self._running: list[str] = []  # task ids in hand
+        self._running: list[str] = []  # task ids in generation
+        self._delivering: set[str] = set()  # task ids whose images are being stored (under _lock)
+        self._lock = threading.Lock()
+        self._deliveries: deque[Future[None]] = deque()  # the batches in delivery, oldest first
+        self._batches = ThreadPoolExecutor(MAX_IN_DELIVERY, thread_name_prefix="delivery")
+        self._deliverers = ThreadPoolExecutor(DELIVERY_THREADS, thread_name_prefix="deliver")
         self.failed_models: dict[str, str] = {}  # model label → why it could not load
 
     def preload(self, labels: list[str]) -> None:
@@ -122,7 +143,7 @@ class Worker:
         try:
             while not self._stop.is_set():
                 try:
-                    if not self.run_once():
+                    if not self.run_once(overlap=True):
                         self.store.fail_exhausted()
                         self.store.wait_for_work(self.poll_interval)
                     backoff.reset()
@@ -131,17 +152,20 @@ class Worker:
                     log.warning("task store unavailable (%s); trying again in %.1f s", exc, delay)
                     self._stop.wait(delay)
         finally:
+            self.wait_for_delivery()
             reporter.join()
             with contextlib.suppress(StoreUnavailable):
                 self.store.forget_worker(self.worker_id)
 
     def record(self) -> WorkerRecord:
         """What this worker is doing now, as /readyz and the operator page show it."""
-        state = "stopping" if self.stopping else ("busy" if self._running else "idle")
+        with self._lock:
+            running = self._running + sorted(self._delivering)
+        state = "stopping" if self.stopping else ("busy" if running else "idle")
         return WorkerRecord(
-            worker_id=self.worker_id, host=socket.gethostname(), device=str(getattr(self.engine, "device", "cpu")),
+            worker_id=self.worker_id, host=socket.gethostname(), device=self.device,
             started_at=self._started_at, seen_at=self.clock.now(), state=state, loaded=self.engine.loaded(),
-            failed=dict(self.failed_models), running=list(self._running),
+            failed=dict(self.failed_models), running=running,
         )  # fmt: skip
 
     def _report_until_stopped(self) -> None:
@@ -170,35 +194,64 @@ class Worker:
         started = self._stop_requested_at
         return started is not None and self.clock.monotonic() - started >= self.shutdown_grace
 
-    def run_once(self) -> bool:
-        """Claim and process one batch of compatible tasks; False when none was waiting."""
+    def run_once(self, overlap: bool = False) -> bool:
+        """Claim and process one batch of compatible tasks; False when none was waiting. With
+        ``overlap`` (the run loop), its images may still be in delivery when this returns."""
         claims = self.store.claim(self.worker_id, limit=self.max_batch, lease_seconds=self.lease_seconds)
         if claims and len(claims) < self.max_batch and self.batch_wait > 0:
             claims += self._admit_more(claims[0].task.spec.batch_key, self.max_batch - len(claims))
         if claims:
-            self.process(claims)
+            self.process(claims, overlap)
         return bool(claims)
 
     def _admit_more(self, batch_key: str, room: int) -> list[Claim]:
         """``worker.batch_wait_ms``: wait that long for more tasks that fit the batch."""
         more: list[Claim] = []
         deadline = self.clock.monotonic() + self.batch_wait
-        while len(more) < room and (left := deadline - self.clock.monotonic()) > 0:
-            self.store.wait_for_work(left)
+        while True:  # claim first: tasks created before the wait began have already sent their wake-up
             more += self.store.claim(self.worker_id, room - len(more), self.lease_seconds, batch_key=batch_key)
-        return more
+            left = deadline - self.clock.monotonic()
+            if len(more) >= room or left <= 0:
+                return more
+            self.store.wait_for_work(left)
 
-    def process(self, claims: list[Claim]) -> None:
-        """Run claimed tasks (one batch key) to their end, keeping their leases meanwhile."""
+    def process(self, claims: list[Claim], overlap: bool = False) -> None:
+        """Run claimed tasks (one batch key) to their end, keeping their leases meanwhile. With
+        ``overlap``, return once the images are made, leaving their delivery to run meanwhile."""
         jobs = [Job(claim) for claim in claims]
         self._running = [job.task_id for job in jobs]
+        keeper = LeaseKeeper(self.store, jobs, self.lease_seconds, self.clock)
+        keeper.start()
         try:
-            with LeaseKeeper(self.store, jobs, self.lease_seconds):
-                self._run(jobs)
+            delivered = self._run(jobs)
+            self.wait_for_delivery(leave=MAX_IN_DELIVERY - 1)
+        except BaseException:
+            keeper.stop()
+            raise
         finally:
             self._running = []
+        with self._lock:
+            self._delivering |= {job.task_id for job, _ in delivered}
+        self._deliveries.append(self._batches.submit(self._deliver_batch, delivered, keeper))
+        if not overlap:
+            self.wait_for_delivery()
 
-    def _run(self, jobs: list[Job]) -> None:
+    def wait_for_delivery(self, leave: int = 0) -> None:
+        """Until no more than ``leave`` batches are in delivery (re-raising what went wrong)."""
+        while len(self._deliveries) > leave:
+            self._deliveries.popleft().result()
+
+    def _deliver_batch(self, delivered: Delivered, keeper: LeaseKeeper) -> None:
+        try:
+            for done in [self._deliverers.submit(self._deliver, job, images) for job, images in delivered]:
+                done.result()
+        finally:
+            keeper.stop()
+            with self._lock:
+                self._delivering -= {job.task_id for job, _ in delivered}
+
+    def _run(self, jobs: list[Job]) -> Delivered:
+        """Generate the images of ``jobs``; the tasks that have them, with their images."""
         spec = jobs[0].task.spec  # a batch shares its model, size, steps and kind
         for job in jobs:
             log.info("task %s: attempt %d on %s:%s", job.task_id, job.task.attempts, spec.model_name,
@@ -208,7 +261,7 @@ class Worker:
         except TaskError as exc:
             for job in jobs:
                 self._settle(job, exc)
-            return
+            return []
         ready = []
         for job in jobs:  # each fetches its own references: a refused one fails only its task
             try:
@@ -217,44 +270,43 @@ class Worker:
                 self._settle(job, exc)
                 continue
             ready.append(job)
+        delivered: Delivered = []
         for start in range(0, len(ready), max(1, entry.max_batch)):
-            self._generate(entry, ready[start : start + entry.max_batch])
+            delivered += self._generate(entry, ready[start : start + entry.max_batch])
+        return delivered
 
-    def _generate(self, entry: ModelEntry, jobs: list[Job]) -> None:
+    def _generate(self, entry: ModelEntry, jobs: list[Job]) -> Delivered:
         """One engine call for ``jobs``; out of memory splits them in halves and tries again."""
         if not jobs:
-            return
+            return []
         watch = StepWatch(self.store, jobs, self.clock, self, self.lease_seconds, self.task_timeout)
         try:
             outputs = self.engine.generate(entry, [job.request for job in jobs if job.request], watch)
         except OutOfMemory as exc:
             if len(jobs) == 1:
                 self._settle(jobs[0], exc)
-                return
+                return []
             half = len(jobs) // 2
             log.warning("out of memory with a batch of %d; trying halves of %d and %d", len(jobs), half,
                         len(jobs) - half)  # fmt: skip
-            self._generate(entry, jobs[:half])
-            self._generate(entry, jobs[half:])
-            return
+            return self._generate(entry, jobs[:half]) + self._generate(entry, jobs[half:])
         except LeaseLost:
             log.warning("every task of the batch lost its lease; abandoning this attempt")
-            return
+            return []
         except Interrupted:
             for job in jobs:
                 if self._persist(self.store.release, job.task_id, job.claim.token):
                     log.warning("task %s: interrupted by shutdown; handed back to the queue", job.task_id,
                                 extra={"task_id": job.task_id})  # fmt: skip
-            return
+            return []
         except Exception as exc:
             if not isinstance(exc, TaskError):
                 log.exception("generation failed for %d task(s)", len(jobs))
             for job in jobs:
                 self._settle(job, exc)
-            return
+            return []
         self.failed_models.pop(entry.label, None)  # it loads now
-        for job, images in zip(jobs, outputs, strict=True):
-            self._deliver(job, images)
+        return list(zip(jobs, outputs, strict=True))
 
     def _request(self, spec: TaskSpec) -> GenerationRequest:
         return GenerationRequest(
@@ -305,7 +357,7 @@ class Worker:
         try:
             for index, (key, image) in enumerate(zip(keys, images, strict=True)):
                 label = implicit_label(self.content_producer, f"{task.task_id}-{index}")
-                self.storage.put(key, encode(deliverable(image, spec), spec.output_format, label))
+                self.storage.put(key, self.render(image, spec, label))
         except Exception as exc:
             log.exception("task %s: storing results failed", task.task_id, extra={"task_id": task.task_id})
             self._discard(keys)
@@ -415,10 +467,3 @@ class Worker:
                 self.storage.delete(key)
             except Exception:
                 log.exception("could not delete %s", key)
-
-
-def deliverable(image: Image.Image, spec: TaskSpec) -> Image.Image:
-    """The generated image as the request asked for it: exactly its size, labelled if asked."""
-    if image.size != spec.delivered_size:
-        image = image.resize(spec.delivered_size, Image.Resampling.LANCZOS)
-    return add_visible_label(image) if spec.logo else image
