@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", action="store_true", help="run the API only; workers run elsewhere")
 
     worker = command("worker", "Run a worker against the configured task store.", _worker)
+    worker.add_argument(
+        "--device", help="cpu, cuda or cuda:N: the one device this worker uses (default: the first of worker.devices)"
+    )
     worker.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # set by `serve` for its child
 
     gen = command("generate", "Generate images through a running server and save them.", _generate)
@@ -107,7 +110,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> None:
     from aigc_image.worker.process import run_worker
 
-    run_worker(settings, parent_pid=args.parent_pid)
+    run_worker(settings, args.device or settings.worker.devices[0], parent_pid=args.parent_pid)
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> None:
@@ -118,11 +121,14 @@ def _models(args: argparse.Namespace, settings: Settings) -> None:
     from aigc_image.hardware import probe
     from aigc_image.wiring import catalog_from
 
-    hardware = probe(settings.worker.device)
+    hardware = probe(settings.worker.devices)
     catalog, why = catalog_from(settings, hardware)
     table = Table(title=f"Models, best first, on this host ({hardware.describe()})", title_justify="left")
+    accelerated = any(entry.accelerations for entry in catalog.entries.values())
     for column in ("Model", "Pipeline", "Native", "Steps", "Weights", "Needs", "Fits"):
         table.add_column(column, no_wrap=column in ("Model", "Native"))
+    if accelerated:
+        table.add_column("Accelerations")
     for entry in catalog.entries.values():
         state = weights.status(entry)
         if state.where == "built in":
@@ -136,11 +142,13 @@ def _models(args: argparse.Namespace, settings: Settings) -> None:
         fits = "yes" if entry.fits(hardware) else ("offloaded" if hardware.kind == "cuda" else "no")
         mark = " *" if entry.label == catalog.default_label else ""
         pipeline = entry.pipeline.removesuffix("Pipeline") if entry.engine == "diffusers" else "(in code)"
-        table.add_row(f"{entry.label}{mark}", pipeline, f"{entry.width}×{entry.height}", str(entry.steps),
-                      stored, needs, fits)  # fmt: skip
+        row = [f"{entry.label}{mark}", pipeline, f"{entry.width}×{entry.height}", str(entry.steps), stored, needs, fits]
+        table.add_row(*row, *([", ".join(entry.accelerations) or "none"] if accelerated else []))
     console = Console()
     console.print(table)
     console.print(f"* default model: {catalog.default_label}, {why}", soft_wrap=True)
+    if not accelerated:
+        console.print("accelerations (compile, cache, channels_last): none on; see docs/models.md", soft_wrap=True)
 
 
 def _gb(size: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.helpers import ROOT, server_env
 
@@ -62,3 +63,17 @@ def test_a_bad_setting_is_a_clear_error() -> None:
         env=server_env({"AIGC_IMAGE_API_PORT": "eighty"}), check=False,
     )  # fmt: skip
     assert result.returncode == 2 and "AIGC_IMAGE_API_PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_models_shows_the_accelerations_an_operator_turned_on(tmp_path: Path) -> None:
+    registry = tmp_path / "models.toml"
+    registry.write_text('[[models]]\nname = "tiny-random"\nversion = "1"\ncompile = true\nchannels_last = true\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "aigc_image", "models"], capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env=server_env({"AIGC_IMAGE_MODELS_REGISTRY_FILE": str(registry), "COLUMNS": "200"}),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Accelerations" in result.stdout
+    line = next(line for line in result.stdout.splitlines() if "tiny-random:1" in line)
+    assert "compile, channels_last" in line
+    assert "none on" in run("models").stdout

@@ -1,0 +1,229 @@
+"""Full-size pipelines with random weights, built from the real models' configs (no download).
+
+The configs are those of the public model repositories' ``config.json`` files (perf-anchors §5.1),
+and each denoiser's parameter count is checked against the published one, so a timing on these is
+a timing of the real architecture. Weights are random, so the images are noise; GPU time does not
+depend on the values. Tokenizers are the byte-level ones of tests/tiny_models.py (real classes,
+small vocabularies): they change which ids a prompt becomes, not the shapes the models see.
+
+One stand-in, said where it is used: Qwen-Image's text encoder is a 2-layer Qwen2.5-VL of the real
+width (3584) instead of the 28-layer 7B one, because only the denoiser's cost is measured on it
+(the prompt is encoded once per image, under 0.2% of the image's FLOPs).
+
+    .venv/bin/python -m bench.full_size      # builds each on the meta device and checks the counts
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderKLQwenImage,
+    DDPMScheduler,
+    DiffusionPipeline,
+    EulerDiscreteScheduler,
+    HunyuanDiT2DModel,
+    HunyuanDiTPipeline,
+    QwenImagePipeline,
+    QwenImageTransformer2DModel,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import (
+    BertConfig,
+    BertModel,
+    BertTokenizer,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
+)
+
+from aigc_image.engines.tiny_random import build_tokenizer as clip_tokenizer
+from tests.tiny_models import _qwen_parts, qwen_text_encoder, qwen_tokenizer
+
+Device = torch.device | str
+# Published parameter counts of the denoisers, in millions (model cards; perf-anchors §1.1).
+DENOISER_PARAMS = {"sd-turbo": 865.9, "sdxl": 2567.5, "hunyuan-dit": 1500.0, "qwen-image": 20430.0}
+TOLERANCE = {"hunyuan-dit": 0.05}  # "1.5B" is rounded on its model card; the others are exact
+
+
+@contextmanager
+def building(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
+    """Modules built inside are made on ``device`` in ``dtype`` directly: a 20B model never
+    exists in float32, and ``meta`` builds none of the memory (for counting)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _sd_vae(scaling_factor: float = 0.18215, force_upcast: bool = True) -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=1024,
+        scaling_factor=scaling_factor,
+        force_upcast=force_upcast,
+    ).eval()
+
+
+def _clip(cls: type[Any], hidden: int, layers: int, heads: int, act: str, projection: int) -> Any:
+    config = CLIPTextConfig(
+        vocab_size=49408, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, max_position_embeddings=77, hidden_act=act, projection_dim=projection,
+        bos_token_id=512, eos_token_id=513, pad_token_id=513,  # the byte-level tokenizer's ids
+    )  # fmt: skip
+    return cls(config).eval()
+
+
+def _euler(spacing: str) -> EulerDiscreteScheduler:
+    return EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type="epsilon",
+        steps_offset=1, timestep_spacing=spacing,
+    )  # fmt: skip
+
+
+def sd_turbo(device: Device, dtype: torch.dtype) -> StableDiffusionPipeline:
+    """stabilityai/sd-turbo: the SD 2.1 UNet, OpenCLIP-H's text tower (23 layers), the SD VAE."""
+    with building(device, dtype):
+        unet = UNet2DConditionModel(
+            sample_size=64, in_channels=4, out_channels=4,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, cross_attention_dim=1024,
+            attention_head_dim=(5, 10, 20, 20), use_linear_projection=True, norm_num_groups=32,
+        ).eval()  # fmt: skip
+        vae, text_encoder = _sd_vae(), _clip(CLIPTextModel, 1024, 23, 16, "gelu", 512)
+    return StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer(), unet=unet, scheduler=_euler("trailing"),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+
+
+def sdxl(device: Device, dtype: torch.dtype) -> StableDiffusionXLPipeline:
+    """stabilityai/stable-diffusion-xl-base-1.0 (SDXL-Turbo has the same UNet): CLIP-L, OpenCLIP-bigG."""
+    with building(device, dtype):
+        unet = UNet2DConditionModel(
+            sample_size=128, in_channels=4, out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=(320, 640, 1280), layers_per_block=2, attention_head_dim=(5, 10, 20),
+            transformer_layers_per_block=(1, 2, 10), cross_attention_dim=2048, use_linear_projection=True,
+            addition_embed_type="text_time", addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816, norm_num_groups=32,
+        ).eval()  # fmt: skip
+        vae = _sd_vae(scaling_factor=0.13025)
+        clip_l = _clip(CLIPTextModel, 768, 12, 12, "quick_gelu", 768)
+        clip_g = _clip(CLIPTextModelWithProjection, 1280, 32, 20, "gelu", 1280)
+    return StableDiffusionXLPipeline(
+        vae=vae, text_encoder=clip_l, text_encoder_2=clip_g, tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer(), unet=unet, scheduler=_euler("leading"), force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )  # fmt: skip
+
+
+def hunyuan_dit(device: Device, dtype: torch.dtype) -> HunyuanDiTPipeline:
+    """Tencent-Hunyuan/HunyuanDiT-v1.2-Diffusers: the 40-layer DiT, a 24-layer BERT (large) and the
+    mT5-XL encoder, the SDXL VAE (fp16-fix config)."""
+    with building(device, dtype):
+        transformer = HunyuanDiT2DModel(
+            num_attention_heads=16, attention_head_dim=88, in_channels=4, patch_size=2,
+            activation_fn="gelu-approximate", sample_size=128, hidden_size=1408, num_layers=40, mlp_ratio=4.3637,
+            learn_sigma=True, cross_attention_dim=1024, norm_type="layer_norm", cross_attention_dim_t5=2048,
+            pooled_projection_dim=1024, text_len=77, text_len_t5=256, use_style_cond_and_image_meta_size=False,
+        ).eval()  # fmt: skip
+        bert = BertModel(
+            BertConfig(vocab_size=47020, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                       intermediate_size=4096, max_position_embeddings=512),
+            add_pooling_layer=False,
+        ).eval()  # fmt: skip
+        mt5 = T5EncoderModel(
+            T5Config(d_model=2048, d_kv=64, d_ff=5120, num_layers=24, num_heads=32, vocab_size=250112,
+                     feed_forward_proj="gated-gelu", dense_act_fn="gelu_new", relative_attention_num_buckets=32,
+                     relative_attention_max_distance=128, is_encoder_decoder=False, use_cache=False,
+                     tie_word_embeddings=False)
+        ).eval()  # fmt: skip
+        vae = _sd_vae(scaling_factor=0.13025, force_upcast=False)
+    characters = [chr(code) for code in range(33, 127)]
+    bert_vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *characters])}
+    t5_vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)] + [(c, -3.0) for c in characters]
+    scheduler = DDPMScheduler(
+        beta_start=0.00085, beta_end=0.03, beta_schedule="scaled_linear", clip_sample=False,
+        prediction_type="v_prediction", steps_offset=1, timestep_spacing="leading", variance_type="fixed_small",
+    )  # fmt: skip
+    return HunyuanDiTPipeline(
+        vae=vae, text_encoder=bert,
+        tokenizer=BertTokenizer(vocab=bert_vocab), transformer=transformer, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        text_encoder_2=mt5, tokenizer_2=T5Tokenizer(vocab=t5_vocab, extra_ids=0),
+    )  # fmt: skip
+
+
+def qwen_image(device: Device, dtype: torch.dtype) -> QwenImagePipeline:
+    """Qwen/Qwen-Image: the 60-layer 20B MMDiT (the class defaults are the real model), its VAE,
+    its scheduler; the text encoder is the 2-layer stand-in of the module docstring."""
+    tokenizer = qwen_tokenizer()
+    with building(device, dtype):
+        transformer, vae = QwenImageTransformer2DModel().eval(), AutoencoderKLQwenImage().eval()
+        text_encoder = qwen_text_encoder(tokenizer, 3584)
+    return QwenImagePipeline(
+        transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+        scheduler=_qwen_parts()["scheduler"],  # the real scheduler configuration
+    )  # fmt: skip
+
+
+BUILDERS: dict[str, Callable[[Device, torch.dtype], DiffusionPipeline]] = {
+    "sd-turbo": sd_turbo,
+    "sdxl": sdxl,
+    "hunyuan-dit": hunyuan_dit,
+    "qwen-image": qwen_image,
+}
+
+
+def build(name: str, device: torch.device | str, dtype: torch.dtype) -> DiffusionPipeline:
+    pipe = BUILDERS[name](device, dtype)
+    check(name, pipe)
+    return pipe
+
+
+def denoiser(pipe: DiffusionPipeline) -> torch.nn.Module:
+    return getattr(pipe, "transformer", None) or pipe.unet
+
+
+def millions(module: torch.nn.Module) -> float:
+    return sum(p.numel() for p in module.parameters()) / 1e6
+
+
+def check(name: str, pipe: DiffusionPipeline) -> None:
+    """The denoiser has the published size, or this is not the model it claims to be."""
+    counted, published = millions(denoiser(pipe)), DENOISER_PARAMS[name]
+    if abs(counted - published) > TOLERANCE.get(name, 0.001) * published:
+        raise AssertionError(f"{name}: denoiser has {counted:.1f} M parameters, the real one {published:.1f} M")
+
+
+def main() -> None:
+    for name in BUILDERS:
+        pipe = build(name, "meta", torch.bfloat16)
+        parts = {key: millions(m) for key, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
+        print(f"{name:12s} " + ", ".join(f"{key} {count:,.1f} M" for key, count in parts.items()))
+
+
+if __name__ == "__main__":
+    main()
