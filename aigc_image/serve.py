@@ -155,6 +155,7 @@ class WorkerSupervisor:
             if self._stopping.is_set():
                 return
             self._hand_back(self._child.pid)
+            forget_metrics_of(self._child.pid)
             # Back off while it keeps dying at start-up, not after a long run.
             long_run = time.monotonic() - started > MAX_RESTART_DELAY
             delay = self._first_delay if long_run else min(delay * 2, MAX_RESTART_DELAY)
@@ -197,3 +198,11 @@ class WorkerSupervisor:
             child.kill()
             child.wait()
             self._hand_back(child.pid)
+
+
+def forget_metrics_of(pid: int) -> None:
+    """A dead worker's gauges (its GPU memory) leave /metrics; its counters stay counted."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

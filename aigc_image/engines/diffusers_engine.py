@@ -61,6 +61,10 @@ class DiffusersEngine:
     def loaded(self) -> list[str]:
         return [model.entry.label for model in self._loaded.values()]
 
+    def memory_in_use(self) -> int | None:
+        """Bytes of GPU memory this process's tensors hold (None on a CPU)."""
+        return torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else None
+
     def pipeline(self, entry: ModelEntry, images: bool = False) -> Any:
         """The loaded pipeline of ``entry`` (loading it if needed): the one for ``ImageInfos`` with ``images``."""
         model = self._model(entry)

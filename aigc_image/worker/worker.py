@@ -27,6 +27,7 @@ finished image is never thrown away because of an outage.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -47,6 +48,7 @@ from aigc_image.errors import ContentRefused, ModelUnavailable, OutOfMemory, Tas
 from aigc_image.fetch.fetcher import Fetcher, FetchFailed, FetchRefused
 from aigc_image.fetch.images import decode_reference
 from aigc_image.media.labels import implicit_label
+from aigc_image.metrics import BATCH_SIZE, GENERATION, GPU_MEMORY, IMAGES, QUEUE_WAIT, TASKS_FINISHED
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.results.base import result_key
 from aigc_image.results.buckets import Results
@@ -170,6 +172,9 @@ class Worker:
 
     def _report_until_stopped(self) -> None:
         while True:
+            in_use = getattr(self.engine, "memory_in_use", lambda: None)()
+            if in_use is not None:
+                GPU_MEMORY.labels(self.device).set(in_use)
             try:
                 self.store.record_worker(self.record())
             except StoreUnavailable as exc:
@@ -220,6 +225,9 @@ class Worker:
         ``overlap``, return once the images are made, leaving their delivery to run meanwhile."""
         jobs = [Job(claim) for claim in claims]
         self._running = [job.task_id for job in jobs]
+        for job in jobs:
+            if job.task.attempts == 1:
+                QUEUE_WAIT.observe(max(0.0, self.clock.now() - job.task.created_at))
         keeper = LeaseKeeper(self.store, jobs, self.lease_seconds, self.clock)
         keeper.start()
         try:
@@ -280,8 +288,11 @@ class Worker:
         if not jobs:
             return []
         watch = StepWatch(self.store, jobs, self.clock, self, self.lease_seconds, self.task_timeout)
+        started = time.monotonic()
         try:
             outputs = self.engine.generate(entry, [job.request for job in jobs if job.request], watch)
+            GENERATION.labels(entry.label).observe(time.monotonic() - started)
+            BATCH_SIZE.observe(len(jobs))
         except OutOfMemory as exc:
             if len(jobs) == 1:
                 self._settle(jobs[0], exc)
@@ -366,6 +377,9 @@ class Worker:
         completed = self._persist(self.store.complete, task.task_id, job.claim.token, keys)
         if completed:
             log.info("task %s: done, %d image(s)", task.task_id, len(keys), extra={"task_id": task.task_id})
+            model = f"{spec.model_name}:{spec.model_version}"
+            TASKS_FINISHED.labels(model, "DONE").inc()
+            IMAGES.labels(model).inc(len(keys))
         elif completed is False:
             log.warning("task %s: lease lost before completion; discarding this attempt's images", task.task_id,
                         extra={"task_id": task.task_id})  # fmt: skip
@@ -401,12 +415,16 @@ class Worker:
         """The task's reference images, fetched safely, decoded and reviewed."""
         if not spec.reference_urls:
             return ()
-        if self.fetcher is None:
-            raise FetchRefused("this worker does not fetch reference images")
         images = []
         for index, url in enumerate(spec.reference_urls):
             try:
-                image = decode_reference(self.fetcher.fetch(url), self.max_reference_pixels)
+                if url.startswith("data:"):
+                    data = uploaded(url)
+                elif self.fetcher is None:
+                    raise FetchRefused("this worker does not fetch reference images")
+                else:
+                    data = self.fetcher.fetch(url)
+                image = decode_reference(data, self.max_reference_pixels)
             except FetchRefused as exc:
                 raise FetchRefused(f"ImageInfos.{index}: {exc}") from None
             refusal = self._review(f"reference image {index}", "reference_image", image)
@@ -454,7 +472,10 @@ class Worker:
             )
 
     def _fail(self, claim: Claim, message: str) -> None:
-        if self._persist(self.store.fail, claim.task.task_id, claim.token, message) is False:
+        failed = self._persist(self.store.fail, claim.task.task_id, claim.token, message)
+        if failed:
+            TASKS_FINISHED.labels(f"{claim.task.spec.model_name}:{claim.task.spec.model_version}", "FAIL").inc()
+        if failed is False:
             log.warning(
                 "task %s: lease lost before recording failure",
                 claim.task.task_id,
@@ -467,3 +488,11 @@ class Worker:
                 self.storage.delete(key)
             except Exception:
                 log.exception("could not delete %s", key)
+
+
+def uploaded(url: str) -> bytes:
+    """The bytes of a reference image sent with its request, as a base64 data: URL."""
+    try:
+        return base64.b64decode(url.partition(",")[2], validate=True)
+    except ValueError:
+        raise FetchRefused("the uploaded image is not valid base64") from None
