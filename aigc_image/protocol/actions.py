@@ -40,6 +40,7 @@ class Limits:
     url_ttl: int
     max_active_tasks_per_key: int = 0
     fetch_allow_networks: tuple[Network, ...] = ()
+    max_upload_bytes: int = 20 * 1024 * 1024  # an image sent with a request (OpenAI edits)
 
 
 class Actions:
@@ -76,14 +77,21 @@ class Actions:
 
     async def create_aigc_image_task(self, call: Call, request_id: str) -> dict[str, Any]:
         values = p.check(CREATE_PARAMS, call.params, from_strings=call.from_strings)
+        return {"TaskId": await self.create(values, call.secret_id, call.fingerprint, request_id)}
+
+    async def create(
+        self, values: dict[str, Any], secret_id: str, fingerprint: str, request_id: str, uploaded: tuple[str, ...] = ()
+    ) -> str:
+        """Check, review and store a new task (CreateAigcImageTask's parameters, already typed);
+        ``uploaded``: reference images sent with the request, as data: URLs (OpenAI edits)."""
         limits = CreateLimits(
             self.limits.max_prompt_chars, self.limits.fetch_allow_networks, self.storage.accepts_user_buckets
         )
-        spec, entry = task_spec(values, self.catalog, limits)
-        self.review_prompts(spec, call.secret_id, request_id)
+        spec, entry = task_spec(values, self.catalog, limits, uploaded)
+        self.review_prompts(spec, secret_id, request_id)
         if values.get("EnhancePrompt", False):
-            spec = await self.enhance(spec, entry.prompt_style, call.secret_id, request_id)
-        new = NewTask(new_task_id(), call.secret_id, spec, call.fingerprint)
+            spec = await self.enhance(spec, entry.prompt_style, secret_id, request_id)
+        new = NewTask(new_task_id(), secret_id, spec, fingerprint)
         try:
             task_id = await self.store.create(new, self.limits.max_active_tasks_per_key)
         except ActiveTaskLimit:
@@ -91,7 +99,7 @@ class Actions:
                 f"This key already has {self.limits.max_active_tasks_per_key} tasks waiting or running; "
                 "wait for some to finish."
             ) from None
-        return {"TaskId": task_id}
+        return task_id
 
     async def enhance(self, spec: TaskSpec, style: str, secret_id: str, request_id: str) -> TaskSpec:
         """EnhancePrompt: the rewritten prompt, reviewed like the original, recorded in the spec."""

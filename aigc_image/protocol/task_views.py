@@ -77,7 +77,7 @@ def request_body(task: Task) -> str:
         "Operator": spec.operator,
     }
     if spec.reference_urls:
-        body["ImageInfos"] = [{"ImageUrl": url} for url in spec.reference_urls]
+        body["ImageInfos"] = [{"ImageUrl": _shown(url)} for url in spec.reference_urls]
     if spec.scene_type:
         body["SceneType"] = spec.scene_type
     if spec.enhanced_prompt:  # EnhancePrompt: the prompt actually used
@@ -90,6 +90,14 @@ def request_body(task: Task) -> str:
             "CosBucketPath": spec.cos_path,
         }
     return json.dumps(body, ensure_ascii=False)
+
+
+def _shown(url: str) -> str:
+    """A reference URL as echoed; an uploaded image (a data: URL) by its type and size only."""
+    if not url.startswith("data:"):
+        return url
+    head, _, data = url.partition(",")
+    return f"{head},... (uploaded, {len(data) * 3 // 4} bytes)"
 
 
 def _common(task: Task, message: str) -> dict[str, Any]:

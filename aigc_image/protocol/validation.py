@@ -53,12 +53,17 @@ class CreateLimits:
     accepts_user_buckets: bool = False
 
 
-def task_spec(values: dict[str, Any], catalog: Catalog, limits: CreateLimits) -> tuple[TaskSpec, ModelEntry]:
+def task_spec(
+    values: dict[str, Any], catalog: Catalog, limits: CreateLimits, uploaded: tuple[str, ...] = ()
+) -> tuple[TaskSpec, ModelEntry]:
     """A checked CreateAigcImageTask request as the task it asks for, every default resolved, and
-    the model that will serve it (looked up once, here)."""
+    the model that will serve it (looked up once, here). ``uploaded``: reference images sent with
+    the request itself (the OpenAI-compatible edits endpoint), as ``data:`` URLs."""
     entry = catalog.resolve(values.get("ModelName"), values.get("ModelVersion"))
 
     references = reference_urls(values.get("ImageInfos", []), entry, limits.fetch_allow_networks)
+    if uploaded:
+        references = uploaded_references(references + uploaded, entry)
     prompt = values.get("Prompt", "")
     if not prompt.strip() and not references:
         raise errors.MissingParameter("Prompt is required when no reference image (ImageInfos) is given.")
@@ -166,6 +171,16 @@ def user_bucket(cos: dict[str, str], accepts_user_buckets: bool) -> tuple[str, s
             "separated by /, at most 512 characters, without . or .. segments."
         )
     return bucket, region, path
+
+
+def uploaded_references(references: tuple[str, ...], entry: ModelEntry) -> tuple[str, ...]:
+    if entry.max_reference_images == 0:
+        raise errors.ModelNotSupported(f"Model {entry.label} does not take reference images.")
+    if len(references) > entry.max_reference_images:
+        raise errors.InvalidParameterValue(
+            f"Model {entry.label} takes at most {entry.max_reference_images} reference image(s); got {len(references)}."
+        )
+    return references
 
 
 def reference_urls(infos: list[dict[str, str]], entry: ModelEntry, allow: tuple[Network, ...]) -> tuple[str, ...]:

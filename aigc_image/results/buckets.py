@@ -50,6 +50,10 @@ class Results:
         storage, key = self._resolve(location)
         return storage.url(key, expires_at)
 
+    def read(self, location: str) -> bytes:
+        storage, key = self._resolve(location)
+        return storage.read(key)
+
     def delete(self, location: str) -> None:
         storage, key = self._resolve(location)
         storage.delete(key)

@@ -43,6 +43,9 @@ class LocalStorage:
                 os.unlink(tmp)
             raise
 
+    def read(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
     def delete(self, key: str) -> None:
         path = self._path(key)
         with contextlib.suppress(FileNotFoundError):

@@ -63,6 +63,10 @@ class S3Storage:
                 f"{error.get('Message', str(exc))}"
             ) from exc
 
+    def read(self, key: str) -> bytes:
+        data: bytes = self._client.get_object(Bucket=self.bucket, Key=self._prefix + key)["Body"].read()
+        return data
+
     def delete(self, key: str) -> None:
         self._client.delete_object(Bucket=self.bucket, Key=self._prefix + key)
 
