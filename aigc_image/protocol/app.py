@@ -1,5 +1,7 @@
-"""The HTTP face: ``POST|GET /`` for the API, ``/results/...`` for images, ``/healthz`` (liveness)
-and ``/readyz`` (readiness: the store answers and a worker is alive, with the queue and workers).
+"""The HTTP face: ``POST|GET /`` for the API, ``/results/...`` for images, ``/healthz`` (liveness),
+``/readyz`` (readiness: the store answers and a worker is alive, with the queue and workers),
+``/metrics`` (Prometheus, from the networks in ``api.metrics_networks``), ``/v1/...`` (the
+OpenAI-compatible images API, openai_api.py) and ``/console`` (the web console's static files).
 
 Request path for the API: method → body size cap (while streaming) → signature →
 rate limit → action. Every API reply, success or error, is HTTP 200 with the JSON
@@ -9,10 +11,12 @@ envelope; nothing that goes wrong inside ever reaches the client as a traceback.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -21,9 +25,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aigc_image.clock import Clock
 from aigc_image.errors import TaskError
+from aigc_image.fetch.policy import Network
+from aigc_image.metrics import REQUESTS, exposition
 from aigc_image.protocol import envelope, errors
 from aigc_image.protocol.actions import Actions
-from aigc_image.protocol.auth import FORM_TYPE, Authenticator, RawRequest
+from aigc_image.protocol.auth import FORM_TYPE, Authenticator, Call, RawRequest
+from aigc_image.protocol.console import console_routes
+from aigc_image.protocol.openai_api import OpenAIImages
 from aigc_image.protocol.ratelimit import RateLimiter
 from aigc_image.results.base import CONTENT_TYPES
 from aigc_image.results.local import LocalStorage
@@ -49,6 +57,8 @@ def build_app(
     local_storage: LocalStorage | None,
     body_timeout: float = 30.0,
     allow_unsigned_payload: bool = False,
+    metrics_networks: Sequence[Network] = (),
+    openai_timeout: float = 300.0,
 ) -> Starlette:
     authenticator = Authenticator(
         keys.get, actions.handlers.keys(), clock.now, timestamp_window, allow_unsigned_payload
@@ -56,35 +66,43 @@ def build_app(
 
     async def api(request: Request) -> Response:
         request_id = envelope.new_request_id()
+        response, action, code = await answer(request, request_id)
+        REQUESTS.labels(action if action in actions.handlers else "unknown", code).inc()
+        return response
+
+    async def answer(request: Request, request_id: str) -> tuple[Response, str, str]:
+        """The reply to one API request, with its action and Code (OK) for the request counter."""
+        call: Call | None = None
         try:
             try:
                 async with asyncio.timeout(body_timeout):
                     raw = await _read_request(request)
             except TimeoutError:  # a slow client: not an API error, so not an envelope
-                return PlainTextResponse("The request body did not arrive in time.", 408, {"Connection": "close"})
+                response = PlainTextResponse("The request body did not arrive in time.", 408, {"Connection": "close"})
+                return response, "unknown", "Timeout"
             call = authenticator.authenticate(raw)
             if not limiter.allow(call.secret_id, call.action):
                 raise errors.RequestLimitExceeded(
                     f"Too many {call.action} requests for this SecretId; the limit is per second."
                 )
-            return envelope.success(request_id, await actions.dispatch(call, request_id))
+            return envelope.success(request_id, await actions.dispatch(call, request_id)), call.action, "OK"
         except errors.ApiError as exc:
             log.info("request %s refused: %s: %s", request_id, exc.code, exc.message, extra={"request_id": request_id})
-            return envelope.error(request_id, exc)
+            error: errors.ApiError = exc
         except TaskError as exc:
             error = errors.from_task_error(exc)
             log.info(
                 "request %s refused: %s: %s", request_id, error.code, error.message, extra={"request_id": request_id}
             )
-            return envelope.error(request_id, error)
         except ClientDisconnect:
-            return Response(status_code=499)  # the client left mid-body; nobody reads this
+            return Response(status_code=499), "unknown", "ClientDisconnect"  # the client left mid-body
         except StoreUnavailable as exc:  # an outage, not a bug: one line in the log, no traceback
             log.warning("request %s: task store unavailable: %s", request_id, exc, extra={"request_id": request_id})
-            return envelope.error(request_id, errors.InternalError("The task store is unavailable; retry shortly."))
+            error = errors.InternalError("The task store is unavailable; retry shortly.")
         except Exception:
             log.exception("request %s failed", request_id, extra={"request_id": request_id})
-            return envelope.error(request_id, errors.InternalError())
+            error = errors.InternalError()
+        return envelope.error(request_id, error), call.action if call else "unknown", error.code
 
     async def results(request: Request) -> Response:
         if local_storage is None:
@@ -104,12 +122,30 @@ def build_app(
         view, ready = await asyncio.to_thread(readiness, actions.store, clock.now())
         return JSONResponse(view, status_code=200 if ready else 503)
 
+    async def metrics(request: Request) -> Response:
+        client = request.client.host if request.client else ""
+        try:
+            allowed = is_listed(ipaddress.ip_address(client.split("%")[0]), metrics_networks)
+        except ValueError:  # not an IP address (a Unix socket): not a network the operator listed
+            allowed = False
+        if not allowed:
+            return PlainTextResponse("Forbidden: not from a network in api.metrics_networks.", status_code=403)
+        try:
+            text = await asyncio.to_thread(exposition, actions.store, clock.now())
+        except StoreUnavailable:
+            return PlainTextResponse("The task store is unavailable.", status_code=503)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+    openai = OpenAIImages(actions, keys, limiter, openai_timeout)
     return Starlette(
         routes=[
             Route("/", _AnyMethod(request_response(api))),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/results/{key:path}", results, methods=["GET", "HEAD"]),
+            *openai.routes(),
+            *console_routes(),
         ]
     )
 
@@ -179,3 +215,9 @@ def readiness(store: TaskStore, now: float) -> tuple[dict[str, Any], bool]:
         ],
     }
     return view, bool(alive)
+
+
+def is_listed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Sequence[Network]) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:  # ::ffff:a.b.c.d on a dual-stack socket
+        address = address.ipv4_mapped
+    return any(address.version == network.version and address in network for network in networks)
