@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -63,12 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--device", help="cpu, cuda or cuda:N: the one device this worker uses (default: the first of worker.devices)"
     )
+    worker.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
+    worker.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
     worker.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # set by `serve` for its child
 
     gen = command("generate", "Generate images through a running server and save them.", _generate)
     gen.add_argument("prompt")
     gen.add_argument("-o", "--output", type=Path, default=Path("out.png"), help="file to write (default out.png)")
-    gen.add_argument("--endpoint", default="http://127.0.0.1:8000", help="server URL")
+    gen.add_argument("--endpoint", help="server URL (default: public_url, or api.host:api.port of the settings)")
     gen.add_argument("--model", help="ModelName (default: the server's default model)")
     gen.add_argument("--model-version", help="ModelVersion")
     gen.add_argument("--negative-prompt", help="NegativePrompt")
@@ -84,6 +88,13 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--secret-key", help="SecretKey")
     gen.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the task")
 
+    tasks = command("tasks", "List the key's recent tasks, newest first, through a running server.", _tasks)
+    tasks.add_argument("--status", choices=sorted(TASK_STATUSES), help="only tasks in this state")
+    tasks.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 100)")
+    tasks.add_argument("--endpoint", help="server URL (default: public_url, or api.host:api.port of the settings)")
+    tasks.add_argument("--secret-id", help="SecretId (default: settings, then the data dir's keys.toml)")
+    tasks.add_argument("--secret-key", help="SecretKey")
+
     command("models", "List the models: cached or not, memory needed, whether they fit this host.", _models)
     pull = command("pull", "Download a model's weights into the Hugging Face cache (resumable).", _pull)
     pull.add_argument("model", help="ModelName or ModelName:ModelVersion, e.g. Hunyuan or Qwen:0925")
@@ -95,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    # The API and its worker children share one directory of metrics files (metrics.py); it must
+    # be set before anything imports prometheus_client, so here, first. Each serve has its own.
+    metrics_dir = settings.data_dir / "metrics" / str(os.getpid())
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     from aigc_image.serve import serve
 
     try:
@@ -104,11 +121,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             raise
         print(f"aigc-image: cannot listen on {settings.api.host}:{settings.api.port}: {exc.strerror}", file=sys.stderr)
         return 1
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> None:
     from aigc_image.worker.process import run_worker
+
+    if args.metrics_port is not None:  # a standalone worker's own metrics (serve's children share serve's)
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.metrics_host)
 
     run_worker(settings, args.device or settings.worker.devices[0], parent_pid=args.parent_pid)
 
@@ -174,7 +198,7 @@ def _pull(args: argparse.Namespace, settings: Settings) -> int:
 def _openapi(args: argparse.Namespace, settings: Settings) -> None:
     from aigc_image.protocol.openapi import openapi_description
 
-    print(json.dumps(openapi_description(), indent=2))
+    print(json.dumps(openapi_description(endpoint_of(settings)), indent=2))
 
 
 def _keys(args: argparse.Namespace, settings: Settings) -> None:
@@ -183,37 +207,98 @@ def _keys(args: argparse.Namespace, settings: Settings) -> None:
         path = keyfiles.add_key(settings.data_dir, pair)
         print(f"created in {path}:\n  SecretId:  {pair.secret_id}\n  SecretKey: {pair.secret_key}")
         return
-    for secret_id in keyfiles.all_keys(settings):
+    known = keyfiles.all_keys(settings)
+    if not known:
+        print(f"no API keys: none in the settings or in {settings.data_dir / 'keys.toml'}; "
+              "`aigc-image keys --create` makes one (serve makes one on its first start)")  # fmt: skip
+    for secret_id in known:
         print(secret_id)
 
 
-def _generate(args: argparse.Namespace, settings: Settings) -> int:
+OUTPUT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def _client(args: argparse.Namespace, settings: Settings) -> ApiClient | None:
+    """A signed client for the endpoint and key the options name, or the settings' (None: no key)."""
     secret_id, secret_key = args.secret_id, args.secret_key
     if not (secret_id and secret_key):
         known = keyfiles.all_keys(settings)
         if not known:
-            print(
-                "aigc-image: no API key: pass --secret-id/--secret-key or set AIGC_IMAGE_SECRET_ID/KEY", file=sys.stderr
-            )
-            return 2
+            print("aigc-image: no API key: pass --secret-id/--secret-key or set AIGC_IMAGE_SECRET_ID/KEY",
+                  file=sys.stderr)  # fmt: skip
+            return None
         secret_id, secret_key = next(iter(known.items()))
-    client = ApiClient(args.endpoint, secret_id, secret_key)
+    return ApiClient(args.endpoint or endpoint_of(settings), secret_id, secret_key)
+
+
+def endpoint_of(settings: Settings) -> str:
+    """Where this host's server answers, by the settings (``--config``, the data dir, the environment)."""
+    if settings.public_url:
+        return settings.public_url
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.api.host, settings.api.host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.api.port}"
+
+
+def _generate(args: argparse.Namespace, settings: Settings) -> int:
+    suffix = args.output.suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        print(f"aigc-image: cannot write {args.output.name!r}: name the output .png, .jpg or .jpeg", file=sys.stderr)
+        return 2
+    client = _client(args, settings)
+    if client is None:
+        return 2
     try:
         task_id = client.call("CreateAigcImageTask", _create_request(args))["TaskId"]
         reply = _wait(client, task_id, args.timeout)
     except ApiClientError as exc:
-        print(f"\naigc-image: {exc.code}: {exc.message}", file=sys.stderr)
+        print(f"aigc-image: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"\naigc-image: cannot reach {args.endpoint}: {exc}", file=sys.stderr)
+        print(f"aigc-image: cannot reach {client.endpoint}: {exc}", file=sys.stderr)
         return 1
     if reply["Status"] != "DONE":
-        print(f"\naigc-image: task {task_id} {reply['Status']}: {reply.get('Message', '')}", file=sys.stderr)
+        print(f"aigc-image: task {task_id} {reply['Status']}: {reply.get('Message', '')}", file=sys.stderr)
         return 1
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     for index, url in enumerate(reply["ImageUrls"]):
         path = args.output if index == 0 else args.output.with_stem(f"{args.output.stem}-{index}")
         path.write_bytes(client.download(url))
         print(path)
+    return 0
+
+
+TASK_STATUSES = {"waiting": "PENDING", "running": "RUNNING", "done": "FINISHED", "failed": "FAILED"}
+
+
+def _tasks(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    client = _client(args, settings)
+    if client is None:
+        return 2
+    params: dict[str, Any] = {"PageNum": 1, "PageSize": max(1, min(args.limit, 100))}
+    if args.status:
+        params["QueryTaskFilter"] = {"TaskStatus": TASK_STATUSES[args.status]}
+    try:
+        reply = client.call("DescribeAigcTaskList", params)
+    except ApiClientError as exc:
+        print(f"aigc-image: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"aigc-image: cannot reach {client.endpoint}: {exc}", file=sys.stderr)
+        return 1
+    if not reply["Tasks"]:
+        print("no tasks" + (f" {args.status}" if args.status else "") + " for this key")
+        return 0
+    table = Table(title=f"{len(reply['Tasks'])} of {reply['Total']} tasks, newest first", title_justify="left")
+    for column in ("TaskId", "Status", "Model", "Created (UTC+8)", "Images", "Prompt"):
+        table.add_column(column, no_wrap=column != "Prompt", overflow="ellipsis")
+    for task in reply["Tasks"]:
+        body = json.loads(task["RequestBody"] or "{}")
+        table.add_row(task["TaskId"], task["TaskStatus"], f"{body.get('ModelName')}:{body.get('ModelVersion')}",
+                      task["CreateTime"], str(len(task["Urls"])), body.get("Prompt", ""))  # fmt: skip
+    Console().print(table)
     return 0
 
 
@@ -241,21 +326,30 @@ def _create_request(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _wait(client: ApiClient, task_id: str, timeout: float) -> dict[str, Any]:
-    """Poll until the task finishes, drawing its status and elapsed time on stderr."""
+    """Poll until the task finishes, with a progress bar of its steps (TaskInfo) on stderr."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
     started = time.monotonic()
-    spinner = "|/-\\"
-    tick = 0
-    while True:
-        reply = client.call("DescribeAigcImageTask", {"TaskId": task_id})
-        elapsed = time.monotonic() - started
-        status = str(reply["Status"])
-        label = {"WAIT": "queued", "RUN": "generating", "DONE": "done", "FAIL": "failed"}.get(status, status)
-        mark = spinner[tick % len(spinner)] if status in ("WAIT", "RUN") else " "
-        print(f"\r{mark} {task_id}  {label:<10} {elapsed:6.1f}s", end="", file=sys.stderr, flush=True)
-        if status in ("DONE", "FAIL"):
-            print(file=sys.stderr)
-            return reply
-        if elapsed > timeout:
-            raise ApiClientError("Timeout", f"task {task_id} did not finish within {timeout:.0f} s")
-        tick += 1
-        time.sleep(0.2)
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        bar = progress.add_task(f"{task_id} queued", total=None)
+        while True:
+            status = client.call("DescribeAigcTaskStatus", {"TaskId": task_id})
+            info = json.loads(status.get("TaskInfo") or "{}")
+            state = {"PENDING": "queued", "RUNNING": "generating"}.get(status["TaskStatus"], "finishing")
+            progress.update(bar, description=f"{task_id} {state}", total=info.get("steps") or None,
+                            completed=info.get("step", 0))  # fmt: skip
+            if status["TaskStatus"] in ("FINISHED", "FAILED"):
+                return client.call("DescribeAigcImageTask", {"TaskId": task_id})
+            if time.monotonic() - started > timeout:
+                raise ApiClientError("Timeout", f"task {task_id} did not finish within {timeout:.0f} s")
+            time.sleep(0.25)

@@ -26,7 +26,8 @@ class ApiClientError(Exception):
 class ApiClient:
     def __init__(self, endpoint: str, secret_id: str, secret_key: str, timeout: float = 30.0) -> None:
         parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-        self._url = f"{parts.scheme}://{parts.netloc}/"
+        self.endpoint = f"{parts.scheme}://{parts.netloc}"
+        self._url = f"{self.endpoint}/"
         self._host = parts.netloc
         self._secret_id = secret_id
         self._secret_key = secret_key

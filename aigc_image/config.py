@@ -73,7 +73,7 @@ class LogFormat(enum.StrEnum):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class KeyPair(_Section):
@@ -113,6 +113,20 @@ class ApiSettings(_Section):
         False,
         description="Accept TC3 requests signed with `X-TC-Content-SHA256: UNSIGNED-PAYLOAD` (the SDKs' "
         "`unsignedPayload` option), whose signature does not cover the body (docs/security.md).",
+    )
+    metrics_networks: Networks = Field(
+        tuple(
+            ipaddress.ip_network(block)
+            for block in ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+        ),
+        description="Networks whose clients may read `GET /metrics` (Prometheus; no key needed, no secrets or "
+        "prompts in it): loopback and private addresses by default; empty turns `/metrics` off.",
+    )
+    openai_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds a `/v1/images/*` call (the OpenAI-compatible API) waits for its task to finish before "
+        "answering 504 with the TaskId; the task goes on.",
     )
 
 

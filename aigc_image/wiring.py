@@ -90,6 +90,7 @@ def build_service(
             url_ttl=settings.storage.url_ttl,
             max_active_tasks_per_key=settings.api.max_active_tasks_per_key,
             fetch_allow_networks=settings.fetch.allow_networks,
+            max_upload_bytes=settings.fetch.max_bytes,
         ),
         review_from(settings),
         log_prompts=settings.moderation.log_prompts,
@@ -99,6 +100,6 @@ def build_service(
     local = storage.own if isinstance(storage.own, LocalStorage) else None  # served by the API itself
     app = build_app(
         actions, keys, limiter, clock, settings.api.timestamp_window, local, settings.api.body_timeout,
-        settings.api.allow_unsigned_payload,
+        settings.api.allow_unsigned_payload, settings.api.metrics_networks, settings.api.openai_timeout,
     )  # fmt: skip
     return app, store, storage

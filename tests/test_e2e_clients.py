@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.helpers import (
     LiveServer,
     create_request,
     download,
+    live_server,
     sdk_client,
     server_env,
     wait_until_finished,
@@ -132,7 +134,6 @@ def test_generate_command_writes_the_image(server: LiveServer, tmp_path: Path) -
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "done" in result.stderr  # the progress line reached its end
     assert Image.open(output).format == "JPEG"
     assert Image.open(tmp_path / "out-1.jpg").size == (64, 64)
 
@@ -161,4 +162,82 @@ def test_generate_command_reports_errors(server: LiveServer, tmp_path: Path) -> 
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 1 and "AuthFailure.SignatureFailure" in result.stderr
+    assert result.stderr.startswith("aigc-image: ")  # no blank line first
     assert not (tmp_path / "o.png").exists()
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aigc_image", *args], capture_output=True, text=True, env=env or server_env(),
+        cwd=ROOT, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_generate_shows_step_progress_with_an_eta(tmp_path: Path) -> None:
+    registry = tmp_path / "models.toml"
+    registry.write_text('[[models]]\nname = "slow"\nversion = "1"\ndefault = true\nengine = "tiny-random"\n'
+                        "steps = 120\nmax_steps = 999\nwidth = 64\nheight = 64\n")  # fmt: skip
+    with live_server(tmp_path / "data", env={"AIGC_IMAGE_MODELS_REGISTRY_FILE": str(registry)}) as live:
+        env = server_env({"AIGC_IMAGE_SECRET_ID": SECRET_ID, "AIGC_IMAGE_SECRET_KEY": SECRET_KEY,
+                          "FORCE_COLOR": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "160"})  # fmt: skip
+        result = _cli("generate", "a fox", "--model", "slow", "-o", str(tmp_path / "fox.png"), "--endpoint", live.url,
+                      env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stderr)  # the terminal's colours and cursor moves
+    steps = [int(done) for done in re.findall(r"generating .*? (\d+)/120 steps", drawn)]
+    assert steps and max(steps) > 0 and steps == sorted(steps), drawn[-2000:]
+    assert "ETA" in drawn
+
+
+def test_generate_takes_the_endpoint_from_the_settings_and_makes_folders(server: LiveServer, tmp_path: Path) -> None:
+    config = tmp_path / "client.toml"
+    port = server.host.rsplit(":", 1)[1]
+    config.write_text(f'[api]\nport = {port}\n\n[[keys]]\nsecret_id = "{SECRET_ID}"\nsecret_key = "{SECRET_KEY}"\n')
+    output = tmp_path / "new" / "folder" / "fox.png"
+    result = _cli("generate", "a fox", "-o", str(output), "--config", str(config), "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 0, result.stderr
+    assert Image.open(output).format == "PNG"
+
+
+def test_generate_refuses_a_file_name_it_cannot_write_before_making_a_task(server: LiveServer, tmp_path: Path) -> None:
+    before = server.task_count()
+    env = {**server_env(), "AIGC_IMAGE_SECRET_ID": SECRET_ID, "AIGC_IMAGE_SECRET_KEY": SECRET_KEY}
+    result = _cli("generate", "a fox", "-o", str(tmp_path / "fox.gif"), "--endpoint", server.url, env=env)
+    assert result.returncode == 2 and result.stderr.startswith("aigc-image: cannot write 'fox.gif'")
+    assert server.task_count() == before
+
+
+def test_tasks_lists_the_keys_recent_tasks_and_keys_says_when_there_are_none(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    env = {**server_env(), "AIGC_IMAGE_SECRET_ID": SECRET_ID, "AIGC_IMAGE_SECRET_KEY": SECRET_KEY, "COLUMNS": "200"}
+    client = sdk_client(server)
+    task_id = client.CreateAigcImageTask(create_request(Prompt="a tasks listing")).TaskId
+    wait_until_finished(client, task_id)
+    listed = _cli("tasks", "--endpoint", server.url, "--status", "done", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert task_id in listed.stdout and "a tasks listing" in listed.stdout and "FINISHED" in listed.stdout
+    failed = _cli("tasks", "--endpoint", server.url, "--status", "failed", env=env)
+    assert "no tasks failed for this key" in failed.stdout
+    empty = {k: v for k, v in server_env().items() if not k.startswith("AIGC_IMAGE_SECRET")}
+    none = _cli("keys", "--data-dir", str(tmp_path / "empty"), env=empty)
+    assert none.returncode == 0 and none.stdout.startswith("no API keys")
+
+
+def test_the_sdks_standard_retryer_reports_a_success_as_failure_and_creates_a_task_per_attempt(
+    tmp_path: Path,
+) -> None:
+    """What docs/protocol.md warns about, shown with the SDK itself (retry.py never clears its error)."""
+    from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+    from tencentcloud.common.retry import StandardRetryer
+
+    env = {"AIGC_IMAGE_API_RATE_LIMIT": "1", "AIGC_IMAGE_API_RATE_BURST": "1"}
+    with live_server(tmp_path / "data", env=env) as live:
+        client = sdk_client(live)
+        client.profile.retryer = StandardRetryer(max_attempts=3, backoff_fn=lambda attempt: 1.2)
+        client.CreateAigcImageTask(create_request(Prompt="the first"))  # takes this second's one request
+        with pytest.raises(TencentCloudSDKException) as raised:
+            client.CreateAigcImageTask(create_request(Prompt="the retried one"))
+        assert raised.value.get_code() == "RequestLimitExceeded"
+        created = live.task_count()
+    assert created == 3  # the first, and both retries that got through, though the caller saw a failure

@@ -25,7 +25,8 @@ from aigc_image.protocol import signing
 from aigc_image.protocol.openapi import openapi_description
 from tests.helpers import SECRET_ID, SECRET_KEY, UUID, in_process_service
 
-schema = schemathesis.openapi.from_dict(openapi_description())
+# The MPS actions (pseudo-paths /<Action>, sent to / signed); the /v1 endpoints have their own tests.
+schema = schemathesis.openapi.from_dict(openapi_description()).include(path_regex=r"^/[A-Z]")
 schema.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")),
@@ -45,6 +46,9 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, 
 def task_count(db: Path) -> int:
     with sqlite3.connect(db) as connection:
         return int(connection.execute("SELECT count(*) FROM tasks").fetchone()[0])
+
+
+CREATED: set[str] = set()
 
 
 @schema.parametrize()
@@ -75,4 +79,8 @@ def test_generated_requests(case: Any, app: tuple[TestClient, Path]) -> None:
         if positive and "AdditionalParameters" not in response["Error"]["Message"]:
             assert response["Error"]["Code"] not in ("InvalidParameter", "UnknownParameter"), (case.body, response)
     elif action == "CreateAigcImageTask":
-        assert task_count(db) == before + 1
+        # A byte-identical signed request (the same body within the same second) is a replay: it
+        # answers with the task it created the first time and creates nothing.
+        replayed = response["TaskId"] in CREATED
+        assert task_count(db) == before + (0 if replayed else 1)
+        CREATED.add(response["TaskId"])
