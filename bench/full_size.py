@@ -47,6 +47,7 @@ from transformers import (
 )
 
 from aigc_image.engines.tiny_random import build_tokenizer as clip_tokenizer
+from aigc_image.engines.tiny_random import sd_vae
 from tests.tiny_models import _qwen_parts, qwen_text_encoder, qwen_tokenizer
 
 Device = torch.device | str
@@ -69,19 +70,10 @@ def building(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
 
 
 def _sd_vae(scaling_factor: float = 0.18215, force_upcast: bool = True) -> AutoencoderKL:
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=1024,
-        scaling_factor=scaling_factor,
-        force_upcast=force_upcast,
-    ).eval()
+    return sd_vae(
+        block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, sample_size=1024,
+        mid_block_add_attention=True, scaling_factor=scaling_factor, force_upcast=force_upcast,
+    )  # fmt: skip
 
 
 def _clip(cls: type[Any], hidden: int, layers: int, heads: int, act: str, projection: int) -> Any:

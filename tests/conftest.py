@@ -8,6 +8,7 @@ import pytest
 from aigc_image.clock import ManualClock
 from aigc_image.store import TaskStore
 from tests.helpers import LiveServer, live_server
+from tests.loopback import ImageServer, http_server
 from tests.postgres_server import PostgresServer
 from tests.stores import Backend
 
@@ -65,3 +66,12 @@ def store(backend: Backend, clock: ManualClock) -> Iterator[TaskStore]:
     store = backend.open(clock)
     yield store
     store.close()
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[ImageServer]:
+    """A loopback server of reference images (tests add them with ``images.add``)."""
+    server = ImageServer()
+    with http_server(server.handler()) as base:
+        server.port = int(base.rsplit(":", 1)[1])
+        yield server

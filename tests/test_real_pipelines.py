@@ -27,7 +27,7 @@ from tencentcloud.mps.v20190612 import models
 from aigc_image.catalog import ModelEntry, load_catalog
 from aigc_image.media.sizes import ASPECT_RATIOS, OUTPUT_SIZES, native_size
 from tests.helpers import LiveServer, assert_error_envelope, create_request, download, live_server, sdk_client
-from tests.loopback import ImageServer, http_server
+from tests.loopback import ImageServer
 from tests.tiny_models import save_tiny
 
 pytestmark = pytest.mark.slow
@@ -53,14 +53,6 @@ MODELS = [
 def entry_of(model: Model) -> ModelEntry:
     name, version = model.label.split(":")
     return load_catalog().resolve(name, version)
-
-
-@pytest.fixture(scope="module")
-def images() -> Iterator[ImageServer]:
-    server = ImageServer()
-    with http_server(server.handler()) as base:
-        server.port = int(base.rsplit(":", 1)[1])
-        yield server
 
 
 @pytest.fixture(scope="module")

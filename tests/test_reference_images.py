@@ -23,17 +23,9 @@ from tests.helpers import (
     sdk_client,
     wait_until_finished,
 )
-from tests.loopback import ImageServer, http_server
+from tests.loopback import ImageServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def images() -> Iterator[ImageServer]:
-    server = ImageServer()
-    with http_server(server.handler()) as base:
-        server.port = int(base.rsplit(":", 1)[1])
-        yield server
 
 
 @pytest.fixture(scope="module")

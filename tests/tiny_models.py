@@ -58,7 +58,7 @@ from transformers import (
 
 from aigc_image.engines.processors import ImageOnlyQwen2VLProcessor
 from aigc_image.engines.tiny_random import build_tokenizer as clip_tokenizer
-from aigc_image.engines.tiny_random import byte_symbols
+from aigc_image.engines.tiny_random import byte_symbols, sd_vae
 
 # Special tokens of Qwen2.5-VL's tokenizer that the Qwen-Image and HunyuanImage prompt templates use.
 QWEN_SPECIALS = (
@@ -358,21 +358,8 @@ def qwen_image_edit_plus() -> QwenImageEditPlusPipeline:
 
 
 def _sd_vae(**config: Any) -> AutoencoderKL:
-    """The SD/SDXL AutoencoderKL: 8× down-sampling (four levels), small channels."""
     torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=64,
-        mid_block_add_attention=False,
-        **config,
-    ).eval()
+    return sd_vae(**config)
 
 
 def _clip_text(cls: type[Any], hidden_act: str) -> Any:

@@ -9,6 +9,8 @@ mid-block attention), a 2-level UNet with cross-attention only at the lower leve
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -39,6 +41,21 @@ def build_tokenizer() -> CLIPTokenizer:
     symbols = byte_symbols()
     tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
     return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=77)
+
+
+def sd_vae(**config: Any) -> AutoencoderKL:
+    """The SD/SDXL AutoencoderKL: four levels (8× down-sampling), 4 latent channels; small unless
+    ``config`` says otherwise (bench/full_size.py builds the real one with it)."""
+    small = {"block_out_channels": (8, 16, 16, 16), "layers_per_block": 1, "norm_num_groups": 8, "sample_size": 64,
+             "mid_block_add_attention": False}  # fmt: skip
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        **(small | config),
+    ).eval()
 
 
 def build_pipeline() -> StableDiffusionPipeline:
@@ -73,18 +90,7 @@ def build_pipeline() -> StableDiffusionPipeline:
     )
     # 3. VAE: four levels (scale factor 8) with small channels, no mid-block attention.
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=64,
-        mid_block_add_attention=False,
-    )
+    vae = sd_vae()
     # 4. Scheduler, as in diffusers' Stable Diffusion tests.
     scheduler = DDIMScheduler(
         beta_start=0.00085,
