@@ -15,7 +15,7 @@ from typing import Any
 from aigc_image import __version__, logs
 from aigc_image import keys as keyfiles
 from aigc_image.client import ApiClient, ApiClientError
-from aigc_image.config import ConfigError, Settings, load_settings
+from aigc_image.config import ConfigError, Settings, check_device, load_settings
 from aigc_image.errors import TaskError
 from aigc_image.store import StoreError
 
@@ -63,8 +63,9 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = command("worker", "Run a worker against the configured task store.", _worker)
     worker.add_argument(
-        "--device", help="cpu, cuda or cuda:N: the one device this worker uses (default: the first of worker.devices)"
-    )
+        "--device", type=_device,
+        help="cpu, cuda or cuda:N: the one device this worker uses (default: the first of worker.devices)",
+    )  # fmt: skip
     worker.add_argument("--metrics-port", type=int, help="serve this worker's Prometheus metrics on this port")
     worker.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
     worker.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)  # set by `serve` for its child
@@ -124,6 +125,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _device(value: str) -> str:
+    try:
+        return check_device(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> None:
@@ -231,6 +239,15 @@ def _client(args: argparse.Namespace, settings: Settings) -> ApiClient | None:
     return ApiClient(args.endpoint or endpoint_of(settings), secret_id, secret_key)
 
 
+def _failed(client: ApiClient, exc: ApiClientError | OSError) -> int:
+    """Say why a call failed, on one line, and give the exit status."""
+    if isinstance(exc, ApiClientError):
+        print(f"aigc-image: {exc.code}: {exc.message}", file=sys.stderr)
+    else:
+        print(f"aigc-image: cannot reach {client.endpoint}: {exc}", file=sys.stderr)
+    return 1
+
+
 def endpoint_of(settings: Settings) -> str:
     """Where this host's server answers, by the settings (``--config``, the data dir, the environment)."""
     if settings.public_url:
@@ -250,12 +267,8 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     try:
         task_id = client.call("CreateAigcImageTask", _create_request(args))["TaskId"]
         reply = _wait(client, task_id, args.timeout)
-    except ApiClientError as exc:
-        print(f"aigc-image: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"aigc-image: cannot reach {client.endpoint}: {exc}", file=sys.stderr)
-        return 1
+    except (ApiClientError, OSError) as exc:
+        return _failed(client, exc)
     if reply["Status"] != "DONE":
         print(f"aigc-image: task {task_id} {reply['Status']}: {reply.get('Message', '')}", file=sys.stderr)
         return 1
@@ -282,12 +295,8 @@ def _tasks(args: argparse.Namespace, settings: Settings) -> int:
         params["QueryTaskFilter"] = {"TaskStatus": TASK_STATUSES[args.status]}
     try:
         reply = client.call("DescribeAigcTaskList", params)
-    except ApiClientError as exc:
-        print(f"aigc-image: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"aigc-image: cannot reach {client.endpoint}: {exc}", file=sys.stderr)
-        return 1
+    except (ApiClientError, OSError) as exc:
+        return _failed(client, exc)
     if not reply["Tasks"]:
         print("no tasks" + (f" {args.status}" if args.status else "") + " for this key")
         return 0

@@ -40,10 +40,16 @@ def _listed(value: Any) -> Any:
     return value
 
 
+def check_device(device: str) -> str:
+    """``device`` if it names one (auto, cpu, cuda, cuda:N), else ValueError saying what would."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ValueError(f"{device!r} is not a device: use auto, cpu, cuda or cuda:N")
+    return device
+
+
 def _devices(value: tuple[str, ...]) -> tuple[str, ...]:
     for device in value:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-            raise ValueError(f"{device!r} is not a device: use auto, cpu, cuda or cuda:N")
+        check_device(device)
     if "auto" in value and len(value) > 1:
         raise ValueError("auto stands alone: it means every visible GPU, or the CPU")
     if not value:

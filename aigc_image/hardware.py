@@ -68,6 +68,20 @@ def worker_devices(devices: Sequence[str]) -> list[str]:
     return resolved
 
 
+def require_gpu(device: str) -> None:
+    """After ``pin``: a worker sent to a GPU this process cannot see stops now, not at its first task."""
+    import torch
+
+    if torch.cuda.device_count() > 0:
+        return
+    if torch.version.cuda is None:
+        raise ConfigError(f"the worker's device is {device}, but this PyTorch is a CPU build "
+                          "(docs/models.md says how to install one for your GPUs).")  # fmt: skip
+    shown = os.environ.get("CUDA_VISIBLE_DEVICES")
+    raise ConfigError(f"the worker's device is {device}, but PyTorch sees no GPU"
+                      + (f" (CUDA_VISIBLE_DEVICES={shown})." if shown is not None else "."))  # fmt: skip
+
+
 def pin(device: str) -> str:
     """Make GPU ``cuda:N`` the only one this process sees, so that nothing in it (a library's
     default device included) touches another worker's GPU; returns the torch device to use.

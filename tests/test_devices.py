@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from aigc_image.config import ConfigError, load_settings
-from aigc_image.hardware import pin, probe, worker_devices
+from aigc_image.hardware import pin, probe, require_gpu, worker_devices
 from tests.helpers import ROOT, create_request, live_server, sdk_client, server_env, wait_for, wait_until_finished
 
 
@@ -38,6 +38,17 @@ def test_on_a_host_without_gpus_auto_is_one_cpu_worker_and_a_gpu_is_refused() ->
     with pytest.raises(ConfigError, match=r"worker\.devices names cuda:1, but PyTorch sees no GPU"):
         worker_devices(("cuda:1",))
     assert probe(("cpu", "cpu")).kind == "cpu"
+
+
+def test_a_worker_sent_to_a_gpu_it_cannot_see_stops_at_once(tmp_path: Path) -> None:
+    """Not "ready" first, to fail every task it takes later: this host has no GPU."""
+    with pytest.raises(ConfigError, match="the worker's device is cuda:3, but this PyTorch is a CPU build"):
+        require_gpu("cuda:3")
+    for device, says in [("cuda:3", "configuration error: the worker's device is cuda:3"),
+                         ("gpu0", "argument --device: 'gpu0' is not a device")]:  # fmt: skip
+        command = [sys.executable, "-m", "aigc_image", "worker", "--device", device, "--data-dir", str(tmp_path)]
+        result = subprocess.run(command, env=server_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and says in result.stderr, result.stderr
 
 
 def test_pinning_shows_a_worker_only_its_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ from types import FrameType
 from aigc_image.clock import SystemClock
 from aigc_image.config import Settings
 from aigc_image.fetch.fetcher import Fetcher
-from aigc_image.hardware import pin
+from aigc_image.hardware import pin, require_gpu
 from aigc_image.store import open_store
 from aigc_image.wiring import catalog_from, review_from, storage_from
 from aigc_image.worker.render import Renderer, render
@@ -41,6 +41,8 @@ def run_worker(settings: Settings, device: str = "auto", parent_pid: int | None 
     even if it was killed with SIGKILL and could not tell its child.
     """
     torch_device = pin(device)  # before anything initialises CUDA
+    if torch_device.startswith("cuda"):
+        require_gpu(device)
     from aigc_image.engines.diffusers_engine import DiffusersEngine
 
     clock = SystemClock()
