@@ -125,3 +125,6 @@ class Claim:
 
     task: Task
     token: str
+    # Its last attempt never ended: its worker died or stalled, maybe because of this very task.
+    # It runs alone, with nothing else in its worker, so that it cannot take other tasks down.
+    alone: bool = False

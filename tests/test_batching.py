@@ -250,10 +250,10 @@ def test_a_lost_lease_drops_only_that_task(store: TaskStore, storage: LocalStora
     ids = batch_of(store, clock, 3, steps=3)
 
     def steal_the_second(done: int, total: int) -> None:
-        if done == 1:  # another worker took task 2 over: its lease is someone else's now
+        if done == 1:  # another worker took the first task over: its lease is someone else's now
             clock.advance(61)
-            [stolen] = store.claim("thief", 1, 60, batch_key=spec(steps=3).batch_key)
-            assert stolen.task.task_id == ids[0]
+            [stolen] = store.claim("thief", 1, 60)
+            assert stolen.task.task_id == ids[0] and stolen.alone
 
     run = worker(store, storage, clock, Counting(DiffusersEngine("cpu"), on_step=steal_the_second))
     run.run_once()
@@ -284,6 +284,7 @@ def test_progress_is_recorded_for_every_task_of_the_batch_off_the_generating_thr
 ) -> None:
     ids = batch_of(store, clock, 3, steps=4)
     seen: dict[str, list[tuple[int, int]]] = {task_id: [] for task_id in ids}
+    recorded = {step: threading.Event() for step in range(1, 5)}  # set once every task has that step
     writers: set[str] = set()
     record = store.heartbeat
 
@@ -291,15 +292,21 @@ def test_progress_is_recorded_for_every_task_of_the_batch_off_the_generating_thr
         writers.add(threading.current_thread().name)
         if progress is not None:
             seen[task_id].append(progress)
+            if all(progress in steps for steps in seen.values()):
+                recorded[progress[0]].set()
         return record(task_id, token, lease, progress)
 
-    slow_steps = Counting(DiffusersEngine("cpu"), on_step=lambda done, total: threading.Event().wait(0.15))
-    run = worker(store, storage, clock, slow_steps, lease_seconds=0.3)  # renewed every 0.1 s
+    def after_the_last_step_was_recorded(done: int, total: int) -> None:
+        if done > 1:  # the keeper, not this thread, writes the previous step
+            assert recorded[done - 1].wait(30), f"step {done - 1} was never recorded"
+
+    engine = Counting(DiffusersEngine("cpu"), on_step=after_the_last_step_was_recorded)
+    run = worker(store, storage, clock, engine, lease_seconds=0.3)  # renewed every 0.1 s
     spy = {"__getattr__": lambda self, name: getattr(store, name), "heartbeat": staticmethod(heartbeat)}
     run.store = type("Spy", (), spy)()
     run.run_once()
     for task_id in ids:
-        assert seen[task_id] == sorted(seen[task_id]) and {1, 2, 3} & {done for done, _ in seen[task_id]}, seen
+        assert seen[task_id] == sorted(seen[task_id]) and {(1, 4), (2, 4), (3, 4)} <= set(seen[task_id]), seen
     assert writers == {"leases"}, "the thread that drives the pipeline must not wait for the store"
     assert [get(store, task_id).status for task_id in ids] == [Status.DONE] * 3
 
@@ -353,6 +360,42 @@ def test_the_next_batch_generates_while_the_last_one_is_stored(
     run.wait_for_delivery()
     assert [get(store, task_id).status for task_id in first + second] == [Status.DONE, Status.DONE]
     assert run.record().running == [] and run.record().state == "idle"
+
+
+def test_the_tasks_of_a_dead_worker_are_taken_over_one_at_a_time_with_nothing_beside_them(
+    store: TaskStore, storage: LocalStorage, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One of them may have killed it (a crash in a native library, the kernel's OOM killer): each
+    runs alone, once this worker's other batches are stored, and no batch generates beside it."""
+    in_delivery = batch_of(store, clock, 1, steps=3)
+    died_with = batch_of(store, clock, 2)
+    assert len(store.claim("dead-worker", 8, lease_seconds=10, batch_key=spec().batch_key)) == 2
+    waiting = batch_of(store, clock, 1)  # it fits their batch
+    seen_at_generation: list[list[Status]] = []
+    engine = Counting(DiffusersEngine("cpu"),
+                      fail=lambda _: seen_at_generation.append([get(store, in_delivery[0]).status]))  # fmt: skip
+    run = worker(store, storage, clock, engine)
+    run.storage = slow = SlowResults(storage)
+    assert run.run_once(overlap=True)  # in_delivery: generated, its image held in storage
+    clock.advance(11)  # the dead worker's leases run out
+
+    claim = store.claim
+
+    def claim_then_store(*args: Any, **kwargs: Any) -> Any:
+        claims = claim(*args, **kwargs)
+        if claims and claims[0].alone:
+            slow.release.set()  # the held image may be stored from now on
+        return claims
+
+    monkeypatch.setattr(store, "claim", claim_then_store)
+    for _ in range(3):
+        assert run.run_once(overlap=True)
+    run.wait_for_delivery()
+    assert engine.calls == [1, 1, 1, 1]  # no orphan in a batch: not with each other, nor with a waiting task
+    assert seen_at_generation[1] == [Status.DONE]  # the first orphan generated only once the held batch was stored
+    tasks = [get(store, task_id) for task_id in in_delivery + died_with + waiting]
+    assert [task.status for task in tasks] == [Status.DONE] * 4
+    assert [task.attempts for task in tasks] == [1, 2, 2, 1]
 
 
 def test_tasks_already_waiting_fill_the_batch_without_waiting_for_a_wake_up(

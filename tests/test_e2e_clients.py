@@ -176,7 +176,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def test_generate_shows_step_progress_with_an_eta(tmp_path: Path) -> None:
     registry = tmp_path / "models.toml"
     registry.write_text('[[models]]\nname = "slow"\nversion = "1"\ndefault = true\nengine = "tiny-random"\n'
-                        "steps = 120\nmax_steps = 999\nwidth = 64\nheight = 64\n")  # fmt: skip
+                        "steps = 500\nmax_steps = 999\nwidth = 64\nheight = 64\n")  # fmt: skip
     with live_server(tmp_path / "data", env={"AIGC_IMAGE_MODELS_REGISTRY_FILE": str(registry)}) as live:
         env = server_env({"AIGC_IMAGE_SECRET_ID": SECRET_ID, "AIGC_IMAGE_SECRET_KEY": SECRET_KEY,
                           "FORCE_COLOR": "1", "TTY_INTERACTIVE": "1", "COLUMNS": "160"})  # fmt: skip
@@ -184,7 +184,7 @@ def test_generate_shows_step_progress_with_an_eta(tmp_path: Path) -> None:
                       env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
     drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", result.stderr)  # the terminal's colours and cursor moves
-    steps = [int(done) for done in re.findall(r"generating .*? (\d+)/120 steps", drawn)]
+    steps = [int(done) for done in re.findall(r"generating .*? (\d+)/500 steps", drawn)]
     assert steps and max(steps) > 0 and steps == sorted(steps), drawn[-2000:]
     assert "ETA" in drawn
 

@@ -73,6 +73,24 @@ def test_only_the_lease_holder_can_finish(store: TaskStore, clock: ManualClock) 
     assert task is not None and task.status is Status.FAIL and task.message == "real failure"
 
 
+def test_the_tasks_of_an_expired_lease_are_taken_over_alone_and_first(store: TaskStore, clock: ManualClock) -> None:
+    ids = []
+    for index in range(3):
+        task_id = new_task_id()
+        create(store, task_id, "k", spec(prompt=str(index)))
+        ids.append(task_id)
+        clock.advance(1)
+    assert len(store.claim("w1", 2, lease_seconds=10)) == 2  # ids[0] and ids[1]: then w1 dies
+    clock.advance(11)
+    taken = [store.claim("w2", 8, lease_seconds=10) for _ in range(3)]
+    assert [[(c.task.task_id, c.alone, c.task.attempts) for c in claims] for claims in taken] == [
+        [(ids[0], True, 2)],
+        [(ids[1], True, 2)],
+        [(ids[2], False, 1)],
+    ]
+    assert store.claim("w2", 8, lease_seconds=10, batch_key=spec().batch_key) == []  # never added to a batch
+
+
 def test_heartbeat_keeps_the_lease(store: TaskStore, clock: ManualClock) -> None:
     task_id = new_task_id()
     create(store, task_id, "k", spec())

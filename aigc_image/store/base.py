@@ -6,7 +6,7 @@ State transitions allowed (anything else is refused by the store):
                      │  ──fail──────▶ FAIL
                      ├─ retry_later (transient error) ─▶ WAIT until its retry time
                      ├─ release (shutdown) ─▶ WAIT, the attempt not counted
-                     └─ lease expired ─▶ claimable again (attempts < max), else FAIL
+                     └─ lease expired ─▶ taken over alone (attempts < max), else FAIL
 
 ``complete``, ``fail`` and ``heartbeat`` succeed only with the current lease token, so a
 worker whose lease expired cannot overwrite the outcome of a newer attempt.
@@ -101,7 +101,8 @@ class TaskStore(Protocol):
 
     def claim(self, worker_id: str, limit: int, lease_seconds: float, batch_key: str | None = None) -> list[Claim]:
         """Lease up to ``limit`` claimable tasks sharing the oldest one's batch key, oldest first
-        (or, with ``batch_key``, up to ``limit`` more of that key)."""
+        (or, with ``batch_key``, up to ``limit`` more of that key). A task whose last attempt never
+        ended comes first, and alone (``Claim.alone``)."""
         ...
 
     def heartbeat(

@@ -10,10 +10,10 @@ COLUMNS = (
     "task_id, secret_id, status, spec, created_at, started_at, finished_at, "
     "attempts, message, result_keys, results_purged, step, steps"
 )
-CLAIMABLE = (
-    "((status = 'WAIT' AND (retry_at IS NULL OR retry_at <= :now))"
-    " OR (status = 'RUN' AND lease_expires_at < :now AND attempts < :max_attempts))"
-)
+CLAIMABLE = "status = 'WAIT' AND (retry_at IS NULL OR retry_at <= :now)"
+# A task whose last attempt never ended (its worker died or stalled past the lease): taken over
+# alone, never in a batch (store.claim).
+ORPHANED = "status = 'RUN' AND lease_expires_at < :now AND attempts < :max_attempts"
 _SECTION = re.compile(r"^-- name: (\w+)(?: \[(\w+)\])?$", re.MULTILINE)
 _PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
 
@@ -42,6 +42,7 @@ def _prepared(body: str, dialect: str) -> str:
         columns=COLUMNS,
         qualified_columns=", ".join(f"tasks.{column}" for column in COLUMNS.split(", ")),
         claimable=CLAIMABLE,
+        orphaned=ORPHANED,
     )
     if dialect == "postgresql":
         # psycopg's named parameters; "::" casts are left alone by the lookbehind.

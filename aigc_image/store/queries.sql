@@ -75,6 +75,22 @@ UPDATE tasks SET status = 'RUN', attempts = tasks.attempts + 1, worker_id = :wor
 FROM picked WHERE tasks.task_id = picked.task_id
 RETURNING {qualified_columns}
 
+-- name: take_over [sqlite]
+-- The oldest task whose last attempt never ended, alone.
+UPDATE tasks SET attempts = attempts + 1, worker_id = :worker, lease_token = :token, lease_expires_at = :expires,
+    started_at = :now, step = 0
+WHERE task_id = (SELECT task_id FROM tasks WHERE {orphaned} ORDER BY created_at, task_id LIMIT 1)
+RETURNING {columns}
+
+-- name: take_over [postgresql]
+WITH picked AS (
+    SELECT task_id FROM tasks WHERE {orphaned} ORDER BY created_at, task_id LIMIT 1 FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks SET attempts = tasks.attempts + 1, worker_id = :worker, lease_token = :token,
+    lease_expires_at = :expires, started_at = :now, step = 0
+FROM picked WHERE tasks.task_id = picked.task_id
+RETURNING {qualified_columns}
+
 -- name: claim_key [sqlite]
 -- Up to :limit more claimable tasks of one batch key, oldest first (a batch being filled).
 UPDATE tasks SET status = 'RUN', attempts = attempts + 1, worker_id = :worker, lease_token = :token,

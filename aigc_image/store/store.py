@@ -177,17 +177,20 @@ class SqlStore:
 
     def claim(self, worker_id: str, limit: int, lease_seconds: float, batch_key: str | None = None) -> list[Claim]:
         """Lease up to ``limit`` claimable tasks sharing the oldest one's batch key, oldest first
-        (or, with ``batch_key``, up to ``limit`` more of that key)."""
+        (or, with ``batch_key``, up to ``limit`` more of that key). A task whose last attempt never
+        ended comes first, and alone: if it killed its worker, it cannot take a batch with it."""
         self.dialect.listen()  # before looking: a task created after this look still wakes us
         now = self._clock.now()
         token = secrets.token_hex(16)
-        expires = now + lease_seconds
-        values = {"now": now, "max_attempts": self.max_attempts, "limit": limit, "worker": worker_id}
-        if batch_key is not None:
-            values["key"] = batch_key
+        values = {"now": now, "max_attempts": self.max_attempts, "limit": limit, "worker": worker_id,
+                  "token": token, "expires": now + lease_seconds}  # fmt: skip
         with self.dialect.transaction() as db:
-            name = "claim" if batch_key is None else "claim_key"
-            rows = self._run(db, name, **values, token=token, expires=expires).fetchall()
+            if batch_key is None and (orphan := self._run(db, "take_over", **values).fetchone()):
+                return [Claim(task_from_row(orphan), token, alone=True)]
+            if batch_key is None:
+                rows = self._run(db, "claim", **values).fetchall()
+            else:
+                rows = self._run(db, "claim_key", **values, key=batch_key).fetchall()
         tasks = sorted((task_from_row(row) for row in rows), key=lambda t: (t.created_at, t.task_id))
         return [Claim(task, token) for task in tasks]
 

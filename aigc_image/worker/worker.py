@@ -11,7 +11,11 @@ count, lease, progress, review, labels and result, and its own fate:
 * an output image refused by review fails only its task;
 * out of memory splits the batch in halves and tries each again; a single task that runs out
   fails, and is not retried;
-* shutdown's grace period running out hands every task of the batch back.
+* shutdown's grace period running out hands every task of the batch back;
+* a task whose worker died or stalled (a crash in a native library, the kernel's OOM killer)
+  is taken over alone, after the worker's other batches are stored and with none generating
+  beside it: a task that kills its worker fails on its own after ``worker.max_attempts``, and
+  the tasks that died with it the first time run again without it.
 
 While a batch's images are reviewed, encoded (in child processes: worker/render.py) and stored,
 on other threads, the worker already claims and generates the next batch, so the GPU does not
@@ -110,6 +114,8 @@ class Worker:
         self.max_batch = max(1, max_batch)
         self.batch_wait = batch_wait  # seconds a part-filled batch waits for more (worker.batch_wait_ms)
         self._stop = threading.Event()
+        self._report_soon = threading.Event()  # report now, not at the next REPORT_INTERVAL
+        self._reported_models: list[str] = []  # the loaded models as last reported
         self._stop_requested_at: float | None = None
         self._started_at = clock.now()
         self._running: list[str] = []  # task ids in generation
@@ -176,12 +182,16 @@ class Worker:
             if in_use is not None:
                 GPU_MEMORY.labels(self.device).set(in_use)
             try:
-                self.store.record_worker(self.record())
+                record = self.record()
+                self.store.record_worker(record)
+                self._reported_models = record.loaded
             except StoreUnavailable as exc:
                 log.debug("worker report skipped: %s", exc)
             except Exception:  # a report is not worth the worker: say why, keep working
                 log.exception("worker report failed")
-            if self._stop.wait(REPORT_INTERVAL):
+            self._report_soon.wait(REPORT_INTERVAL)
+            self._report_soon.clear()
+            if self._stop.is_set():
                 return
 
     def request_stop(self) -> None:
@@ -190,6 +200,7 @@ class Worker:
         if self._stop_requested_at is None:
             self._stop_requested_at = self.clock.monotonic()
         self._stop.set()
+        self._report_soon.set()
 
     @property
     def stopping(self) -> bool:
@@ -203,10 +214,11 @@ class Worker:
         """Claim and process one batch of compatible tasks; False when none was waiting. With
         ``overlap`` (the run loop), its images may still be in delivery when this returns."""
         claims = self.store.claim(self.worker_id, limit=self.max_batch, lease_seconds=self.lease_seconds)
-        if claims and len(claims) < self.max_batch and self.batch_wait > 0:
+        alone = bool(claims) and claims[0].alone
+        if claims and not alone and len(claims) < self.max_batch and self.batch_wait > 0:
             claims += self._admit_more(claims[0].task.spec.batch_key, self.max_batch - len(claims))
         if claims:
-            self.process(claims, overlap)
+            self.process(claims, overlap and not alone)
         return bool(claims)
 
     def _admit_more(self, batch_key: str, room: int) -> list[Claim]:
@@ -231,6 +243,8 @@ class Worker:
         keeper = LeaseKeeper(self.store, jobs, self.lease_seconds, self.clock)
         keeper.start()
         try:
+            if claims[0].alone:  # a task that may kill its worker runs with nothing else in it
+                self.wait_for_delivery()
             delivered = self._run(jobs)
             self.wait_for_delivery(leave=MAX_IN_DELIVERY - 1)
         except BaseException:
@@ -262,8 +276,9 @@ class Worker:
         """Generate the images of ``jobs``; the tasks that have them, with their images."""
         spec = jobs[0].task.spec  # a batch shares its model, size, steps and kind
         for job in jobs:
-            log.info("task %s: attempt %d on %s:%s", job.task_id, job.task.attempts, spec.model_name,
-                     spec.model_version, extra={"task_id": job.task_id})  # fmt: skip
+            log.info("task %s: attempt %d on %s:%s%s", job.task_id, job.task.attempts, spec.model_name,
+                     spec.model_version, ", alone: its last attempt never ended" if job.claim.alone else "",
+                     extra={"task_id": job.task_id})  # fmt: skip
         try:
             entry = self.catalog.resolve(spec.model_name, spec.model_version)
         except TaskError as exc:
@@ -317,6 +332,8 @@ class Worker:
                 self._settle(job, exc)
             return []
         self.failed_models.pop(entry.label, None)  # it loads now
+        if self.engine.loaded() != self._reported_models:
+            self._report_soon.set()  # /readyz and the operator page learn of a newly loaded model now
         return list(zip(jobs, outputs, strict=True))
 
     def _request(self, spec: TaskSpec) -> GenerationRequest:

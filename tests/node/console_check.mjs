@@ -97,14 +97,9 @@ try {
   findings.galleryCards = await page.$$eval(".card", (cards) => cards.map((card) => card.dataset.taskId));
   await page.screenshot({ path: `${outDir}/gallery.png`, fullPage: true });
 
-  await page.goto(`${url}/console/#/operator`);
-  for (let tries = 0; tries < 20; tries++) { // workers report every 5 s: until it lists the model it loaded
-    await page.waitForFunction(() => document.querySelectorAll("#operator-workers tr").length >= 2);
-    findings.operator = await page.textContent("#operator-workers");
-    if (findings.operator.includes("tiny-random")) break;
-    await page.waitForTimeout(1000);
-    await page.click("#operator-refresh");
-  }
+  await page.goto(`${url}/console/#/operator`); // a worker reports a model the moment it has loaded it
+  await page.waitForFunction(() => document.querySelectorAll("#operator-workers tr").length >= 2);
+  findings.operator = await page.textContent("#operator-workers");
   await page.screenshot({ path: `${outDir}/operator.png`, fullPage: true });
   findings.pageErrors = errors;
 
