@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,18 @@ import numpy as np
 import pytest
 from PIL import Image
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
-from tencentcloud.mps.v20190612 import models
 
 from aigc_image.catalog import ModelEntry, load_catalog
 from aigc_image.media.sizes import ASPECT_RATIOS, OUTPUT_SIZES, native_size
-from tests.helpers import LiveServer, assert_error_envelope, create_request, download, live_server, sdk_client
+from tests.helpers import (
+    LiveServer,
+    assert_error_envelope,
+    create_request,
+    download,
+    live_server,
+    sdk_client,
+    wait_until_finished,
+)
 from tests.loopback import ImageServer
 from tests.tiny_models import save_tiny
 
@@ -89,19 +95,7 @@ def run_all(server: LiveServer, requests: list[dict[str, Any]], timeout: float =
     """Create every task first (they queue), then wait for them all; the final replies, in order."""
     client = sdk_client(server)
     ids = [client.CreateAigcImageTask(create_request(**fields)).TaskId for fields in requests]
-    finals: dict[str, Any] = {}
-    deadline = time.monotonic() + timeout
-    while len(finals) < len(ids) and time.monotonic() < deadline:
-        for task_id in ids:
-            if task_id not in finals:
-                poll = models.DescribeAigcImageTaskRequest()
-                poll.TaskId = task_id
-                reply = client.DescribeAigcImageTask(poll)
-                if reply.Status in ("DONE", "FAIL"):
-                    finals[task_id] = reply
-        time.sleep(0.05)
-    assert len(finals) == len(ids), f"{len(ids) - len(finals)} task(s) unfinished"
-    return [finals[task_id] for task_id in ids]
+    return [wait_until_finished(client, task_id, timeout)[-1] for task_id in ids]
 
 
 def decoded(reply: Any) -> list[Image.Image]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-import time
 from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -33,6 +32,10 @@ def deliverable(image: Image.Image, spec: TaskSpec) -> Image.Image:
 def render(image: Image.Image, spec: TaskSpec, label: dict[str, str]) -> bytes:
     """The stored file of one image (``label``: media/labels.implicit_label)."""
     return encode(deliverable(image, spec), spec.output_format, label)
+
+
+def _started() -> None:
+    """A child's first task: nothing, once it has imported this module (and Pillow)."""
 
 
 class Renderer:
@@ -57,7 +60,8 @@ class Renderer:
 
     def start(self) -> None:
         pool = self._current()
-        wait([pool.submit(time.sleep, 0.2) for _ in range(self._processes)])  # all busy at once: all spawned
+        # Submitted together: each submit finds no idle child (none has even started), so spawns one.
+        wait([pool.submit(_started) for _ in range(self._processes)])
 
     def _current(self) -> ProcessPoolExecutor:
         with self._lock:
