@@ -53,7 +53,7 @@ def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) ->
     keys = ensure_keys(settings)
     hardware = None if settings.models.default_model else probe(settings.worker.devices)
     catalog, why = catalog_from(settings, hardware)
-    print(f"default model: {catalog.default.label} ({why})", flush=True)
+    print(f"default model: {catalog.default.label}, {why}", flush=True)
     app, store, storage = build_service(settings, clock, keys, catalog)
 
     stop = threading.Event()

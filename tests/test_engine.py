@@ -64,6 +64,7 @@ def test_missing_hub_weights_say_what_to_do(monkeypatch: pytest.MonkeyPatch) -> 
         assert "no-such-org/no-such-model" in message
         assert "hf download no-such-org/no-such-model" in message
         assert "local diffusers folder" in message
+        assert "stacktrace" not in message  # the client sees no stack trace: the cause is named instead
 
 
 def test_missing_local_folder_and_unknown_pipeline_class_are_explained(tmp_path: Path) -> None:

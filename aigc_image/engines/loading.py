@@ -123,6 +123,9 @@ def _component_folder(source: str, name: str, options: dict[str, Any]) -> Path:
 
 
 def _missing_weights_message(entry: ModelEntry, source: str, local: bool, allow_download: bool, exc: Exception) -> str:
+    if not local:  # the Hub's own cause (no network, a gated repository), not diffusers' "see the stacktrace above"
+        while (cause := exc.__cause__ or exc.__context__) is not None and isinstance(cause, Exception):
+            exc = cause
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if local:
         return (
@@ -136,8 +139,8 @@ def _missing_weights_message(entry: ModelEntry, source: str, local: bool, allow_
     )
     if allow_download:
         return (
-            f"Model {entry.label}: the weights of {source} are not cached here and could not be downloaded "
-            f"({reason}). {how}"
+            f"Model {entry.label}: the weights of {source} are not cached here and could not be downloaded: "
+            f"{reason.rstrip('.')}. {how}"
         )
     return (
         f"Model {entry.label}: the weights of {source} are not in the local Hugging Face cache and "
