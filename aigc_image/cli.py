@@ -300,14 +300,25 @@ def _tasks(args: argparse.Namespace, settings: Settings) -> int:
     if not reply["Tasks"]:
         print("no tasks" + (f" {args.status}" if args.status else "") + " for this key")
         return 0
-    table = Table(title=f"{len(reply['Tasks'])} of {reply['Total']} tasks, newest first", title_justify="left")
-    for column in ("TaskId", "Status", "Model", "Created (UTC+8)", "Images", "Prompt"):
-        table.add_column(column, no_wrap=column != "Prompt", overflow="ellipsis")
+    piped = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
+    console = Console(width=200 if piped else None)  # piped: nothing cut to 80 columns
+    title = f"{len(reply['Tasks'])} of {reply['Total']} tasks, newest first"
+    rows = []
     for task in reply["Tasks"]:
         body = json.loads(task["RequestBody"] or "{}")
-        table.add_row(task["TaskId"], task["TaskStatus"], f"{body.get('ModelName')}:{body.get('ModelVersion')}",
-                      task["CreateTime"], str(len(task["Urls"])), body.get("Prompt", ""))  # fmt: skip
-    Console().print(table)
+        rows.append((task["TaskId"], task["TaskStatus"], f"{body.get('ModelName')}:{body.get('ModelVersion')}",
+                     task["CreateTime"], str(len(task["Urls"])), body.get("Prompt", "")))  # fmt: skip
+    if console.width < 120:  # a table would cut the ids: two lines a task instead
+        console.print(title, highlight=False)
+        for task_id, status, model, created, images, prompt in rows:
+            console.print(f"{task_id}  {status}  {model}\n  {created} · {images} image(s) · {prompt}", highlight=False)
+        return 0
+    table = Table(title=title, title_justify="left")
+    for column in ("TaskId", "Status", "Model", "Created (UTC+8)", "Images", "Prompt"):
+        table.add_column(column, no_wrap=column != "Prompt")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
     return 0
 
 

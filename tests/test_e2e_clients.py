@@ -217,6 +217,9 @@ def test_tasks_lists_the_keys_recent_tasks_and_keys_says_when_there_are_none(
     listed = _cli("tasks", "--endpoint", server.url, "--status", "done", env=env)
     assert listed.returncode == 0, listed.stderr
     assert task_id in listed.stdout and "a tasks listing" in listed.stdout and "FINISHED" in listed.stdout
+    narrow = _cli("tasks", "--endpoint", server.url, "--status", "done", env=env | {"COLUMNS": "80"})
+    assert f"{task_id}  FINISHED  tiny-random:1\n" in narrow.stdout  # whole ids, not a squeezed table
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
     failed = _cli("tasks", "--endpoint", server.url, "--status", "failed", env=env)
     assert "no tasks failed for this key" in failed.stdout
     empty = {k: v for k, v in server_env().items() if not k.startswith("AIGC_IMAGE_SECRET")}

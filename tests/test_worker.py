@@ -351,20 +351,22 @@ def test_a_task_past_the_time_limit_fails_with_a_clear_message_and_is_not_retrie
     assert "worker.task_timeout = 60 s" in task.message and "after 2 of 2 steps" in task.message
 
 
-def test_a_newly_loaded_model_is_reported_at_once(
+def test_a_newly_loaded_model_and_going_idle_are_reported_at_once(
     store: TaskStore, storage: LocalStorage, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """/readyz and the console's operator page learn of it now, not at the next periodic report."""
+    """/readyz and the console's operator page learn of them now, not at the next periodic report."""
     from aigc_image.worker import worker as worker_module
 
-    monkeypatch.setattr(worker_module, "REPORT_INTERVAL", 3600.0)  # only the prompt report can come in time
-    reported = threading.Event()
+    monkeypatch.setattr(worker_module, "REPORT_INTERVAL", 3600.0)  # only the prompt reports can come in time
+    loaded, idle_after = threading.Event(), threading.Event()
     record = store.record_worker
 
     def record_worker(worker_record: Any) -> None:
         record(worker_record)
         if "tiny-random:1" in worker_record.loaded:
-            reported.set()
+            if loaded.is_set() and worker_record.state == "idle":
+                idle_after.set()
+            loaded.set()
 
     monkeypatch.setattr(store, "record_worker", record_worker)
     worker = make_worker(store, storage, clock)
@@ -373,7 +375,8 @@ def test_a_newly_loaded_model_is_reported_at_once(
     running = threading.Thread(target=worker.run)
     running.start()
     try:
-        assert reported.wait(60), "the loaded model was not reported"
+        assert loaded.wait(60), "the loaded model was not reported"
+        assert idle_after.wait(60), "the worker did not report that it is idle again"
     finally:
         worker.request_stop()
         running.join(60)

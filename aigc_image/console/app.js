@@ -318,7 +318,8 @@ async function showOperator() {
       tr.insertCell().textContent = value;
     }
   }
-  $("operator-problems").replaceChildren(...(view.problems || []).map((problem) => {
+  const problems = view.problems?.length ? view.problems : ["none"];
+  $("operator-problems").replaceChildren(...problems.map((problem) => {
     const item = document.createElement("li");
     item.textContent = problem;
     return item;
@@ -335,6 +336,7 @@ async function showOperator() {
     tr.insertCell().textContent = task.FinishedTime;
     tr.insertCell().textContent = task.TaskResultMsg;
   }
+  if (!reply.Tasks.length) failures.insertRow().insertCell().textContent = "none";
 }
 
 $("operator-refresh").addEventListener("click", showOperator);

@@ -271,6 +271,8 @@ class Worker:
             keeper.stop()
             with self._lock:
                 self._delivering -= {job.task_id for job, _ in delivered}
+                if not self._delivering and not self._running:
+                    self._report_soon.set()  # idle now: the operator page should not show it busy for 5 s
 
     def _run(self, jobs: list[Job]) -> Delivered:
         """Generate the images of ``jobs``; the tasks that have them, with their images."""
