@@ -286,6 +286,7 @@ TASK_STATUSES = {"waiting": "PENDING", "running": "RUNNING", "done": "FINISHED",
 def _tasks(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     client = _client(args, settings)
     if client is None:
@@ -311,13 +312,14 @@ def _tasks(args: argparse.Namespace, settings: Settings) -> int:
     if console.width < 120:  # a table would cut the ids: two lines a task instead
         console.print(title, highlight=False)
         for task_id, status, model, created, images, prompt in rows:
-            console.print(f"{task_id}  {status}  {model}\n  {created} · {images} image(s) · {prompt}", highlight=False)
+            console.print(f"{task_id}  {status}  {model}\n  {created} · {images} image(s) · {prompt}",
+                          markup=False, highlight=False)  # fmt: skip
         return 0
     table = Table(title=title, title_justify="left")
     for column in ("TaskId", "Status", "Model", "Created (UTC+8)", "Images", "Prompt"):
         table.add_column(column, no_wrap=column != "Prompt")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(value) for value in row))  # a prompt's "[...]" is text, not rich markup
     console.print(table)
     return 0
 

@@ -212,11 +212,11 @@ def test_tasks_lists_the_keys_recent_tasks_and_keys_says_when_there_are_none(
 ) -> None:
     env = {**server_env(), "AIGC_IMAGE_SECRET_ID": SECRET_ID, "AIGC_IMAGE_SECRET_KEY": SECRET_KEY, "COLUMNS": "200"}
     client = sdk_client(server)
-    task_id = client.CreateAigcImageTask(create_request(Prompt="a tasks listing")).TaskId
+    task_id = client.CreateAigcImageTask(create_request(Prompt="a tasks listing [/] [bold]")).TaskId
     wait_until_finished(client, task_id)
     listed = _cli("tasks", "--endpoint", server.url, "--status", "done", env=env)
     assert listed.returncode == 0, listed.stderr
-    assert task_id in listed.stdout and "a tasks listing" in listed.stdout and "FINISHED" in listed.stdout
+    assert task_id in listed.stdout and "a tasks listing [/] [bold]" in listed.stdout and "FINISHED" in listed.stdout
     narrow = _cli("tasks", "--endpoint", server.url, "--status", "done", env=env | {"COLUMNS": "80"})
     assert f"{task_id}  FINISHED  tiny-random:1\n" in narrow.stdout  # whole ids, not a squeezed table
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
