@@ -128,9 +128,24 @@ function row(table, name, value) {
   tr.insertCell().textContent = value ?? "";
 }
 
+// Empties the task page, so that a task just opened never shows the last one's status or images.
+function clearTask(taskId) {
+  $("task").dataset.taskId = taskId;
+  $("task").dataset.request = "{}";
+  $("task-id").textContent = taskId;
+  $("task-status").textContent = "…";
+  $("task-status").className = "status";
+  $("task-message").textContent = "";
+  $("task-progress").value = 0;
+  $("task-steps").textContent = "";
+  $("task-images").replaceChildren();
+  $("task-details").replaceChildren();
+  $("task-label").textContent = "(read from the first image once it is done)";
+}
+
 async function showTask(taskId) {
   clearTimeout(state.pollTimer);
-  $("task-id").textContent = taskId;
+  if ($("task").dataset.taskId !== taskId) clearTask(taskId);
   $("task-error").textContent = "";
   let task;
   try {
@@ -188,7 +203,10 @@ function showImages(urls, format, taskId) {
     return figure;
   });
   $("task-images").replaceChildren(...figures);
-  if (urls.length) readLabel(urls[0]).then((label) => ($("task-label").textContent = label));
+  if (!urls.length) return;
+  readLabel(urls[0]).then((label) => {
+    if ($("task").dataset.taskId === taskId) $("task-label").textContent = label;
+  });
 }
 
 // The implicit AIGC label the image carries: PNG iTXt "AIGC", or the XMP packet of a JPEG.

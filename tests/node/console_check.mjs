@@ -28,12 +28,23 @@ async function createAndWait(page, prompt, seed) {
   await page.fill("input[name=seed]", String(seed));
   await page.click("#create-form button[type=submit]");
   await page.waitForURL(/#\/task\//);
-  await page.waitForSelector("#task-status.FINISHED", { timeout: 120000 });
-  await page.waitForFunction(() => {
-    const image = document.querySelector("#task-images img");
-    return image && image.complete && image.naturalWidth > 0;
-  });
-  return page.url().split("#/task/")[1];
+  const taskId = page.url().split("#/task/")[1];
+  await finished(page, taskId);
+  return taskId;
+}
+
+// Waits until the page shows this task (not the one it showed before) finished, its first image loaded.
+async function finished(page, taskId) {
+  await page.waitForFunction(
+    (id) => {
+      const shown = document.querySelector("#task").dataset.taskId === id;
+      const done = document.querySelector("#task-status").classList.contains("FINISHED");
+      const image = document.querySelector("#task-images img");
+      return shown && done && image && image.complete && image.naturalWidth > 0;
+    },
+    taskId,
+    { timeout: 120000 },
+  );
 }
 
 // The pixels of the first image shown, drawn on a canvas.
@@ -80,12 +91,8 @@ try {
 
   await page.click("#rerun");
   await page.waitForURL((target) => target.hash.startsWith("#/task/") && !target.hash.endsWith(first));
-  await page.waitForSelector("#task-status.FINISHED", { timeout: 120000 });
-  await page.waitForFunction(() => {
-    const image = document.querySelector("#task-images img");
-    return image && image.complete && image.naturalWidth > 0;
-  });
   findings.rerunTask = page.url().split("#/task/")[1];
+  await finished(page, findings.rerunTask);
   findings.rerunSamePixels = JSON.stringify(await pixels(page)) === JSON.stringify(firstPixels);
 
   await page.goto(`${url}/console/#/gallery`);
