@@ -26,11 +26,16 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from aigc_image.errors import Reason, ServiceError
+
 ENV_PREFIX = "AIGC_IMAGE_"
 
 
-class ConfigError(Exception):
+class ConfigError(ServiceError):
     """The configuration file or environment holds an invalid value."""
+
+    permanent = True
+    reason = Reason.CONFIG
 
 
 def _listed(value: Any) -> Any:

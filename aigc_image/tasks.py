@@ -8,6 +8,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from aigc_image.errors import Reason
+
 TASK_ID_PREFIX = "4-AigcImage-"
 PANORAMA = "3d_panorama"  # the one SceneType
 
@@ -113,6 +115,7 @@ class Task:
     finished_at: float | None = None
     attempts: int = 0
     message: str = ""
+    reason: Reason | None = None  # why it ended FAIL (None in any other state)
     result_keys: tuple[str, ...] = ()
     results_purged: bool = False
     step: int = 0  # progress of the current attempt: denoising steps done of ``steps``

@@ -8,6 +8,7 @@ import pytest
 
 from aigc_image.catalog import load_catalog
 from aigc_image.config import iter_setting_docs
+from aigc_image.errors import Reason
 from aigc_image.protocol.errors import all_error_classes
 from tests.helpers import ROOT
 
@@ -22,6 +23,12 @@ def error_table() -> set[str]:
 
 def test_the_error_table_lists_exactly_the_codes_the_server_returns() -> None:
     assert error_table() == {error.code for error in all_error_classes()}
+
+
+def test_every_failure_reason_is_in_the_operations_docs() -> None:
+    section = (DOCS / "operations.md").read_text().split("### Failure reasons", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (yes|no) \|", section, flags=re.MULTILINE))
+    assert rows == {reason.value: "yes" if reason.caused_by_request else "no" for reason in Reason}
 
 
 @pytest.mark.parametrize(("key", "env", "doc"), list(iter_setting_docs()), ids=lambda v: str(v)[:40])

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from aigc_image.clock import ManualClock, SystemClock
+from aigc_image.errors import Reason
 from aigc_image.store import StoreError, StoreUnavailable, TaskStore, open_store
 from aigc_image.store.base import ActiveTaskLimit
 from aigc_image.store.migrations import migrations
@@ -66,11 +67,12 @@ def test_only_the_lease_holder_can_finish(store: TaskStore, clock: ManualClock) 
     assert second.task.attempts == 2 and second.token != first.token
     assert not store.heartbeat(task_id, first.token, 10)
     assert not store.complete(task_id, first.token, ["stale"])
-    assert not store.fail(task_id, first.token, "stale")
-    assert store.fail(task_id, second.token, "real failure")
+    assert not store.fail(task_id, first.token, "stale", Reason.INTERNAL)
+    assert store.fail(task_id, second.token, "real failure", Reason.OUT_OF_MEMORY)
     assert not store.complete(task_id, second.token, ["late"])  # finished tasks stay finished
     task = get(store, task_id)
     assert task is not None and task.status is Status.FAIL and task.message == "real failure"
+    assert task.reason is Reason.OUT_OF_MEMORY
 
 
 def test_the_tasks_of_an_expired_lease_are_taken_over_alone_and_first(store: TaskStore, clock: ManualClock) -> None:
@@ -112,6 +114,7 @@ def test_exhausted_tasks_fail_with_a_message(backend: Backend, clock: ManualCloc
     assert store.fail_exhausted() == 1
     task = get(store, task_id)
     assert task is not None and task.status is Status.FAIL and "2 times" in task.message
+    assert task.reason is Reason.WORKER_LOST
 
 
 def test_claim_batches_only_compatible_tasks_oldest_first(store: TaskStore, clock: ManualClock) -> None:
@@ -275,7 +278,7 @@ def test_a_finish_retried_after_an_unknown_outcome_is_answered_true_once_recorde
     [claim] = store.claim("w", 1, lease_seconds=60)
     assert store.complete(task_id, claim.token, ["a"])
     assert store.complete(task_id, claim.token, ["a"])  # the worker could not tell whether it committed
-    assert not store.fail(task_id, claim.token, "no")  # but a finished task never changes outcome
+    assert not store.fail(task_id, claim.token, "no", Reason.INTERNAL)  # but a finished task never changes outcome
     assert not store.heartbeat(task_id, claim.token, 60)
     task = get(store, task_id)
     assert task is not None and task.status is Status.DONE and task.result_keys == ("a",)
@@ -439,7 +442,7 @@ class StoreMachine(RuleBasedStateMachine):
             elif action == "complete":
                 answered = self.store.complete(task_id, token, [f"{task_id}/x.png"])
             elif action == "fail":
-                answered = self.store.fail(task_id, token, "failed")
+                answered = self.store.fail(task_id, token, "failed", Reason.INTERNAL)
             elif action == "retry_later":
                 answered = self.store.retry_later(task_id, token, self.clock.now() + 3, "retry")
             else:

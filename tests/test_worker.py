@@ -16,7 +16,7 @@ from aigc_image.catalog import ModelEntry, load_catalog
 from aigc_image.clock import ManualClock, SystemClock
 from aigc_image.engines.base import GenerationRequest, StepCallback
 from aigc_image.engines.diffusers_engine import DiffusersEngine
-from aigc_image.errors import ModelUnavailable
+from aigc_image.errors import ModelUnavailable, Reason
 from aigc_image.results.buckets import Results
 from aigc_image.results.local import LocalStorage
 from aigc_image.store import StoreUnavailable, TaskStore
@@ -85,6 +85,7 @@ def test_missing_weights_fail_the_task_with_the_engines_advice(
     make_worker(store, storage, clock, Broken(ModelUnavailable(advice))).run_once()
     task = get(store, task_id)
     assert task is not None and (task.status, task.message) == (Status.FAIL, advice)
+    assert task.reason is Reason.MODEL_UNAVAILABLE
 
 
 def test_a_transient_error_is_retried_with_backoff_then_fails_with_the_reason(
@@ -106,6 +107,7 @@ def test_a_transient_error_is_retried_with_backoff_then_fails_with_the_reason(
     task = get(store, task_id)
     assert task.status is Status.FAIL
     assert task.message == "Image generation failed: RuntimeError: CUDA out of memory (after 3 attempts)"
+    assert task.reason is Reason.INTERNAL  # an error nobody named
 
 
 def test_the_retry_delay_doubles_is_capped_and_jittered() -> None:
@@ -127,6 +129,7 @@ def test_a_model_removed_from_the_registry_fails_clearly(
     make_worker(store, storage, clock).run_once()
     task = get(store, task_id)
     assert task is not None and task.status is Status.FAIL and "Retired" in task.message
+    assert task.reason is Reason.UNKNOWN_MODEL
 
 
 def test_a_worker_that_lost_its_lease_writes_nothing(
@@ -197,6 +200,7 @@ def test_an_output_image_refused_by_the_classifier_is_never_stored(
     worker.run_once()
     task = get(store, task_id)
     assert task is not None and task.status is Status.FAIL and "refused by content review" in task.message
+    assert task.reason is Reason.CONTENT_REFUSED
     assert not storage.root.exists() or list(storage.root.rglob("*.png")) == []
 
 
@@ -349,6 +353,7 @@ def test_a_task_past_the_time_limit_fails_with_a_clear_message_and_is_not_retrie
     task = get(store, task_id)
     assert task.status is Status.FAIL and task.attempts == 1
     assert "worker.task_timeout = 60 s" in task.message and "after 2 of 2 steps" in task.message
+    assert task.reason is Reason.TIMEOUT
 
 
 def test_a_newly_loaded_model_and_going_idle_are_reported_at_once(

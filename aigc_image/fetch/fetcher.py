@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+from aigc_image.errors import Reason, ServiceError
 from aigc_image.fetch.policy import Address, Network, why_refused
 
 Resolver = Callable[[str, int], list[str]]
@@ -32,14 +33,17 @@ _CHUNK = 64 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
-class FetchRefused(Exception):
+class FetchRefused(ServiceError):
     """The URL or its content is not acceptable; fetching again will not change that."""
 
     permanent = True
+    reason = Reason.BAD_REFERENCE
 
 
-class FetchFailed(Exception):
+class FetchFailed(ServiceError):
     """The fetch did not work this time (network error, timeout, server error); it may later."""
+
+    reason = Reason.REFERENCE_UNREACHABLE
 
 
 def system_resolver(host: str, port: int) -> list[str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aigc_image.config import ConfigError
+from aigc_image.errors import Reason, ServiceError
 from aigc_image.moderation.matcher import TermMatcher
 from aigc_image.moderation.normalize import canonical, readings
 
@@ -32,8 +33,10 @@ SHORTEST_BACKWARDS = 4  # letters a Latin term needs to be looked for in text re
 Classifier = Callable[[str, Any], "str | None"]
 
 
-class ReviewUnavailable(Exception):
+class ReviewUnavailable(ServiceError):
     """The review could not run; the content must be treated as refused."""
+
+    reason = Reason.REVIEW_UNAVAILABLE
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from aigc_image.errors import TaskError, UnknownModel
+from aigc_image.errors import Reason, TaskError, UnknownModel
 from aigc_image.protocol import envelope, errors
 from aigc_image.protocol import params as p
 from aigc_image.protocol.actions import Actions
@@ -168,8 +168,9 @@ class OpenAIImages:
         task_id = await self.actions.create(values, secret_id, secrets.token_hex(16), request_id, uploads)
         task = await self._wait(task_id)
         if task.status is Status.FAIL:
-            kind = "content_policy_violation" if "content review" in task.message else "server_error"
-            raise OpenAIError(400 if kind == "content_policy_violation" else 500, task.message, kind, task_id)
+            refused = task.reason is Reason.CONTENT_REFUSED
+            kind = "content_policy_violation" if refused else "server_error"
+            raise OpenAIError(400 if refused else 500, task.message, kind, task_id)
         urls, _ = self.actions.images(task)
         if body.get("response_format", "url") == "b64_json":
             stored = [await asyncio.to_thread(self.actions.storage.read, key) for key in task.result_keys]

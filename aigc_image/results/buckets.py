@@ -12,16 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aigc_image.results.base import ResultStorage, is_result_key
-from aigc_image.results.s3 import S3Storage
+from aigc_image.results.s3 import S3Storage, StorageRefused
 from aigc_image.tasks import TaskSpec
 
 USER_BUCKET = "cos://"
 
 
-class UserBucketsDisabled(Exception):
+class UserBucketsDisabled(StorageRefused):
     """StoreCosParam was asked for, but the operator configured no credentials for it."""
-
-    permanent = True
 
 
 class Results:

@@ -15,15 +15,17 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from aigc_image.clock import Clock
+from aigc_image.errors import Reason, ServiceError
 from aigc_image.results.base import CONTENT_TYPES
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # the SigV4 limit
 
 
-class StorageRefused(Exception):
+class StorageRefused(ServiceError):
     """The storage answered, and said no: retrying will not help."""
 
     permanent = True
+    reason = Reason.STORAGE_REFUSED
 
 
 def s3_client(endpoint: str, region: str, access_key: str, secret_key: str, addressing_style: str) -> Any:

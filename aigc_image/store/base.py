@@ -19,11 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from aigc_image.errors import Reason, ServiceError
 from aigc_image.tasks import Claim, NewTask, Status, Task
 
 
-class StoreError(Exception):
+class StoreError(ServiceError):
     """The store cannot be opened or reached."""
+
+    reason = Reason.STORE_UNAVAILABLE
 
 
 class StoreUnavailable(StoreError):
@@ -34,8 +37,11 @@ class StoreUnavailable(StoreError):
     """
 
 
-class ActiveTaskLimit(Exception):
+class ActiveTaskLimit(ServiceError):
     """The key already has as many tasks waiting or running as it may."""
+
+    permanent = True
+    reason = Reason.TASK_LIMIT
 
 
 REPORT_INTERVAL = 5.0  # seconds between a worker's reports of itself
@@ -113,7 +119,9 @@ class TaskStore(Protocol):
 
     def complete(self, task_id: str, token: str, result_keys: Sequence[str]) -> bool: ...
 
-    def fail(self, task_id: str, token: str, message: str) -> bool: ...
+    def fail(self, task_id: str, token: str, message: str, reason: Reason) -> bool:
+        """FAIL the task with ``message`` (what its client sees) and ``reason`` (errors.Reason)."""
+        ...
 
     def retry_later(self, task_id: str, token: str, retry_at: float, message: str) -> bool:
         """Back to WAIT after a transient failure, claimable again from ``retry_at``."""

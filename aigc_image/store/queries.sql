@@ -123,7 +123,7 @@ UPDATE tasks SET status = 'DONE', message = 'ok', result_keys = :keys, finished_
 WHERE task_id = :task_id AND status = 'RUN' AND lease_token = :token
 
 -- name: fail
-UPDATE tasks SET status = 'FAIL', message = :message, finished_at = :now
+UPDATE tasks SET status = 'FAIL', message = :message, reason = :reason, finished_at = :now
 WHERE task_id = :task_id AND status = 'RUN' AND lease_token = :token
 
 -- name: finished_by
@@ -142,7 +142,7 @@ UPDATE tasks SET status = 'WAIT', attempts = attempts - 1, worker_id = NULL, lea
 WHERE task_id = :task_id AND status = 'RUN' AND lease_token = :token
 
 -- name: fail_exhausted
-UPDATE tasks SET status = 'FAIL', finished_at = :now, lease_token = NULL,
+UPDATE tasks SET status = 'FAIL', finished_at = :now, lease_token = NULL, reason = 'worker_lost',
     message = 'The worker running this task stopped responding ' || attempts || ' times; giving up.'
 WHERE status = 'RUN' AND lease_expires_at < :now AND attempts >= :max_attempts
 

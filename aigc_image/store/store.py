@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aigc_image.clock import Clock
+from aigc_image.errors import Reason
 from aigc_image.store.base import StoreUnavailable, WorkerRecord
 from aigc_image.store.creates import plan_creates
 from aigc_image.store.queries import queries
@@ -208,8 +209,10 @@ class SqlStore:
         keys = json.dumps(list(result_keys))
         return self._leased("complete", task_id, token, Status.DONE, keys=keys, now=self._clock.now())
 
-    def fail(self, task_id: str, token: str, message: str) -> bool:
-        return self._leased("fail", task_id, token, Status.FAIL, message=message, now=self._clock.now())
+    def fail(self, task_id: str, token: str, message: str, reason: Reason) -> bool:
+        return self._leased(
+            "fail", task_id, token, Status.FAIL, message=message, reason=reason.value, now=self._clock.now()
+        )
 
     def retry_later(self, task_id: str, token: str, retry_at: float, message: str) -> bool:
         """Back to WAIT after a transient failure, claimable again from ``retry_at``."""
@@ -319,6 +322,7 @@ def task_from_row(row: Any) -> Task:
         finished_at=row["finished_at"],
         attempts=row["attempts"],
         message=row["message"],
+        reason=Reason(row["reason"]) if row["reason"] else None,
         result_keys=tuple(json.loads(row["result_keys"])),
         results_purged=bool(row["results_purged"]),
         step=row["step"],

@@ -48,7 +48,15 @@ from PIL import Image
 from aigc_image.catalog import Catalog, ModelEntry
 from aigc_image.clock import Clock
 from aigc_image.engines.base import Engine, GenerationRequest
-from aigc_image.errors import ContentRefused, ModelUnavailable, OutOfMemory, TaskError
+from aigc_image.errors import (
+    ContentRefused,
+    ModelUnavailable,
+    OutOfMemory,
+    Reason,
+    TaskError,
+    UnreviewedContent,
+    reason_of,
+)
 from aigc_image.fetch.fetcher import Fetcher, FetchFailed, FetchRefused
 from aigc_image.fetch.images import decode_reference
 from aigc_image.media.labels import implicit_label
@@ -356,19 +364,17 @@ class Worker:
     def _settle(self, job: Job, error: Exception) -> None:
         """A task that will not complete this attempt: failed, or back to the queue for another."""
         spec = job.task.spec
+        if isinstance(error, ModelUnavailable):
+            self.failed_models[f"{spec.model_name}:{spec.model_version}"] = str(error)
         if isinstance(error, TaskError):
-            if isinstance(error, ModelUnavailable):
-                self.failed_models[f"{spec.model_name}:{spec.model_version}"] = str(error)
-            if error.permanent:
-                self._fail(job.claim, str(error))
-            else:
-                self._fail_or_retry(job.claim, error, str(error))
+            message = str(error)
         elif isinstance(error, FetchRefused):
-            self._fail(job.claim, f"A reference image cannot be used: {error}.")
+            message = f"A reference image cannot be used: {error}."
         elif isinstance(error, FetchFailed):
-            self._fail_or_retry(job.claim, error, f"Fetching a reference image failed: {error}.")
+            message = f"Fetching a reference image failed: {error}."
         else:
-            self._fail_or_retry(job.claim, error, f"Image generation failed: {type(error).__name__}: {error}")
+            message = f"Image generation failed: {type(error).__name__}: {error}"
+        self._fail_or_retry(job.claim, error, message)
 
     def _deliver(self, job: Job, images: list[Image.Image]) -> None:
         """Review, label, store and complete one task's images."""
@@ -376,9 +382,11 @@ class Worker:
         if job.lost.is_set():
             log.warning("task %s: lease lost; abandoning this attempt", task.task_id, extra={"task_id": task.task_id})
             return
-        refusal = self._review_outputs(images)
-        if refusal:
-            self._fail(job.claim, refusal)
+        try:
+            for image in images:
+                self._review("generated image", "output_image", image)
+        except ContentRefused as refused:
+            self._fail(job.claim, str(refused), refused.reason)
             return
         keys = [
             self.storage.location(spec, result_key(task.task_id, task.attempts, i, spec.output_format))
@@ -391,7 +399,8 @@ class Worker:
         except Exception as exc:
             log.exception("task %s: storing results failed", task.task_id, extra={"task_id": task.task_id})
             self._discard(keys)
-            self._fail_or_retry(job.claim, exc, f"Storing the images failed: {type(exc).__name__}: {exc}")
+            message = f"Storing the images failed: {type(exc).__name__}: {exc}"
+            self._fail_or_retry(job.claim, exc, message, Reason.STORAGE_FAILED)
             return
         completed = self._persist(self.store.complete, task.task_id, job.claim.token, keys)
         if completed:
@@ -446,40 +455,32 @@ class Worker:
                 image = decode_reference(data, self.max_reference_pixels)
             except FetchRefused as exc:
                 raise FetchRefused(f"ImageInfos.{index}: {exc}") from None
-            refusal = self._review(f"reference image {index}", "reference_image", image)
-            if refusal:
-                raise ContentRefused(refusal)
+            self._review(f"reference image {index}", "reference_image", image)
             images.append(image)
         return tuple(images)
 
-    def _review_outputs(self, images: list[Image.Image]) -> str:
-        """Why the images may not be published, or "" when they may."""
-        for image in images:
-            refusal = self._review("generated image", "output_image", image)
-            if refusal:
-                return refusal
-        return ""
-
-    def _review(self, what: str, kind: str, image: Image.Image) -> str:
-        """ "" when ``image`` passes content review, else why not (an unreviewable image is refused)."""
+    def _review(self, what: str, kind: str, image: Image.Image) -> None:
+        """Raise ContentRefused unless ``image`` passes content review (an unreviewable one is refused)."""
         if self.review is None:
-            return ""
+            return
         try:
             verdict = self.review.check_image(kind, image)
         except ReviewUnavailable as exc:
             log.error("%s review unavailable: %s", kind, exc)
-            return f"Content review of the {what} is unavailable, so it was not used."
+            raise UnreviewedContent(f"Content review of the {what} is unavailable, so it was not used.") from None
         if not verdict.allowed:
             log.warning("%s refused by %s", kind, verdict.source)
-            return f"The {what} was refused by content review."
-        return ""
+            raise ContentRefused(f"The {what} was refused by content review.")
 
-    def _fail_or_retry(self, claim: Claim, error: Exception, message: str) -> None:
-        """Transient errors go back to the queue after a backoff, until the attempts run out."""
+    def _fail_or_retry(self, claim: Claim, error: Exception, message: str, reason: Reason | None = None) -> None:
+        """Permanent errors fail the task; transient ones send it back to the queue after a backoff,
+        until the attempts run out. ``reason``: what to record instead of the error's own."""
         delay = self.retry.delay(claim.task.attempts) if self.retry.is_transient(error) else None
         if delay is None:
             attempts = claim.task.attempts
-            self._fail(claim, message if attempts == 1 else f"{message} (after {attempts} attempts)")
+            if self.retry.is_transient(error) and attempts > 1:
+                message = f"{message} (after {attempts} attempts)"
+            self._fail(claim, message, reason or reason_of(error))
             return
         if self._persist(self.store.retry_later, claim.task.task_id, claim.token, self.clock.now() + delay, message):
             log.warning(
@@ -490,8 +491,8 @@ class Worker:
                 extra={"task_id": claim.task.task_id},
             )
 
-    def _fail(self, claim: Claim, message: str) -> None:
-        failed = self._persist(self.store.fail, claim.task.task_id, claim.token, message)
+    def _fail(self, claim: Claim, message: str, reason: Reason) -> None:
+        failed = self._persist(self.store.fail, claim.task.task_id, claim.token, message, reason)
         if failed:
             TASKS_FINISHED.labels(f"{claim.task.spec.model_name}:{claim.task.spec.model_version}", "FAIL").inc()
         if failed is False:
