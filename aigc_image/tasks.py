@@ -96,12 +96,21 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class NewTask:
-    """A task about to be stored, with the fingerprint of the request that asked for it."""
+    """A task about to be stored, with the fingerprint of the request that asked for it.
+
+    A request whose fingerprint a stored task already has is the same request again (a replay, a
+    client's retry): it gets that task instead of a new one. ``fingerprint_window``: for how many
+    seconds after its creation a task can be joined this way (0: as long as it is kept, as for
+    signed MPS requests). ``joins_earlier`` False: the client says this request is new, not a retry
+    (it is still stored under its fingerprint, for its own retries to find).
+    """
 
     task_id: str
     secret_id: str
     spec: TaskSpec
     request_fingerprint: str | None = None
+    fingerprint_window: float = 0.0
+    joins_earlier: bool = True
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,30 @@ def test_a_replayed_fingerprint_returns_the_original_task(store: TaskStore) -> N
     assert len(store.claim("w", limit=10, lease_seconds=60)) == 2
 
 
+def test_a_fingerprint_with_a_window_joins_only_within_it(store: TaskStore, clock: ManualClock) -> None:
+    """The /v1 retry rule: the same request again within the window gets the first task, at any
+    point of the window (across the store's period boundaries too); after it, a new task."""
+
+    def create_again(joins: bool = True) -> str:
+        new = NewTask(new_task_id(), "k", spec(), "fp", fingerprint_window=60, joins_earlier=joins)
+        return asyncio.run(store.create(new))
+
+    clock.advance(59.5 - clock.now() % 60)  # just before a period boundary
+    first = create_again()
+    clock.advance(1)  # the next period
+    assert create_again() == first
+    clock.advance(58)  # 59 s after the first
+    assert create_again() == first
+    clock.advance(1.5)  # past the window
+    second = create_again()
+    assert second != first
+    assert create_again() == second
+    third = create_again(joins=False)  # a request its client says is new
+    assert third not in (first, second)
+    assert create_again() == second  # the fingerprint stays with the task that had it
+    assert asyncio.run(store.create(NewTask(new_task_id(), "k", spec(), "fp"))) not in (first, second, third)
+
+
 def test_concurrent_replays_in_one_batch_make_one_task(store: TaskStore) -> None:
     async def replay() -> list[str]:
         calls = [store.create(NewTask(new_task_id(), "k", spec(), request_fingerprint="same")) for _ in range(20)]

@@ -6,6 +6,7 @@ its database already holds (the fingerprints it knows, the active count of a key
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,24 +20,49 @@ class CreatePlan:
     rows: list[dict[str, object]]  # the insert_task query's parameters, one dict per new task
 
 
+def fingerprint_keys(task: NewTask, now: float) -> list[str]:
+    """The stored fingerprints that find an earlier create of ``task``'s request; it is stored
+    under the first.
+
+    A fingerprint with a window is stored with the number of the window-long period it was made
+    in, and looked up in this period and the one before: the unique index never holds two equal
+    values, and a row older than its window stops matching without being changed.
+    """
+    fingerprint = task.request_fingerprint
+    if not fingerprint:
+        return []
+    if task.fingerprint_window <= 0:
+        return [fingerprint]
+    period = int(now // task.fingerprint_window)
+    return [_in_period(fingerprint, period), _in_period(fingerprint, period - 1)]
+
+
+def _in_period(fingerprint: str, period: int) -> str:
+    return hashlib.sha256(f"{fingerprint}@{period}".encode()).hexdigest()[:32]
+
+
 def plan_creates(
     batch: Sequence[tuple[NewTask, int]],
-    stored_fingerprints: dict[str, str],
+    stored_fingerprints: dict[str, tuple[str, float]],
     count_active: Callable[[str], int],
     now: float,
 ) -> CreatePlan:
-    """1. Replays: a fingerprint already stored, or seen earlier in this batch, gets that task.
+    """1. Replays: a fingerprint already stored (within its window), or seen earlier in this batch,
+       gets that task.
     2. Caps: a key over its limit of waiting and running tasks gets ActiveTaskLimit.
     3. Everything else becomes a row to insert.
+
+    ``stored_fingerprints``: fingerprint → (task id, created at) of the rows already stored.
     """
     known = dict(stored_fingerprints)
     active: dict[str, int] = {}
     outcomes: list[str | Exception] = []
     rows = []
     for task, max_active in batch:
-        fingerprint = task.request_fingerprint
-        if fingerprint and fingerprint in known:
-            outcomes.append(known[fingerprint])
+        keys = fingerprint_keys(task, now)
+        earlier = _earlier(task, keys, known, now)
+        if earlier:
+            outcomes.append(earlier)
             continue
         if max_active > 0:
             if task.secret_id not in active:
@@ -45,8 +71,9 @@ def plan_creates(
                 outcomes.append(ActiveTaskLimit(f"{active[task.secret_id]} tasks are waiting or running"))
                 continue
             active[task.secret_id] += 1
+        fingerprint = keys[0] if keys and keys[0] not in known else None  # an equal new one keeps none
         if fingerprint:
-            known[fingerprint] = task.task_id
+            known[fingerprint] = (task.task_id, now)
         spec = task.spec
         rows.append(
             {
@@ -60,3 +87,15 @@ def plan_creates(
         )
         outcomes.append(task.task_id)
     return CreatePlan(outcomes, rows)
+
+
+def _earlier(task: NewTask, keys: list[str], known: dict[str, tuple[str, float]], now: float) -> str | None:
+    """The task an earlier create of the same request made, if ``task`` may join it."""
+    if not task.joins_earlier:
+        return None
+    for key in keys:
+        if key in known:
+            task_id, created_at = known[key]
+            if task.fingerprint_window <= 0 or created_at >= now - task.fingerprint_window:
+                return task_id
+    return None

@@ -10,11 +10,11 @@ INSERT INTO tasks (task_id, secret_id, status, spec, batch_key, created_at, requ
 VALUES (:task_id, :secret_id, 'WAIT', :spec, :batch_key, :now, :fingerprint)
 
 -- name: stored_fingerprints [sqlite]
-SELECT request_fingerprint, task_id FROM tasks
+SELECT request_fingerprint, task_id, created_at FROM tasks
 WHERE request_fingerprint IN (SELECT value FROM json_each(:fingerprints))
 
 -- name: stored_fingerprints [postgresql]
-SELECT request_fingerprint, task_id FROM tasks WHERE request_fingerprint = ANY(:fingerprints)
+SELECT request_fingerprint, task_id, created_at FROM tasks WHERE request_fingerprint = ANY(:fingerprints)
 
 -- name: count_active
 SELECT count(*) AS n FROM tasks WHERE secret_id = :secret_id AND status IN ('WAIT', 'RUN')

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from aigc_image.clock import Clock
 from aigc_image.errors import Reason
 from aigc_image.store.base import StoreUnavailable, WorkerRecord
-from aigc_image.store.creates import plan_creates
+from aigc_image.store.creates import fingerprint_keys, plan_creates
 from aigc_image.store.queries import queries
 from aigc_image.tasks import Claim, NewTask, Status, Task, TaskSpec
 
@@ -124,17 +124,18 @@ class SqlStore:
     def _insert_batch(self, batch: list[tuple[NewTask, int]]) -> list[str | BaseException]:
         with self.dialect.transaction() as db:
             self._run(db, "lock_keys", keys=sorted({task.secret_id for task, _ in batch}))
-            fingerprints = [task.request_fingerprint for task, _ in batch if task.request_fingerprint]
-            stored: dict[str, str] = {}
+            now = self._clock.now()
+            fingerprints = [key for task, _ in batch for key in fingerprint_keys(task, now)]
+            stored: dict[str, tuple[str, float]] = {}
             if fingerprints:
                 listed: Any = json.dumps(fingerprints) if self.dialect.name == "sqlite" else fingerprints
                 rows = self._run(db, "stored_fingerprints", fingerprints=listed).fetchall()
-                stored = {row["request_fingerprint"]: row["task_id"] for row in rows}
+                stored = {row["request_fingerprint"]: (row["task_id"], row["created_at"]) for row in rows}
 
             def count_active(secret_id: str) -> int:
                 return int(self._run(db, "count_active", secret_id=secret_id).fetchone()["n"])
 
-            plan = plan_creates(batch, stored, count_active, self._clock.now())
+            plan = plan_creates(batch, stored, count_active, now)
             if plan.rows:
                 self.dialect.execute_many(db, self._sql["insert_task"], plan.rows)
             return list(plan.outcomes)
