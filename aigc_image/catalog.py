@@ -17,10 +17,9 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
-from aigc_image.config import ConfigError
+from aigc_image.config import ConfigError, read_toml
 from aigc_image.enhance import STYLES
 from aigc_image.errors import UnknownModel
 from aigc_image.hardware import Hardware
@@ -163,10 +162,7 @@ def load_catalog(extra_file: str = "", default_model: str = "") -> Catalog:
     builtin = resources.files("aigc_image").joinpath("models.toml").read_text("utf-8")
     documents = [("built-in models.toml", tomllib.loads(builtin))]
     if extra_file:
-        try:
-            documents.append((extra_file, tomllib.loads(Path(extra_file).read_text("utf-8"))))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read model registry {extra_file}: {exc}") from exc
+        documents.append((extra_file, read_toml(extra_file, "model registry")))
     raw_entries: dict[tuple[Any, Any], tuple[str, dict[str, Any]]] = {}
     chosen_default = ""
     for origin, document in documents:

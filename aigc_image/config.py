@@ -24,11 +24,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from aigc_image.bounded import InputRefused, ParseLimits, check_structure
 from aigc_image.errors import Reason, ServiceError
 
 ENV_PREFIX = "AIGC_IMAGE_"
+# The settings file and the model registry: written by the operator, still parsed within limits.
+FILE_LIMITS = ParseLimits(max_depth=16, max_number_digits=32, max_string_chars=64 * 1024)
+MAX_FILE_BYTES = 4 * 1024 * 1024
 
 
 class ConfigError(ServiceError):
@@ -36,6 +40,25 @@ class ConfigError(ServiceError):
 
     permanent = True
     reason = Reason.CONFIG
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """A TOML file (the settings, a model registry) within FILE_LIMITS; anything wrong with it,
+    its limits included, is a ConfigError naming ``what`` and the file."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(f"cannot read {what} {path}: it is larger than {MAX_FILE_BYTES} bytes")
+        document = tomllib.loads(data.decode("utf-8"))
+        check_structure(document, FILE_LIMITS, "it")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, InputRefused) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError(f"cannot read {what} {path}: it is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer longer than Python converts (4,300 digits)
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
+    return document
 
 
 def _listed(value: Any) -> Any:
@@ -136,9 +159,49 @@ class ApiSettings(_Section):
     openai_timeout: float = Field(
         300.0,
         gt=0,
-        description="Seconds a `/v1/images/*` call (the OpenAI-compatible API) waits for its task to finish before "
-        "answering 504 with the TaskId; the task goes on.",
+        description="Seconds a `/v1/images/*` or `/sdapi/v1/*2img` call waits for its task to finish before "
+        "answering 504 with the TaskId (and `x-should-retry: false`); the task goes on.",
     )
+    max_json_depth: int = Field(
+        32, ge=2, le=200, description="Deepest nesting of objects and arrays accepted in any JSON a client sends."
+    )
+    max_number_digits: int = Field(
+        32, ge=10, le=4000, description="Most digits of one number accepted in any JSON a client sends."
+    )
+    max_string_chars: int = Field(
+        16 * 1024,
+        ge=256,
+        description="Longest string or object key accepted in any request, in characters (images sent inline "
+        "have their own limit, `fetch.max_bytes`); at least `api.max_prompt_chars`.",
+    )
+    max_image_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Largest body of a request that carries images (`/v1/images/edits`, `/sdapi/v1/img2img`), in "
+        "bytes: checked from Content-Length, then counted while it streams in; HTTP 413 and the connection closed.",
+    )
+    idempotency_window: float = Field(
+        24 * 3600.0,
+        ge=0,
+        description="Seconds a `/v1` or `/sdapi` create sent with an `Idempotency-Key` header finds its task again: "
+        "the same key, body and header within it join that task instead of making another (0: off).",
+    )
+    fingerprint_window: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds a `/v1` create without `Idempotency-Key` finds its task again: the same key and body "
+        "within it (a client's retry) join that task instead of making another (0: off).",
+    )
+
+    @model_validator(mode="after")
+    def _strings_hold_prompts(self) -> ApiSettings:
+        if self.max_string_chars < self.max_prompt_chars:
+            raise ValueError("api.max_string_chars must be at least api.max_prompt_chars")
+        return self
+
+    @property
+    def parse_limits(self) -> ParseLimits:
+        return ParseLimits(self.max_json_depth, self.max_number_digits, self.max_string_chars)
 
 
 class WorkerSettings(_Section):
@@ -377,10 +440,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        raw = read_toml(path, "config file")
     for section in SECTIONS:
         if section in raw and not isinstance(raw[section], dict):
             raise ConfigError(f"[{section}] must be a table")

@@ -91,6 +91,8 @@ def build_service(
             max_active_tasks_per_key=settings.api.max_active_tasks_per_key,
             fetch_allow_networks=settings.fetch.allow_networks,
             max_upload_bytes=settings.fetch.max_bytes,
+            max_upload_pixels=settings.fetch.max_pixels,
+            parse=settings.api.parse_limits,
         ),
         review_from(settings),
         log_prompts=settings.moderation.log_prompts,
@@ -98,8 +100,5 @@ def build_service(
     )
     limiter = RateLimiter(settings.api.rate_limit, settings.api.rate_burst, clock)
     local = storage.own if isinstance(storage.own, LocalStorage) else None  # served by the API itself
-    app = build_app(
-        actions, keys, limiter, clock, settings.api.timestamp_window, local, settings.api.body_timeout,
-        settings.api.allow_unsigned_payload, settings.api.metrics_networks, settings.api.openai_timeout,
-    )  # fmt: skip
+    app = build_app(actions, keys, limiter, clock, settings.api, local)
     return app, store, storage

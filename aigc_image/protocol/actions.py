@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aigc_image.bounded import ParseLimits
 from aigc_image.catalog import Catalog
 from aigc_image.clock import Clock
 from aigc_image.enhance import PromptEnhancer
@@ -22,6 +23,7 @@ from aigc_image.protocol import errors
 from aigc_image.protocol import params as p
 from aigc_image.protocol import task_views as views
 from aigc_image.protocol.auth import Call
+from aigc_image.protocol.params import DEFAULT_LIMITS
 from aigc_image.protocol.validation import CREATE_PARAMS, CreateLimits, task_spec
 from aigc_image.results.buckets import Results
 from aigc_image.store.base import ActiveTaskLimit, TaskStore
@@ -35,12 +37,24 @@ DESCRIBE_PARAMS: dict[str, p.Param] = {"TaskId": p.STRING}
 
 
 @dataclass(frozen=True)
+class NewRequest:
+    """What identifies a create request, so that the same request again finds its task (a replay,
+    a client's retry) instead of making another; see TaskStore.create and tasks.NewTask."""
+
+    fingerprint: str  # "" for none
+    window: float = 0.0  # seconds it finds its task (0: as long as the task is kept)
+    joins_earlier: bool = True  # False: the client says this request is new, not a retry
+
+
+@dataclass(frozen=True)
 class Limits:
     max_prompt_chars: int
     url_ttl: int
     max_active_tasks_per_key: int = 0
     fetch_allow_networks: tuple[Network, ...] = ()
-    max_upload_bytes: int = 20 * 1024 * 1024  # an image sent with a request (OpenAI edits)
+    max_upload_bytes: int = 20 * 1024 * 1024  # an image sent with a request (/v1 edits, A1111 img2img)
+    max_upload_pixels: int = 4096 * 4096
+    parse: ParseLimits = DEFAULT_LIMITS  # what any JSON or string a client sends may be
 
 
 class Actions:
@@ -76,22 +90,37 @@ class Actions:
     # -- CreateAigcImageTask ------------------------------------------------------------
 
     async def create_aigc_image_task(self, call: Call, request_id: str) -> dict[str, Any]:
-        values = p.check(CREATE_PARAMS, call.params, from_strings=call.from_strings)
-        return {"TaskId": await self.create(values, call.secret_id, call.fingerprint, request_id)}
+        values = self.check(CREATE_PARAMS, call.params, call.from_strings)
+        return {"TaskId": await self.create(values, call.secret_id, NewRequest(call.fingerprint), request_id)}
+
+    def check(self, declared: dict[str, p.Param], params: dict[str, Any], from_strings: bool) -> dict[str, Any]:
+        """An action's parameters checked against their declarations, within the parse limits."""
+        return p.check(declared, params, from_strings=from_strings, limits=self.limits.parse)
 
     async def create(
-        self, values: dict[str, Any], secret_id: str, fingerprint: str, request_id: str, uploaded: tuple[str, ...] = ()
+        self,
+        values: dict[str, Any],
+        secret_id: str,
+        request: NewRequest,
+        request_id: str,
+        uploaded: tuple[str, ...] = (),
     ) -> str:
-        """Check, review and store a new task (CreateAigcImageTask's parameters, already typed);
-        ``uploaded``: reference images sent with the request, as data: URLs (OpenAI edits)."""
+        """Check, review and store a new task (CreateAigcImageTask's parameters, already typed), or
+        find the one an earlier create of the same ``request`` made; ``uploaded``: reference images
+        sent with the request, as data: URLs (/v1 edits, A1111 img2img), already checked."""
         limits = CreateLimits(
-            self.limits.max_prompt_chars, self.limits.fetch_allow_networks, self.storage.accepts_user_buckets
+            self.limits.max_prompt_chars,
+            self.limits.fetch_allow_networks,
+            self.storage.accepts_user_buckets,
+            self.limits.parse,
         )
         spec, entry = task_spec(values, self.catalog, limits, uploaded)
         self.review_prompts(spec, secret_id, request_id)
         if values.get("EnhancePrompt", False):
             spec = await self.enhance(spec, entry.prompt_style, secret_id, request_id)
-        new = NewTask(new_task_id(), secret_id, spec, fingerprint)
+        new = NewTask(
+            new_task_id(), secret_id, spec, request.fingerprint or None, request.window, request.joins_earlier
+        )
         try:
             task_id = await self.store.create(new, self.limits.max_active_tasks_per_key)
         except ActiveTaskLimit:
@@ -140,7 +169,7 @@ class Actions:
 
     async def _own_task(self, call: Call, declared: dict[str, p.Param]) -> Task:
         """The task a TaskId parameter names, if it exists and belongs to the caller's key."""
-        values = p.check(declared, call.params, from_strings=call.from_strings)
+        values = self.check(declared, call.params, call.from_strings)
         task_id = values.get("TaskId")
         if not task_id:
             raise errors.MissingParameter("TaskId is required.")
@@ -174,7 +203,7 @@ class Actions:
         return views.status_reply(task, urls, message)
 
     async def describe_aigc_task_list(self, call: Call, request_id: str) -> dict[str, Any]:
-        values = p.check(views.LIST_PARAMS, call.params, from_strings=call.from_strings)
+        values = self.check(views.LIST_PARAMS, call.params, call.from_strings)
         query = views.list_query(values)
         total, tasks = 0, list[Task]()  # when the filter excludes every image task
         if query.matches_image_tasks:

@@ -7,19 +7,20 @@ Anything else is refused: a parameter that would be silently ignored is worse th
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from aigc_image.bounded import InputRefused, ParseLimits, load_json
 from aigc_image.protocol import errors
+from aigc_image.protocol.params import DEFAULT_LIMITS
 
 KEYS = ("size", "seed", "steps", "guidance_scale", "strength")
 MAX_SEED = 2**32 - 1
 MAX_STEPS = 1000  # the schedulers' own limit; each model's catalogue entry sets its own (max_steps)
 MAX_GUIDANCE_SCALE = 50.0
-_SIZE = re.compile(r"(\d{1,5})[x*×](\d{1,5})")
+_SIZE = re.compile(r"([0-9]{1,5})[x*×]([0-9]{1,5})")  # ASCII digits: \d would take "٥١٢" too
 
 
 @dataclass(frozen=True)
@@ -31,22 +32,26 @@ class Additional:
     strength: float | None = None
 
 
-def parse_additional(text: str) -> Additional:
+def parse_additional(text: str, limits: ParseLimits = DEFAULT_LIMITS) -> Additional:
     if not text.strip():
         return Additional()
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        data = load_json(text, limits, "AdditionalParameters")
+    except InputRefused as exc:
         raise errors.InvalidParameter(
-            f"AdditionalParameters is not valid JSON ({exc.msg} at character {exc.pos}); "
-            'it must be a JSON object in a string, e.g. "{\\"size\\":\\"1024x1024\\"}".'
+            f'{exc} It must be a JSON object in a string, e.g. "{{\\"size\\":\\"1024x1024\\"}}".',
+            param="AdditionalParameters",
         ) from None
     if not isinstance(data, dict):
-        raise errors.InvalidParameter('AdditionalParameters must be a JSON object, e.g. {"size":"1024x1024"}.')
+        raise errors.InvalidParameter(
+            'AdditionalParameters must be a JSON object, e.g. {"size":"1024x1024"}.', param="AdditionalParameters"
+        )
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise errors.InvalidParameter(
-            f"AdditionalParameters has unknown key(s) {', '.join(map(repr, unknown))}; supported: {', '.join(KEYS)}."
+            f"AdditionalParameters has unknown key(s) {', '.join(repr(key[:40]) for key in unknown[:5])}; "
+            f"supported: {', '.join(KEYS)}.",
+            param="AdditionalParameters",
         )
     return Additional(
         size=_size(data["size"]) if "size" in data else None,
@@ -60,7 +65,10 @@ def parse_additional(text: str) -> Additional:
 def _size(value: Any) -> tuple[int, int]:
     match = _SIZE.fullmatch(value) if isinstance(value, str) else None
     if not match:
-        raise errors.InvalidParameter(f'AdditionalParameters size must be a string "WIDTHxHEIGHT"; got {value!r}.')
+        raise errors.InvalidParameter(
+            f'AdditionalParameters size must be a string "WIDTHxHEIGHT"; got {str(value)[:40]!r}.',
+            param="AdditionalParameters.size",
+        )
     return int(match.group(1)), int(match.group(2))
 
 
@@ -69,9 +77,15 @@ def _integer(data: dict[str, Any], key: str, low: int, high: int) -> int | None:
         return None
     value = data[key]
     if not isinstance(value, int) or isinstance(value, bool):
-        raise errors.InvalidParameter(f"AdditionalParameters {key} must be an integer; got {value!r}.")
+        raise errors.InvalidParameter(
+            f"AdditionalParameters {key} must be an integer; got {str(value)[:40]!r}.",
+            param=f"AdditionalParameters.{key}",
+        )
     if not low <= value <= high:
-        raise errors.InvalidParameterValue(f"AdditionalParameters {key} must be between {low} and {high}; got {value}.")
+        raise errors.InvalidParameterValue(
+            f"AdditionalParameters {key} must be between {low} and {high}; got {value}.",
+            param=f"AdditionalParameters.{key}",
+        )
     return value
 
 
@@ -80,9 +94,13 @@ def _number(data: dict[str, Any], key: str, low: float, high: float) -> float | 
         return None
     value = data[key]
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise errors.InvalidParameter(f"AdditionalParameters {key} must be a number; got {value!r}.")
+        raise errors.InvalidParameter(
+            f"AdditionalParameters {key} must be a number; got {str(value)[:40]!r}.",
+            param=f"AdditionalParameters.{key}",
+        )
     if not low <= value <= high:
         raise errors.InvalidParameterValue(
-            f"AdditionalParameters {key} must be between {low:g} and {high:g}; got {value}."
+            f"AdditionalParameters {key} must be between {low:g} and {high:g}; got {value}.",
+            param=f"AdditionalParameters.{key}",
         )
     return float(value)

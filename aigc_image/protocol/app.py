@@ -1,11 +1,13 @@
 """The HTTP face: ``POST|GET /`` for the API, ``/results/...`` for images, ``/healthz`` (liveness),
-``/readyz`` (readiness: the store answers and a worker is alive, with the queue and workers),
-``/metrics`` (Prometheus, from the networks in ``api.metrics_networks``), ``/v1/...`` (the
-OpenAI-compatible images API, openai_api.py) and ``/console`` (the web console's static files).
+``/readyz`` (readiness: the store answers and a worker is alive; the queue and workers only to
+``api.metrics_networks``), ``/metrics`` (Prometheus, from those networks), ``/v1/...`` (the
+OpenAI-compatible images API, openai_api.py), ``/sdapi/v1/...`` (AUTOMATIC1111's web UI API,
+webui_api.py) and ``/console`` (the web console's static files).
 
-Request path for the API: method → body size cap (while streaming) → signature →
-rate limit → action. Every API reply, success or error, is HTTP 200 with the JSON
-envelope; nothing that goes wrong inside ever reaches the client as a traceback.
+Request path for the API: method → body size cap (Content-Length, then while streaming) and
+deadline → signature → rate limit → action. Every API reply, success or error, is HTTP 200 with
+the JSON envelope; exceptions become replies through one mapping (``mps_replies``), and nothing that
+goes wrong inside ever reaches the client as a traceback.
 """
 
 from __future__ import annotations
@@ -23,16 +25,22 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from aigc_image.bounded import InputRefused
 from aigc_image.clock import Clock
+from aigc_image.config import ApiSettings
 from aigc_image.errors import TaskError
 from aigc_image.fetch.policy import Network
 from aigc_image.metrics import REQUESTS, exposition
 from aigc_image.protocol import envelope, errors
 from aigc_image.protocol.actions import Actions
 from aigc_image.protocol.auth import FORM_TYPE, Authenticator, Call, RawRequest
+from aigc_image.protocol.bodies import CLOSE, BodyTimeout, BodyTooLarge, deadline, read_body
 from aigc_image.protocol.console import console_routes
+from aigc_image.protocol.faces import FaceSettings
 from aigc_image.protocol.openai_api import OpenAIImages
 from aigc_image.protocol.ratelimit import RateLimiter
+from aigc_image.protocol.replies import ErrorReplies, Reply
+from aigc_image.protocol.webui_api import WebUIApi
 from aigc_image.results.base import CONTENT_TYPES
 from aigc_image.results.local import LocalStorage
 from aigc_image.store.base import StoreUnavailable, TaskStore
@@ -53,56 +61,31 @@ def build_app(
     keys: Mapping[str, str],
     limiter: RateLimiter,
     clock: Clock,
-    timestamp_window: int,
+    api: ApiSettings,
     local_storage: LocalStorage | None,
-    body_timeout: float = 30.0,
-    allow_unsigned_payload: bool = False,
-    metrics_networks: Sequence[Network] = (),
-    openai_timeout: float = 300.0,
 ) -> Starlette:
     authenticator = Authenticator(
-        keys.get, actions.handlers.keys(), clock.now, timestamp_window, allow_unsigned_payload
-    )
+        keys.get, actions.handlers.keys(), clock.now, api.timestamp_window, api.allow_unsigned_payload,
+        api.parse_limits,
+    )  # fmt: skip
+    replies = mps_replies()
 
-    async def api(request: Request) -> Response:
+    async def api_call(request: Request) -> Response:
         request_id = envelope.new_request_id()
-        response, action, code = await answer(request, request_id)
-        REQUESTS.labels(action if action in actions.handlers else "unknown", code).inc()
-        return response
-
-    async def answer(request: Request, request_id: str) -> tuple[Response, str, str]:
-        """The reply to one API request, with its action and Code (OK) for the request counter."""
         call: Call | None = None
         try:
-            try:
-                async with asyncio.timeout(body_timeout):
-                    raw = await _read_request(request)
-            except TimeoutError:  # a slow client: not an API error, so not an envelope
-                response = PlainTextResponse("The request body did not arrive in time.", 408, {"Connection": "close"})
-                return response, "unknown", "Timeout"
+            async with deadline(api.body_timeout):
+                raw = await _read_request(request)
             call = authenticator.authenticate(raw)
             if not limiter.allow(call.secret_id, call.action):
                 raise errors.RequestLimitExceeded(
                     f"Too many {call.action} requests for this SecretId; the limit is per second."
                 )
-            return envelope.success(request_id, await actions.dispatch(call, request_id)), call.action, "OK"
-        except errors.ApiError as exc:
-            log.info("request %s refused: %s: %s", request_id, exc.code, exc.message, extra={"request_id": request_id})
-            error: errors.ApiError = exc
-        except TaskError as exc:
-            error = errors.from_task_error(exc)
-            log.info(
-                "request %s refused: %s: %s", request_id, error.code, error.message, extra={"request_id": request_id}
-            )
-        except ClientDisconnect:
-            return Response(status_code=499), "unknown", "ClientDisconnect"  # the client left mid-body
-        except StoreUnavailable as exc:  # an outage, not a bug: one line in the log, no traceback
-            log.warning("request %s: task store unavailable: %s", request_id, exc, extra={"request_id": request_id})
-            error = errors.InternalError("The task store is unavailable; retry shortly.")
-        except Exception:
-            log.exception("request %s failed", request_id, extra={"request_id": request_id})
-            error = errors.InternalError()
-        return envelope.error(request_id, error), call.action if call else "unknown", error.code
+            reply = Reply(envelope.success(request_id, await actions.dispatch(call, request_id)), "OK")
+        except Exception as exc:
+            reply = replies.reply(exc, request_id)
+        REQUESTS.labels(call.action if call else "unknown", reply.code).inc()
+        return reply.response
 
     async def results(request: Request) -> Response:
         if local_storage is None:
@@ -119,16 +102,15 @@ def build_app(
         return PlainTextResponse("ok")  # liveness: the process answers; /readyz says if tasks can run
 
     async def readyz(request: Request) -> Response:
+        """Everyone may learn whether tasks can run; only the operator's networks see why, the
+        workers and the queue (host names, models, task ids are not for the public)."""
         view, ready = await asyncio.to_thread(readiness, actions.store, clock.now())
+        if not from_networks(request, api.metrics_networks):
+            view = {"ready": ready}
         return JSONResponse(view, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
-        client = request.client.host if request.client else ""
-        try:
-            allowed = is_listed(ipaddress.ip_address(client.split("%")[0]), metrics_networks)
-        except ValueError:  # not an IP address (a Unix socket): not a network the operator listed
-            allowed = False
-        if not allowed:
+        if not from_networks(request, api.metrics_networks):
             return PlainTextResponse("Forbidden: not from a network in api.metrics_networks.", status_code=403)
         try:
             text = await asyncio.to_thread(exposition, actions.store, clock.now())
@@ -136,17 +118,53 @@ def build_app(
             return PlainTextResponse("The task store is unavailable.", status_code=503)
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
-    openai = OpenAIImages(actions, keys, limiter, openai_timeout)
+    faces = FaceSettings.from_api(api)
+    openai = OpenAIImages(actions, keys, limiter, faces)
+    webui = WebUIApi(actions, keys, limiter, faces)
     return Starlette(
         routes=[
-            Route("/", _AnyMethod(request_response(api))),
+            Route("/", _AnyMethod(request_response(api_call))),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/results/{key:path}", results, methods=["GET", "HEAD"]),
             *openai.routes(),
+            *webui.routes(),
             *console_routes(),
         ]
+    )
+
+
+def mps_replies() -> ErrorReplies:
+    """The MPS face's answers: an envelope (HTTP 200) with the Code, for everything but a client
+    that is too slow or gone."""
+
+    def refused(exc: errors.ApiError, request_id: str) -> Reply:
+        log.info("request %s refused: %s: %s", request_id, exc.code, exc.message, extra={"request_id": request_id})
+        return Reply(envelope.error(request_id, exc), exc.code)
+
+    def too_large(exc: BodyTooLarge, request_id: str) -> Reply:
+        reply = refused(errors.RequestSizeLimitExceeded(str(exc)), request_id)
+        reply.response.headers.update(CLOSE)  # the rest of the body is not read
+        return reply
+
+    def unavailable(exc: StoreUnavailable, request_id: str) -> Reply:  # an outage, not a bug: no traceback
+        log.warning("request %s: task store unavailable: %s", request_id, exc, extra={"request_id": request_id})
+        return Reply(envelope.error(request_id, errors.InternalError("The task store is unavailable; retry shortly.")),
+                     "InternalError")  # fmt: skip
+
+    return ErrorReplies(
+        {
+            errors.ApiError: refused,
+            InputRefused: lambda exc, request_id: refused(errors.InvalidParameter(str(exc)), request_id),
+            TaskError: lambda exc, request_id: refused(errors.from_task_error(exc), request_id),
+            BodyTooLarge: too_large,
+            # A slow client: not an API error, so not an envelope.
+            BodyTimeout: lambda exc, request_id: Reply(PlainTextResponse(str(exc), 408, CLOSE), "Timeout"),
+            ClientDisconnect: lambda exc, request_id: Reply(Response(status_code=499), "ClientDisconnect"),
+            StoreUnavailable: unavailable,
+        },
+        lambda request_id: Reply(envelope.error(request_id, errors.InternalError()), "InternalError"),
     )
 
 
@@ -171,18 +189,7 @@ async def _read_request(request: Request) -> RawRequest:
             raise errors.RequestSizeLimitExceeded(f"GET requests are limited to {MAX_GET_BYTES} bytes.")
         return RawRequest(method, query, headers, b"")
     is_form = headers.get("content-type", "").split(";", 1)[0].strip().lower() == FORM_TYPE
-    limit = MAX_FORM_BYTES if is_form else MAX_JSON_BYTES
-    declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise errors.RequestSizeLimitExceeded(f"The request body is larger than {limit} bytes.")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise errors.RequestSizeLimitExceeded(f"The request body is larger than {limit} bytes.")
-        chunks.append(chunk)
-    return RawRequest(method, query, headers, b"".join(chunks))
+    return RawRequest(method, query, headers, await read_body(request, MAX_FORM_BYTES if is_form else MAX_JSON_BYTES))
 
 
 def readiness(store: TaskStore, now: float) -> tuple[dict[str, Any], bool]:
@@ -215,6 +222,15 @@ def readiness(store: TaskStore, now: float) -> tuple[dict[str, Any], bool]:
         ],
     }
     return view, bool(alive)
+
+
+def from_networks(request: Request, networks: Sequence[Network]) -> bool:
+    """Whether the client's address is in one of ``networks`` (a Unix socket is in none)."""
+    client = request.client.host if request.client else ""
+    try:
+        return is_listed(ipaddress.ip_address(client.split("%")[0]), networks)
+    except ValueError:
+        return False
 
 
 def is_listed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, networks: Sequence[Network]) -> bool:

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from aigc_image.bounded import ParseLimits
 from aigc_image.protocol import errors, signing
 from aigc_image.protocol import params as p
+from aigc_image.protocol.params import DEFAULT_LIMITS
 
 API_VERSION = "2019-06-12"
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -64,12 +66,14 @@ class Authenticator:
         now: Callable[[], float],
         window: int,
         allow_unsigned_payload: bool = False,
+        limits: ParseLimits = DEFAULT_LIMITS,
     ) -> None:
         self._secret_for = secret_for
         self._actions = actions
         self._now = now
         self._window = window
         self._allow_unsigned_payload = allow_unsigned_payload
+        self._limits = limits
 
     def authenticate(self, request: RawRequest) -> Call:
         if "authorization" in request.headers:
@@ -109,7 +113,7 @@ class Authenticator:
         return Call(
             secret_id=auth.secret_id,
             action=action,
-            params=self._tc3_params(request),
+            params=self._tc3_params(request, self._limits),
             from_strings=request.method == "GET" or request.content_type == FORM_TYPE,
             # The signature covers method, query, signed headers, timestamp and (unless
             # UNSIGNED-PAYLOAD) the body; the body's own hash covers that exception. The SDKs
@@ -137,13 +141,13 @@ class Authenticator:
         return False
 
     @staticmethod
-    def _tc3_params(request: RawRequest) -> dict[str, Any]:
+    def _tc3_params(request: RawRequest, limits: ParseLimits) -> dict[str, Any]:
         if request.method == "GET":
-            return p.unflatten(_parse_query(request.query))
+            return p.unflatten(_parse_query(request.query), limits)
         if request.content_type == JSON_TYPE:
-            return p.parse_json_body(request.body)
+            return p.parse_json_body(request.body, limits)
         if request.content_type == FORM_TYPE:
-            return p.unflatten(_parse_query(_decode(request.body)))
+            return p.unflatten(_parse_query(_decode(request.body)), limits)
         raise errors.InvalidParameter(f"Unsupported Content-Type {request.content_type!r}; send application/json.")
 
     # -- signature v1 (HmacSHA1 / HmacSHA256) ------------------------------------------
@@ -186,7 +190,7 @@ class Authenticator:
         return Call(
             secret_id=values["SecretId"],
             action=action,
-            params=p.unflatten(action_pairs),
+            params=p.unflatten(action_pairs, self._limits),
             from_strings=True,
             fingerprint=_fingerprint(request.method, string_to_sign, values["Signature"]),
         )

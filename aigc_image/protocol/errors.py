@@ -43,8 +43,9 @@ class ApiError(Exception):
 
     code = "InternalError"
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, param: str | None = None) -> None:
         self.message = message or (self.__doc__ or self.code).strip()
+        self.param = param  # the parameter at fault, where one is (e.g. "ExtraParameters.OutputFormat")
         super().__init__(self.message)
 
 

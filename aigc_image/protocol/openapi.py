@@ -43,6 +43,10 @@ _RESPONSES: dict[str, dict[str, Any]] = {
 
 def _schema(param: p.Param) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": param.kind}  # the declared kinds are JSON Schema's type names
+    if param.kind == "integer":  # within the parse limits (api.max_number_digits)
+        schema.update(format="int64", minimum=-(2**63), maximum=2**63 - 1)
+    elif param.kind == "string":  # api.max_string_chars, at its default
+        schema["maxLength"] = p.DEFAULT_LIMITS.max_string_chars
     if param.kind == "object":
         schema["properties"] = {name: _schema(child) for name, child in param.fields.items()}
         schema["additionalProperties"] = False

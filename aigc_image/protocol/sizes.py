@@ -31,11 +31,12 @@ def resolve_size(
         return (entry.width, entry.height), (entry.width, entry.height)
     if aspect_ratio and aspect_ratio not in ASPECT_RATIOS:
         raise errors.InvalidParameterValue(
-            f"ExtraParameters.AspectRatio must be one of {', '.join(ASPECT_RATIOS)}; got {aspect_ratio!r}."
+            f"ExtraParameters.AspectRatio must be one of {', '.join(ASPECT_RATIOS)}; got {aspect_ratio[:40]!r}."
         )
     if resolution and resolution not in SHORTER_SIDE:
         raise errors.InvalidParameterValue(
-            f"ExtraParameters.Resolution must be one of 720P, 1080P, 2K, 4K (1K on some models); got {resolution!r}."
+            "ExtraParameters.Resolution must be one of 720P, 1080P, 2K, 4K (1K on some models); "
+            f"got {resolution[:40]!r}."
         )
     if aspect_ratio and aspect_ratio not in entry.aspect_ratios:
         raise errors.ModelNotSupported(
@@ -85,5 +86,6 @@ def _check_free_size(entry: ModelEntry, size: Size) -> None:
     if problems:
         raise errors.InvalidParameterValue(
             f"AdditionalParameters size {width}x{height} is out of range for model {entry.label}: "
-            f"{'; '.join(problems)}."
+            f"{'; '.join(problems)}.",
+            param="AdditionalParameters.size",
         )

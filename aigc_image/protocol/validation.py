@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from aigc_image.bounded import ParseLimits
 from aigc_image.catalog import Catalog, ModelEntry
 from aigc_image.fetch.policy import Network, is_allowed
 from aigc_image.media.encode import FORMATS
 from aigc_image.protocol import errors
 from aigc_image.protocol import params as p
 from aigc_image.protocol.additional import MAX_SEED, parse_additional
+from aigc_image.protocol.params import DEFAULT_LIMITS
 from aigc_image.protocol.sizes import resolve_size
 from aigc_image.tasks import PANORAMA, TaskSpec
 
@@ -51,6 +53,7 @@ class CreateLimits:
     max_prompt_chars: int
     fetch_allow_networks: tuple[Network, ...] = ()
     accepts_user_buckets: bool = False
+    parse: ParseLimits = DEFAULT_LIMITS  # for AdditionalParameters, JSON in a string
 
 
 def task_spec(
@@ -66,40 +69,46 @@ def task_spec(
         references = uploaded_references(references + uploaded, entry)
     prompt = values.get("Prompt", "")
     if not prompt.strip() and not references:
-        raise errors.MissingParameter("Prompt is required when no reference image (ImageInfos) is given.")
+        raise errors.MissingParameter(
+            "Prompt is required when no reference image (ImageInfos) is given.", param="Prompt"
+        )
     negative_prompt = values.get("NegativePrompt", "")
     for name, text in (("Prompt", prompt), ("NegativePrompt", negative_prompt)):
         if len(text) > limits.max_prompt_chars:
             raise errors.InvalidParameterValue(
-                f"{name} is {len(text)} characters long; the limit is {limits.max_prompt_chars}."
+                f"{name} is {len(text)} characters long; the limit is {limits.max_prompt_chars}.", param=name
             )
-        if "\x00" in text:
-            raise errors.InvalidParameterValue(f"{name} must not contain NUL characters.")
     if negative_prompt and not entry.negative_prompt:
-        raise errors.ModelNotSupported(f"Model {entry.label} does not support NegativePrompt.")
+        raise errors.ModelNotSupported(f"Model {entry.label} does not support NegativePrompt.", param="NegativePrompt")
 
     count = values.get("OutputImageCount", 1)
     if not 1 <= count <= entry.max_output_images:
         raise errors.InvalidParameterValue(
-            f"OutputImageCount must be between 1 and {entry.max_output_images} for model {entry.label}; got {count}."
+            f"OutputImageCount must be between 1 and {entry.max_output_images} for model {entry.label}; got {count}.",
+            param="OutputImageCount",
         )
     extra = values.get("ExtraParameters", {})
     output_format = extra.get("OutputFormat", "png")
     if output_format not in FORMATS:
         raise errors.InvalidParameterValue(
-            f"ExtraParameters.OutputFormat must be one of {', '.join(FORMATS)}; got {output_format!r}."
+            f"ExtraParameters.OutputFormat must be one of {', '.join(FORMATS)}; got {output_format[:40]!r}.",
+            param="ExtraParameters.OutputFormat",
         )
     logo = extra.get("LogoAdd", 0)
     if logo not in (0, 1):
-        raise errors.InvalidParameterValue(f"ExtraParameters.LogoAdd must be 0 or 1; got {logo}.")
+        raise errors.InvalidParameterValue(
+            f"ExtraParameters.LogoAdd must be 0 or 1; got {logo}.", param="ExtraParameters.LogoAdd"
+        )
     operator = values.get("Operator", "")
     if len(operator) > MAX_OPERATOR_CHARS:
-        raise errors.InvalidParameterValue(f"Operator is longer than {MAX_OPERATOR_CHARS} characters.")
-    additional = parse_additional(values.get("AdditionalParameters", ""))
+        raise errors.InvalidParameterValue(
+            f"Operator is longer than {MAX_OPERATOR_CHARS} characters.", param="Operator"
+        )
+    additional = parse_additional(values.get("AdditionalParameters", ""), limits.parse)
     aspect_ratio, resolution = extra.get("AspectRatio", ""), extra.get("Resolution", "")
     scene_type = values.get("SceneType", "")
     if scene_type not in ("", PANORAMA):
-        raise errors.InvalidParameterValue(f"SceneType must be {PANORAMA}; got {scene_type!r}.")
+        raise errors.InvalidParameterValue(f"SceneType must be {PANORAMA}; got {scene_type[:40]!r}.", param="SceneType")
     if scene_type and not entry.panorama:
         raise errors.ModelNotSupported(f"Model {entry.label} does not support SceneType {PANORAMA}.")
     generated, delivered = resolve_size(entry, aspect_ratio, resolution, additional.size, bool(scene_type))
