@@ -30,3 +30,10 @@ def crash_on_48px_images(kind: str, content: Any) -> str | None:
 def refuse_33px_references(kind: str, content: Any) -> str | None:
     """Refuses reference images of 33×33 pixels (the test's "forbidden" picture)."""
     return "forbidden reference" if kind == "reference_image" and content.size == (33, 33) else None
+
+
+def refuse_33px_references_and_80px_outputs(kind: str, content: Any) -> str | None:
+    """For the /v1 tests: a task that fails because of its request, at either end."""
+    if kind == "output_image" and content.size == (80, 80):
+        return "forbidden output"
+    return refuse_33px_references(kind, content)

@@ -148,7 +148,8 @@ def test_unsupported_protocol(server: LiveServer, method: str) -> None:
         ({"Prompt": "   \n\t"}, "MissingParameter"),
         ({"Prompt": "x" * 1001}, "InvalidParameterValue"),
         ({"Prompt": "x", "NegativePrompt": "y" * 1001}, "InvalidParameterValue"),
-        ({"Prompt": "nul \u0000 inside"}, "InvalidParameterValue"),
+        ({"Prompt": "nul \u0000 inside"}, "InvalidParameter"),
+        ({"Prompt": "x", "Operator": "nul \u0000"}, "InvalidParameter"),  # one rule for every string
         ({"Prompt": "x", "OutputImageCount": 0}, "InvalidParameterValue"),
         ({"Prompt": "x", "OutputImageCount": -1}, "InvalidParameterValue"),
         ({"Prompt": "x", "OutputImageCount": 5}, "InvalidParameterValue"),

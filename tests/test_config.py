@@ -68,3 +68,30 @@ def test_lists_come_from_toml_arrays_or_comma_separated_environment_values(tmp_p
     assert settings.worker.preload == ("Hunyuan", "Qwen:0925")
     assert settings.moderation.term_files == ("/a.txt", "/b.txt")
     assert [str(network) for network in settings.fetch.allow_networks] == ["10.0.0.0/8", "::1/128"]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("x = " + "[" * 5000 + "]" * 5000 + "\n", "nested"),  # tomllib recurses: bounded, never a RecursionError
+        ("[api]\nport = " + "9" * 5000 + "\n", "digits"),  # past Python's int() limit: a ConfigError, not a traceback
+        ("x = " + "[" * 20 + "]" * 20 + "\n", "nested"),  # past the files' depth limit (16)
+        ('public_url = "' + "x" * 70_000 + '"\n', "characters"),
+        ('public_url = "a\\u0000b"\n', "NUL"),
+    ],
+    ids=["deep", "long-integer", "nested", "long-string", "nul"],
+)
+def test_the_settings_file_and_the_registry_are_parsed_within_limits(tmp_path: Path, text: str, fragment: str) -> None:
+    from aigc_image.catalog import load_catalog
+
+    path = tmp_path / "file.toml"
+    path.write_text(text)
+    for read in (lambda: load_settings(path, {}), lambda: load_catalog(str(path))):
+        with pytest.raises(ConfigError) as refused:
+            read()
+        assert fragment in str(refused.value) and str(path) in str(refused.value)
+
+
+def test_string_settings_must_hold_a_prompt() -> None:
+    with pytest.raises(ConfigError, match="max_string_chars"):
+        load_settings(environ={"AIGC_IMAGE_API_MAX_PROMPT_CHARS": "5000", "AIGC_IMAGE_API_MAX_STRING_CHARS": "4000"})

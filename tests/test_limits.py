@@ -1,7 +1,10 @@
-"""Connection limits over real sockets: oversized heads, slow heads (slowloris), slow bodies."""
+"""Connection limits over real sockets, on every face that reads a body (the MPS API, /v1,
+/sdapi/v1): oversized heads, slow heads (slowloris), slow bodies, oversized bodies cut off before
+they are read, and connections closed after a refused key instead of draining what trickles in."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import time
@@ -18,7 +21,11 @@ LIMITS = {
     "AIGC_IMAGE_API_MAX_HEADER_BYTES": "4096",
     "AIGC_IMAGE_API_HEADER_TIMEOUT": "1",
     "AIGC_IMAGE_API_BODY_TIMEOUT": "1",
+    "AIGC_IMAGE_API_MAX_IMAGE_BODY_BYTES": str(1024 * 1024),
 }
+BEARER = f"Authorization: Bearer {SECRET_ID}:{SECRET_KEY}\r\n"
+BASIC = "Authorization: Basic " + base64.b64encode(f"{SECRET_ID}:{SECRET_KEY}".encode()).decode() + "\r\n"
+HUGE = 200 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +114,73 @@ def test_many_slow_clients_are_all_cut_off_and_the_server_keeps_serving(limited:
     finally:
         for sock in slow:
             sock.close()
+
+
+def head(path: str, headers: str, length: int | None) -> bytes:
+    size = f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
+    return f"POST {path} HTTP/1.1\r\nHost: x\r\n{headers}{size}\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/v1/images/generations", BEARER + "Content-Type: application/json\r\n"),
+        ("/v1/images/edits", BEARER + "Content-Type: multipart/form-data; boundary=b\r\n"),
+        ("/sdapi/v1/txt2img", BASIC + "Content-Type: application/json\r\n"),
+    ],
+    ids=["v1-json", "v1-multipart", "sdapi"],
+)
+def test_a_body_that_trickles_in_is_cut_off_on_every_face(limited: LiveServer, path: str, headers: str) -> None:
+    with connect(limited) as sock:
+        start = b"--b\r\n" if "multipart" in headers else b"{"
+        sock.sendall(head(path, headers, 1000) + start)  # the start, then nothing more
+        reply = read_reply(sock)  # returns only because the server closes the connection
+    assert reply.startswith(b"HTTP/1.1 408") and b"connection: close" in reply.lower()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/v1/images/edits", "Authorization: Bearer nobody:wrong\r\nContent-Type: multipart/form-data; boundary=b\r\n",
+         b"401"),
+        ("/sdapi/v1/img2img", "Authorization: Basic bm9ib2R5Ondyb25n\r\nContent-Type: application/json\r\n", b"401"),
+        ("/v1/images/edits", BEARER + "Content-Type: multipart/form-data; boundary=b\r\n", b"413"),
+        ("/sdapi/v1/img2img", BASIC + "Content-Type: application/json\r\n", b"413"),
+        ("/", "Content-Type: application/json\r\n", b"200"),  # the MPS face: RequestSizeLimitExceeded
+    ],
+    ids=["v1-401", "sdapi-401", "v1-413", "sdapi-413", "mps-413"],
+)  # fmt: skip
+def test_a_refused_upload_is_answered_at_once_and_never_read(
+    limited: LiveServer, path: str, headers: str, status: bytes
+) -> None:
+    """200 MB announced: the reply comes before the body, and the connection closes with it; the
+    client is stopped long before it has sent what it announced."""
+    with connect(limited) as sock:
+        sock.sendall(head(path, headers, HUGE))
+        sent = 0
+        with pytest.raises(OSError):  # ConnectionResetError or BrokenPipeError, once the server has closed
+            while sent < HUGE:
+                sock.sendall(b"x" * 65536)
+                sent += 65536
+    assert sent < HUGE
+    with connect(limited) as sock:  # the same, read from the server's side
+        sock.sendall(head(path, headers, HUGE) + b"x" * 1024)
+        reply = read_reply(sock)
+    assert reply.startswith(b"HTTP/1.1 " + status) and b"connection: close" in reply.lower()
+
+
+def test_a_chunked_upload_is_counted_and_cut_off_at_the_cap(limited: LiveServer) -> None:
+    """No Content-Length to refuse it by: the chunks are counted and it stops at the cap (1 MiB here),
+    with nothing past it held or spooled."""
+    path, headers = "/v1/images/edits", BEARER + "Content-Type: multipart/form-data; boundary=b\r\n"
+    chunk = b"10000\r\n" + b"x" * 65536 + b"\r\n"
+    with connect(limited) as sock:
+        sock.sendall(
+            head(path, headers, None) + b"--b\r\nContent-Disposition: form-data; name=image; filename=a\r\n\r\n"
+        )
+        sent = 0
+        with pytest.raises(OSError):
+            while sent < HUGE:
+                sock.sendall(chunk)
+                sent += 65536
+    assert sent < HUGE

@@ -1,10 +1,12 @@
 """The OpenAI-compatible images API, driven by the official ``openai`` Python package against a live
-server: generations, edits with uploaded images, models, and each error in OpenAI's shape."""
+server: generations, edits with uploaded images, models, each error in OpenAI's shape, and one
+task per call whatever the SDK's retries (its defaults: 2 retries of 408, 409, 429, 5xx)."""
 
 from __future__ import annotations
 
 import base64
 import io
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +24,22 @@ pytestmark = pytest.mark.slow
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     terms = tmp_path_factory.mktemp("terms") / "terms.txt"
     terms.write_text("forbidden harbour\n")
-    with live_server(tmp_path_factory.mktemp("openai"), env={"AIGC_IMAGE_MODERATION_TERM_FILES": str(terms)}) as live:
+    env = {
+        "AIGC_IMAGE_MODERATION_TERM_FILES": str(terms),
+        "AIGC_IMAGE_MODERATION_CLASSIFIER": "tests.classifiers:refuse_33px_references_and_80px_outputs",
+        "AIGC_IMAGE_MODELS_ALLOW_DOWNLOAD": "false",  # Hunyuan's weights are not here: its tasks fail
+    }
+    with live_server(tmp_path_factory.mktemp("openai"), env=env) as live:
         yield live
 
 
-def client(server: LiveServer, key: str = f"{SECRET_ID}:{SECRET_KEY}") -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=120)
+def client(server: LiveServer, key: str = f"{SECRET_ID}:{SECRET_KEY}", retries: int = 0) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=retries, timeout=120)
+
+
+def retrying(server: LiveServer) -> openai.OpenAI:
+    """The SDK as users have it: its default retries."""
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=f"{SECRET_ID}:{SECRET_KEY}", timeout=120)
 
 
 def png(size: tuple[int, int], colour: tuple[int, int, int]) -> bytes:
@@ -84,7 +96,7 @@ def test_models_lists_the_catalogue(server: LiveServer) -> None:
         (lambda c: c.images.edit(model="tiny-random", prompt="x", image=("a.png", png((8, 8), (0, 0, 0))),
                                  mask=("m.png", png((8, 8), (0, 0, 0)))), openai.BadRequestError, "mask"),
         (lambda c: c.images.edit(model="tiny-random", prompt="x", image=("a.txt", b"not an image")),
-         openai.BadRequestError, "PNG, JPEG or WebP"),
+         openai.BadRequestError, "JPEG, PNG or WebP"),
     ],
 )  # fmt: skip
 def test_errors_have_openai_shapes_and_statuses(server: LiveServer, call: object, error: type, fragment: str) -> None:
@@ -110,8 +122,9 @@ def test_limits_are_429_and_a_slow_task_is_504_with_its_task_id(tmp_path: Path) 
            "AIGC_IMAGE_API_RATE_LIMIT": "1", "AIGC_IMAGE_API_RATE_BURST": "1"}  # fmt: skip
     with live_server(tmp_path / "data", env=env) as live:
         with pytest.raises(openai.APIStatusError) as timed_out:
-            client(live).images.generate(model="slow", prompt="a lighthouse")
+            retrying(live).images.generate(model="slow", prompt="a lighthouse")
         assert timed_out.value.status_code == 504 and "4-AigcImage-" in timed_out.value.message
+        assert live.task_count() == 1  # the SDK does not retry it (x-should-retry: false)
         errors = []
         for _ in range(3):  # quick refusals, within one second: the key's rate limit counts them
             try:
@@ -120,3 +133,107 @@ def test_limits_are_429_and_a_slow_task_is_504_with_its_task_id(tmp_path: Path) 
                 errors.append(exc.status_code)
         assert 429 in errors
         assert httpx.get(f"{live.url}/v1/models").status_code == 401
+
+
+def truncated_png() -> bytes:
+    return png((64, 64), (10, 200, 10))[:-40]
+
+
+def bomb_png() -> bytes:
+    """A PNG whose header says 20000×20000 pixels (over fetch.max_pixels), with a few bytes of data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = (20000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("image", "fragment"),
+    [(b"not an image", "not a JPEG, PNG or WebP"), (truncated_png(), "cannot be decoded"), (bomb_png(), "pixels")],
+    ids=["text", "truncated", "bomb"],
+)
+def test_a_bad_upload_is_400_invalid_image_and_makes_no_task(server: LiveServer, image: bytes, fragment: str) -> None:
+    before = server.task_count()
+    with pytest.raises(openai.BadRequestError) as raised:
+        retrying(server).images.edit(model="tiny-random", prompt="x", image=("a.png", image, "image/png"))
+    assert raised.value.code == "invalid_image" and raised.value.param == "image"
+    assert fragment in raised.value.message
+    assert server.task_count() == before
+
+
+@pytest.mark.parametrize(
+    ("call", "status", "code"),
+    [
+        (lambda c: c.images.edit(model="tiny-random", prompt="x", image=("r.png", png((33, 33), (9, 9, 9))),
+                                 size="64x64"), 400, "content_policy_violation"),  # a refused reference
+        (lambda c: c.images.generate(model="tiny-random", prompt="x", size="80x80"), 400,
+         "content_policy_violation"),  # a refused output image
+        (lambda c: c.images.generate(model="Hunyuan", prompt="x"), 500, "model_unavailable"),  # the server's fault
+    ],
+    ids=["reference-refused", "output-refused", "model-unavailable"],
+)  # fmt: skip
+def test_a_failed_task_is_answered_by_its_reason_and_the_sdk_makes_it_once(
+    server: LiveServer, call: object, status: int, code: str
+) -> None:
+    before = server.task_count()
+    with pytest.raises(openai.APIStatusError) as raised:
+        call(retrying(server))  # type: ignore[operator]
+    assert raised.value.status_code == status and raised.value.code == code
+    assert raised.value.response.headers["x-should-retry"] == "false"
+    task_id = raised.value.response.headers["x-aigc-task-id"]
+    assert task_id in raised.value.message
+    assert server.task_count() == before + 1  # one call, one task, whatever the retries
+    assert describe(sdk_client(server), task_id).Status == "FAIL"
+
+
+def test_a_retry_joins_the_task_of_its_first_attempt(server: LiveServer) -> None:
+    """What the SDK sends on a retry (x-stainless-retry-count ≥ 1), or any client within the window,
+    finds the first attempt's task; a first attempt is new; Idempotency-Key names a call."""
+    body = {"model": "tiny-random", "prompt": "a retried lighthouse", "size": "64x64"}
+    headers = {"Authorization": f"Bearer {SECRET_ID}:{SECRET_KEY}"}
+    url = f"{server.url}/v1/images/generations"
+
+    def task_of(**extra: str) -> str:
+        reply = httpx.post(url, json=body, headers={**headers, **extra}, timeout=120)
+        assert reply.status_code == 200, reply.text
+        return reply.headers["x-aigc-task-id"]
+
+    first = task_of(**{"x-stainless-retry-count": "0"})
+    assert task_of(**{"x-stainless-retry-count": "1"}) == first
+    assert task_of() == first  # a client that says nothing, within api.fingerprint_window
+    assert task_of(**{"x-stainless-retry-count": "0"}) != first  # the SDK's next call: a new task
+    keyed = task_of(**{"Idempotency-Key": "call-1"})
+    assert keyed not in (first,) and task_of(**{"Idempotency-Key": "call-1"}) == keyed
+    assert task_of(**{"Idempotency-Key": "call-2"}) != keyed
+
+
+def test_models_by_id_unknown_paths_and_methods_answer_in_openai_shape(server: LiveServer) -> None:
+    assert client(server).models.retrieve("tiny-random:1").id == "tiny-random:1"
+    assert client(server).models.retrieve("tiny-random").id == "tiny-random:1"  # its default version
+    with pytest.raises(openai.NotFoundError) as missing:
+        client(server).models.retrieve("dall-e-3")
+    assert missing.value.code == "model_not_found"
+    headers = {"Authorization": f"Bearer {SECRET_ID}:{SECRET_KEY}"}
+    for method, path, status in (("POST", "/v1/chat/completions", 404), ("GET", "/v1/images/generations", 405)):
+        reply = httpx.request(method, f"{server.url}{path}", headers=headers)
+        assert reply.status_code == status and set(reply.json()["error"]) == {"message", "type", "param", "code"}
+    with pytest.raises(openai.BadRequestError) as bad:
+        client(server).images.generate(model="tiny-random", prompt="x", n=99)
+    assert bad.value.param == "n"
+
+
+def test_v1_calls_are_counted_in_the_request_metric(server: LiveServer) -> None:
+    def counted(action: str, code: str) -> float:
+        text = httpx.get(f"{server.url}/metrics").text
+        line = f'aigc_image_requests_total{{action="{action}",code="{code}"}} '
+        return sum(float(row.removeprefix(line)) for row in text.splitlines() if row.startswith(line))
+
+    ok, refused = counted("/v1/models", "200"), counted("/v1/models", "401")
+    client(server).models.list()
+    with pytest.raises(openai.AuthenticationError):
+        client(server, f"{SECRET_ID}:wrong").models.list()
+    assert counted("/v1/models", "200") == ok + 1 and counted("/v1/models", "401") == refused + 1

@@ -176,6 +176,8 @@ class OpenAIImages:
                 reply = Reply(response, str(response.status_code))
             except Exception as exc:
                 reply = self.replies.reply(exc, request_id)
+                if request.method not in ("GET", "HEAD"):
+                    reply.response.headers.update(CLOSE)  # a refused body is not drained, however slowly it comes
             REQUESTS.labels(action or request.url.path, reply.code).inc()
             return reply.response
 

@@ -81,12 +81,27 @@ def invalid(message: str, field: str | None = None, value: Any = None) -> WebUIE
     return WebUIError(422, [item])
 
 
+# CreateAigcImageTask's parameters as the A1111 fields they come from, for an error's ``loc``.
+A1111_FIELDS = {
+    "Prompt": "prompt",
+    "NegativePrompt": "negative_prompt",
+    "OutputImageCount": "batch_size",
+    "ModelName": "sd_model_checkpoint",
+    "ModelVersion": "sd_model_checkpoint",
+    "AdditionalParameters.size": "width",
+    "AdditionalParameters.steps": "steps",
+    "AdditionalParameters.guidance_scale": "cfg_scale",
+    "AdditionalParameters.seed": "seed",
+    "AdditionalParameters.strength": "denoising_strength",
+}
+
+
 def from_api_error(exc: errors.ApiError) -> WebUIError:
     if exc.code in ("RequestLimitExceeded", "LimitExceeded.CreateTask"):
         return WebUIError(429, exc.message)
     if exc.code in ("InternalError", "FailedOperation"):
         return WebUIError(500, exc.message)
-    return invalid(exc.message, exc.param)
+    return invalid(exc.message, A1111_FIELDS.get(exc.param or "", exc.param))
 
 
 def webui_replies() -> ErrorReplies:
@@ -217,6 +232,8 @@ class WebUIApi:
                 reply = Reply(JSONResponse(await methods[request.method](request, secret_id)), "200")
             except Exception as exc:
                 reply = self.replies.reply(exc, request_id)
+                if request.method not in ("GET", "HEAD"):
+                    reply.response.headers.update(CLOSE)  # a refused body is not drained, however slowly it comes
             REQUESTS.labels(action, reply.code).inc()
             return reply.response
 
@@ -336,7 +353,8 @@ class WebUIApi:
         text_limits = self.actions.limits.parse
         for name, value in body.items():
             known = name in _MAPPED or name in _UNUSED_WITHOUT or name in _ANY_BOOL or name in _NEUTRAL_VALUES
-            if not known and not (img2img and name in _IMG2IMG):
+            # txt2img's denoising_strength is the hires fix's, unused without it (as in A1111).
+            if not known and not (name in _IMG2IMG and (img2img or name == "denoising_strength")):
                 raise invalid(f"{name[:40]} is not supported by this server.", name[:40], value)
             if name in _NEUTRAL_VALUES and value is not None and value not in _NEUTRAL_VALUES[name]:
                 allowed = " or ".join(json.dumps(v) for v in _NEUTRAL_VALUES[name])
