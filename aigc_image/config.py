@@ -70,7 +70,7 @@ def _listed(value: Any) -> Any:
 
 def check_device(device: str) -> str:
     """``device`` if it names one (auto, cpu, cuda, cuda:N), else ValueError saying what would."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", device):
         raise ValueError(f"{device!r} is not a device: use auto, cpu, cuda or cuda:N")
     return device
 

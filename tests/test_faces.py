@@ -54,3 +54,9 @@ def test_readyz_tells_the_public_only_whether_tasks_can_run(client: TestClient) 
     reply = client.get("/readyz")
     assert reply.status_code == 503 and reply.json() == {"ready": False}
     assert client.get("/metrics").status_code == 403  # the same networks decide both
+
+
+def test_image_urls_take_ascii_digits_only(client: TestClient) -> None:
+    key = "4-AigcImage-" + "0" * 32 + "/1-0.png"
+    for expires in ("²", "٣٣٣٣٣٣٣٣٣٣"):  # str.isdigit() says yes to both; int() to the second
+        assert client.get(f"/results/{key}", params={"Expires": expires, "Signature": "x"}).status_code == 403

@@ -138,7 +138,7 @@ class Fetcher:
 
     def _read(self, reply: http.client.HTTPResponse, connection: _Pinned, deadline: float) -> bytes:
         declared = reply.getheader("Content-Length")
-        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes:
             raise FetchRefused(f"the image is {int(declared)} bytes; the limit is {self.max_bytes}")
         chunks: list[bytes] = []
         size = 0

@@ -61,7 +61,7 @@ class LocalStorage:
 
     def open_signed(self, key: str, expires: str, signature: str, now: float) -> Path | None:
         """The file behind a signed URL, or None when the URL is forged, expired or gone."""
-        if not is_result_key(key) or not expires.isdigit() or len(expires) > 12:
+        if not is_result_key(key) or not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
             return None
         if not hmac.compare_digest(self._sign(key, int(expires)), signature):
             return None
