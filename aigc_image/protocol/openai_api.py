@@ -318,7 +318,9 @@ class OpenAIImages:
         if "output_format" in body:
             params["ExtraParameters"] = {"OutputFormat": body["output_format"]}
         if "AdditionalParameters" in params:  # JSON in a string, as the MPS API has it
-            params["AdditionalParameters"] = _json_string(params["AdditionalParameters"])
+            params["AdditionalParameters"] = json.dumps(params["AdditionalParameters"])
+        if not isinstance(body.get("user", ""), str):
+            raise OpenAIError(400, "user must be a string.", param="user")
         return self.actions.check(CREATE_PARAMS, params, False)
 
 
@@ -337,10 +339,6 @@ def failed(task: Task) -> OpenAIError:
 
 def _model(label: str) -> dict[str, Any]:
     return {"id": label, "object": "model", "created": 0, "owned_by": "aigc-image"}
-
-
-def _json_string(value: dict[str, Any]) -> str:
-    return json.dumps(value)
 
 
 def _integer(value: str, name: str) -> int:

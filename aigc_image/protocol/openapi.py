@@ -129,8 +129,10 @@ def _openai_operations() -> dict[str, Any]:
     }
     errors = {
         str(status): {"description": why, "content": {"application/json": {"schema": OPENAI_ERROR}}}
-        for status, why in [(400, "invalid request or refused content"), (401, "no or a wrong key"),
-                            (404, "no such model"), (429, "rate limit or task cap"), (500, "the task failed"),
+        for status, why in [(400, "invalid request, refused content, or a task that failed because of its request"),
+                            (401, "no or a wrong key"), (404, "no such model"), (408, "the body came too slowly"),
+                            (413, "the body or an image is too large"), (429, "rate limit or task cap"),
+                            (500, "the task failed for a reason of the server's"), (503, "the task store is down"),
                             (504, "still running after api.openai_timeout; the TaskId is in the message")]
     }  # fmt: skip
     answered = {"200": {"description": "The images", "content": {"application/json": {"schema": images}}}, **errors}
@@ -178,6 +180,22 @@ def _openai_operations() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "The catalogue", "content": {"application/json": {"schema": models}}},
                     "401": errors["401"],
+                },
+            }
+        },
+        "/v1/models/{model}": {
+            "get": {
+                "operationId": "openaiModel",
+                "summary": "OpenAI-compatible: one model (ModelName:ModelVersion, or ModelName for its default)",
+                "security": secured,
+                "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {
+                        "description": "The model",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    "401": errors["401"],
+                    "404": errors["404"],
                 },
             }
         },
