@@ -80,7 +80,9 @@ def load_json(data: bytes | str, limits: ParseLimits, what: str = "The request b
     return value
 
 
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+# Every byte a JSON number can hold, as "0": a number with more than N digits is a run of more
+# than N zeros after this (so is some ordinary text, which only costs the count of each number).
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789.eE+-", b"0" * 14)
 _SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")  # an escaped NUL or surrogate half
 
 
