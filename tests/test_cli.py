@@ -26,7 +26,7 @@ def test_openapi_describes_every_action() -> None:
     document = json.loads(run("openapi").stdout)
     assert set(document["paths"]) == {
         "/CreateAigcImageTask", "/DescribeAigcImageTask", "/DescribeAigcTaskStatus", "/DescribeAigcTaskList",
-        "/v1/images/generations", "/v1/images/edits", "/v1/models",
+        "/v1/images/generations", "/v1/images/edits", "/v1/models", "/v1/models/{model}",
     }  # fmt: skip
     assert document["servers"][0]["url"].startswith("http://127.0.0.1:")
     assert set(document["components"]["securitySchemes"]) == {"TC3", "SecretIdAndKey"}
@@ -35,7 +35,10 @@ def test_openapi_describes_every_action() -> None:
     edits = document["paths"]["/v1/images/edits"]["post"]
     assert "multipart/form-data" in edits["requestBody"]["content"] and "429" in edits["responses"]
     create = document["paths"]["/CreateAigcImageTask"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert create["properties"]["ExtraParameters"]["properties"]["OutputFormat"] == {"type": "string"}
+    assert create["properties"]["ExtraParameters"]["properties"]["OutputFormat"] == {
+        "type": "string",
+        "maxLength": 16384,
+    }
 
 
 def test_models_shows_the_effective_default_and_what_each_model_needs() -> None:
