@@ -16,9 +16,10 @@ from pathlib import Path
 import uvicorn
 
 from aigc_image import keys as keyfiles
-from aigc_image.clock import SystemClock
+from aigc_image.clock import Clock, SystemClock
 from aigc_image.config import Settings
 from aigc_image.hardware import probe, worker_devices
+from aigc_image.keys import KeyRing
 from aigc_image.protocol.connection import guarded_protocol
 from aigc_image.store import StoreUnavailable, TaskStore
 from aigc_image.store.base import worker_id
@@ -30,17 +31,16 @@ HAND_BACK_SECONDS = 15.0  # after its grace period, time a stopping worker has t
 MAX_RESTART_DELAY = 60.0
 
 
-def ensure_keys(settings: Settings) -> dict[str, str]:
-    """The configured keys; on a first start with none, a generated pair, printed once."""
-    keys = keyfiles.all_keys(settings)
-    if not keys:
+def ensure_keys(settings: Settings, clock: Clock) -> KeyRing:
+    """The configured keys, followed as keys.toml changes; on a first start with none, a
+    generated pair, printed once."""
+    if not keyfiles.all_keys(settings):
         pair = keyfiles.new_key_pair()
         path = keyfiles.add_key(settings.data_dir, pair)
         print(f"No API key configured; created one in {path}:", flush=True)
         print(f"  SecretId:  {pair.secret_id}", flush=True)
         print(f"  SecretKey: {pair.secret_key}", flush=True)
-        keys = {pair.secret_id: pair.secret_key}
-    return keys
+    return KeyRing(settings, clock)
 
 
 def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) -> None:
@@ -50,7 +50,7 @@ def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) ->
     listener = _bind(settings.api.host, settings.api.port)
     port = listener.getsockname()[1]
     settings = settings.with_overrides(**{"api.port": port})
-    keys = ensure_keys(settings)
+    keys = ensure_keys(settings, clock)
     hardware = None if settings.models.default_model else probe(settings.worker.devices)
     catalog, why = catalog_from(settings, hardware)
     print(f"default model: {catalog.default.label}, {why}", flush=True)
