@@ -54,9 +54,12 @@ class Actions:
         review: ContentReview,
         log_prompts: bool = False,
         enhancer: PromptEnhancer | None = None,
+        current_catalog: Callable[[], Awaitable[Catalog]] | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
+        # The catalogue with the deployment's default model as it is now (deployment.DefaultModel).
+        self.current_catalog = current_catalog or self._static_catalog
         self.storage = storage
         self.clock = clock
         self.limits = limits
@@ -69,6 +72,9 @@ class Actions:
             "DescribeAigcTaskStatus": self.describe_aigc_task_status,
             "DescribeAigcTaskList": self.describe_aigc_task_list,
         }
+
+    async def _static_catalog(self) -> Catalog:
+        return self.catalog
 
     async def dispatch(self, call: Call, request_id: str) -> dict[str, Any]:
         return await self.handlers[call.action](call, request_id)
@@ -87,7 +93,7 @@ class Actions:
         limits = CreateLimits(
             self.limits.max_prompt_chars, self.limits.fetch_allow_networks, self.storage.accepts_user_buckets
         )
-        spec, entry = task_spec(values, self.catalog, limits, uploaded)
+        spec, entry = task_spec(values, await self.current_catalog(), limits, uploaded)
         self.review_prompts(spec, secret_id, request_id)
         if values.get("EnhancePrompt", False):
             spec = await self.enhance(spec, entry.prompt_style, secret_id, request_id)
