@@ -145,7 +145,7 @@ def build_app(
             Route("/metrics", metrics, methods=["GET"]),
             Route("/results/{key:path}", results, methods=["GET", "HEAD"]),
             *openai.routes(),
-            *console_routes(),
+            *console_routes(actions.current_catalog),
         ]
     )
 
