@@ -256,26 +256,28 @@ def _models(args: argparse.Namespace, settings: Settings) -> int | None:
     return None
 
 
-def _deployment_default(settings: Settings, catalog: Catalog, why: str) -> tuple[str, str]:
+def _deployment_default(settings: Settings, here: Catalog, why: str) -> tuple[str, str]:
     """The default model the servers use (the one their store records for the deployment) and a
-    line that says where it comes from; before one is recorded, the one that would be."""
+    line that says where it comes from; before one is recorded, the one that would be. ``here``:
+    the catalogue with this host's choice, ``why`` it."""
     from aigc_image.deployment import describe
+    from aigc_image.wiring import catalog_from
 
-    configured = settings.models.default_model or (why == "the model registry file" and catalog.default_label)
+    configured, origin = catalog_from(settings)  # without hardware: only a configured default
     try:
         recorded = _recorded_default(settings)
     except StoreError as exc:
-        return catalog.default_label, f"{catalog.default_label} here, {why}; the deployment's is unknown: {exc}"
+        return here.default_label, f"{here.default_label} here, {why}; the deployment's is unknown: {exc}"
     if recorded is not None:
         note = f"{recorded.label}, {describe(recorded)}"
-        if configured and catalog.default_label != recorded.label:
-            note += (f". This host's settings name {catalog.default_label}: processes started with them refuse "
-                     f"to start (`aigc-image models --set-default` changes the deployment's)")  # fmt: skip
+        if configured.default_label and configured.default_label != recorded.label:
+            note += (f". This host's {origin} names {configured.default_label}: processes started with it refuse "
+                     "to start (`aigc-image models --set-default` changes the deployment's)")  # fmt: skip
         return recorded.label, note
-    if configured:
-        return catalog.default_label, f"{catalog.default_label}, {why} (recorded for every process at first start)"
-    return catalog.default_label, (f"none recorded yet: the first worker to start chooses the best model for its "
-                                   f"hardware; here that is {catalog.default_label}, {why}")  # fmt: skip
+    if configured.default_label:
+        return configured.default_label, f"{configured.default_label}, {origin} (recorded for every process at start)"
+    return here.default_label, (f"none recorded yet: the first worker to start chooses the best model for its "
+                                f"hardware; here that is {here.default_label}, {why}")  # fmt: skip
 
 
 def _recorded_default(settings: Settings) -> DefaultModelRecord | None:
@@ -309,12 +311,10 @@ def _set_default(settings: Settings, label: str) -> int:
         record = set_default(store, catalog, label, who, time.time())
     finally:
         store.close()
-    print(f"The deployment's default model is now {record.label} (it was {before.label if before else 'none'}); "
-          f"running API processes use it within {REFRESH_SECONDS:.0f} s.")  # fmt: skip
-    print(f"Set models.default_model = \"{record.label}\" wherever it is set to something else: processes "
-          "whose setting disagrees refuse to start.")  # fmt: skip
-    log_line = describe(record)
-    print(f"({log_line})")
+    print(f"The deployment's default model is now {record.label} (it was {before.label if before else 'none'}), "
+          f"{describe(record)}.")  # fmt: skip
+    print(f"Running API processes use it within {REFRESH_SECONDS:.0f} s. Set models.default_model = "
+          f"\"{record.label}\" wherever it names another model: processes that disagree refuse to start.")  # fmt: skip
     return 0
 
 
