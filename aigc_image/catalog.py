@@ -107,7 +107,10 @@ class Catalog:
     @property
     def default(self) -> ModelEntry:
         if not self.default_label:
-            raise UnknownModel("No default model is configured; name one in ModelName.")
+            raise UnknownModel(
+                "This deployment has no default model yet (none is configured, and no worker has started to "
+                "choose one for its hardware); name one in ModelName."
+            )
         name, _, version = self.default_label.partition(":")
         return self.resolve(name, version or None)
 

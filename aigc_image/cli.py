@@ -1,4 +1,5 @@
-"""The ``aigc-image`` command: serve, worker, generate, models, keys. Wiring only."""
+"""The ``aigc-image`` command: serve, worker, generate, tasks, models, pull, keys, openapi. Parsing and
+wiring only: what generate and tasks do is task_commands.py's."""
 
 from __future__ import annotations
 
@@ -8,16 +9,24 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aigc_image import __version__, logs
 from aigc_image import keys as keyfiles
+from aigc_image import task_commands as commands
 from aigc_image.client import ApiClient, ApiClientError
 from aigc_image.config import ConfigError, Settings, check_device, load_settings
 from aigc_image.errors import TaskError
 from aigc_image.store import StoreError
+from aigc_image.task_commands import TASK_STATUSES, Refused
+
+if TYPE_CHECKING:
+    from aigc_image.catalog import Catalog
+    from aigc_image.store import DefaultModelRecord
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,30 +82,54 @@ def _parser() -> argparse.ArgumentParser:
     gen = command("generate", "Generate images through a running server and save them.", _generate)
     gen.add_argument("prompt")
     gen.add_argument("-o", "--output", type=Path, default=Path("out.png"), help="file to write (default out.png)")
-    gen.add_argument("--endpoint", help="server URL (default: public_url, or api.host:api.port of the settings)")
     gen.add_argument("--model", help="ModelName (default: the server's default model)")
     gen.add_argument("--model-version", help="ModelVersion")
     gen.add_argument("--negative-prompt", help="NegativePrompt")
     gen.add_argument("--count", type=int, help="OutputImageCount")
     gen.add_argument("--aspect-ratio", help="ExtraParameters.AspectRatio, e.g. 16:9")
     gen.add_argument("--resolution", help="ExtraParameters.Resolution: 720P, 1080P, 2K or 4K")
-    gen.add_argument("--logo", action="store_true", help="ExtraParameters.LogoAdd = 1: the visible AI-generated mark")
+    gen.add_argument("--size", help="AdditionalParameters size, WIDTHxHEIGHT, e.g. 1024x768")
+    gen.add_argument("--steps", type=int, help="AdditionalParameters steps (default: the model's)")
+    gen.add_argument("--guidance", type=float, help="AdditionalParameters guidance_scale (default: the model's)")
     gen.add_argument("--seed", type=int, help="AdditionalParameters seed, for a reproducible image")
+    gen.add_argument("--logo", action="store_true", help="ExtraParameters.LogoAdd = 1: the visible AI-generated mark")
     gen.add_argument("--enhance", action="store_true", help="EnhancePrompt: rewrite the prompt before generating")
     gen.add_argument("--panorama", action="store_true", help="SceneType 3d_panorama: a 2:1 seamless panorama")
     gen.add_argument("--reference", action="append", help="ImageInfos: a reference image URL (repeatable)")
-    gen.add_argument("--secret-id", help="SecretId (default: settings, then the data dir's keys.toml)")
-    gen.add_argument("--secret-key", help="SecretKey")
-    gen.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the task")
+    gen.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the task (default 600)")
+    _client_options(gen)
 
-    tasks = command("tasks", "List the key's recent tasks, newest first, through a running server.", _tasks)
-    tasks.add_argument("--status", choices=sorted(TASK_STATUSES), help="only tasks in this state")
-    tasks.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 100)")
-    tasks.add_argument("--endpoint", help="server URL (default: public_url, or api.host:api.port of the settings)")
-    tasks.add_argument("--secret-id", help="SecretId (default: settings, then the data dir's keys.toml)")
-    tasks.add_argument("--secret-key", help="SecretKey")
+    # `tasks` alone lists; each action on one task is a subcommand (scheduling adds cancel, delete).
+    tasks = command("tasks", "The key's tasks, through a running server: list them (the default), or show, "
+                    "wait for or get one.", _tasks_list)  # fmt: skip
+    _list_options(tasks)
+    _client_options(tasks)
+    actions = tasks.add_subparsers(metavar="ACTION", title="actions")
 
-    command("models", "List the models: cached or not, memory needed, whether they fit this host.", _models)
+    def task_action(name: str, help_text: str, run: object) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(run=run)
+        sub.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML settings file")
+        sub.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="the data dir (its keys.toml)")
+        _client_options(sub, default=argparse.SUPPRESS)
+        return sub
+
+    _list_options(task_action("list", "List the key's recent tasks, newest first (the default action).", _tasks_list),
+                  default=argparse.SUPPRESS)  # fmt: skip
+    task_action("show", "Show one task: its state, parameters (seed included), times and image URLs.", _tasks_show)
+    wait = task_action("wait", "Wait for a task (one made earlier, e.g. before Ctrl-C), then save its images.",
+                       _tasks_wait)  # fmt: skip
+    wait.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    get = task_action("get", "Save the images of a finished task.", _tasks_get)
+    for sub in (actions.choices["show"], wait, get):
+        sub.add_argument("task_id", metavar="TASK_ID")
+    for sub in (wait, get):
+        sub.add_argument("-o", "--output", type=Path, default=Path("."),
+                         help="a folder (default: here; files TASK_ID-N) or a file name (.png or .jpg)")  # fmt: skip
+
+    models = command("models", "List the models: cached or not, memory needed, whether they fit this host.", _models)
+    models.add_argument("--set-default", metavar="MODEL",
+                        help="make MODEL (Name or Name:Version) the default of the whole deployment")  # fmt: skip
     pull = command("pull", "Download a model's weights into the Hugging Face cache (resumable).", _pull)
     pull.add_argument("model", help="ModelName or ModelName:ModelVersion, e.g. Hunyuan or Qwen:0925")
     command("openapi", "Print an OpenAPI description of the actions (one pseudo-path per action).", _openapi)
@@ -106,7 +139,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _client_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    parser.add_argument("--endpoint", default=default,
+                        help="server URL (default: public_url, or api.host:api.port of the settings)")  # fmt: skip
+    parser.add_argument(
+        "--secret-id", default=default, help="SecretId (default: settings, then the data dir's keys.toml)"
+    )
+    parser.add_argument("--secret-key", default=default, help="SecretKey")
+
+
+def _list_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    parser.add_argument("--status", choices=sorted(TASK_STATUSES), default=default, help="only tasks in this state")
+    parser.add_argument("--limit", type=int, default=20 if default is None else default,
+                        help="how many (default 20, at most 100)")  # fmt: skip
+
+
+def _writable_data_dir(settings: Settings) -> bool:
+    """Whether the data dir can be used; if not, say why on one line."""
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        cause = exc.strerror or str(exc)
+        print(f"aigc-image: cannot use the data directory {path}: {cause} "
+              "(choose another with --data-dir or AIGC_IMAGE_DATA_DIR)", file=sys.stderr)  # fmt: skip
+        return False
+    return True
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    if not _writable_data_dir(settings):
+        return 1
     # The API and its worker children share one directory of metrics files (metrics.py); it must
     # be set before anything imports prometheus_client, so here, first. Each serve has its own.
     metrics_dir = settings.data_dir / "metrics" / str(os.getpid())
@@ -134,8 +199,11 @@ def _device(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _worker(args: argparse.Namespace, settings: Settings) -> None:
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from aigc_image.worker.process import run_worker
+
+    if not _writable_data_dir(settings):
+        return 1
 
     if args.metrics_port is not None:  # a standalone worker's own metrics (serve's children share serve's)
         from prometheus_client import start_http_server
@@ -143,9 +211,10 @@ def _worker(args: argparse.Namespace, settings: Settings) -> None:
         start_http_server(args.metrics_port, addr=args.metrics_host)
 
     run_worker(settings, args.device or settings.worker.devices[0], parent_pid=args.parent_pid)
+    return 0
 
 
-def _models(args: argparse.Namespace, settings: Settings) -> None:
+def _models(args: argparse.Namespace, settings: Settings) -> int | None:
     from rich.console import Console
     from rich.table import Table
 
@@ -153,8 +222,11 @@ def _models(args: argparse.Namespace, settings: Settings) -> None:
     from aigc_image.hardware import probe
     from aigc_image.wiring import catalog_from
 
+    if args.set_default:
+        return _set_default(settings, args.set_default)
     hardware = probe(settings.worker.devices)
     catalog, why = catalog_from(settings, hardware)
+    default_label, default_note = _deployment_default(settings, catalog, why)
     table = Table(title=f"Models, best first, on this host ({hardware.describe()})", title_justify="left")
     accelerated = any(entry.accelerations for entry in catalog.entries.values())
     for column in ("Model", "Pipeline", "Native", "Steps", "Weights", "Needs", "Fits"):
@@ -172,15 +244,78 @@ def _models(args: argparse.Namespace, settings: Settings) -> None:
         need = entry.memory_gb if hardware.kind == "cuda" else entry.cpu_memory_gb
         needs = f"{need:g} GB {'GPU' if hardware.kind == 'cuda' else 'RAM'}" if need else "a GPU"
         fits = "yes" if entry.fits(hardware) else ("offloaded" if hardware.kind == "cuda" else "no")
-        mark = " *" if entry.label == catalog.default_label else ""
+        mark = " *" if entry.label == default_label else ""
         pipeline = entry.pipeline.removesuffix("Pipeline") if entry.engine == "diffusers" else "(in code)"
         row = [f"{entry.label}{mark}", pipeline, f"{entry.width}×{entry.height}", str(entry.steps), stored, needs, fits]
         table.add_row(*row, *([", ".join(entry.accelerations) or "none"] if accelerated else []))
     console = Console()
     console.print(table)
-    console.print(f"* default model: {catalog.default_label}, {why}", soft_wrap=True)
+    console.print(f"* default model: {default_note}", soft_wrap=True, markup=False, highlight=False)
     if not accelerated:
         console.print("accelerations (compile, cache, channels_last): none on; see docs/models.md", soft_wrap=True)
+    return None
+
+
+def _deployment_default(settings: Settings, here: Catalog, why: str) -> tuple[str, str]:
+    """The default model the servers use (the one their store records for the deployment) and a
+    line that says where it comes from; before one is recorded, the one that would be. ``here``:
+    the catalogue with this host's choice, ``why`` it."""
+    from aigc_image.deployment import describe
+    from aigc_image.wiring import catalog_from
+
+    configured, origin = catalog_from(settings)  # without hardware: only a configured default
+    try:
+        recorded = _recorded_default(settings)
+    except StoreError as exc:
+        return here.default_label, f"{here.default_label} here, {why}; the deployment's is unknown: {exc}"
+    if recorded is not None:
+        note = f"{recorded.label}, {describe(recorded)}"
+        if configured.default_label and configured.default_label != recorded.label:
+            note += (f". This host's {origin} names {configured.default_label}: processes started with it refuse "
+                     "to start (`aigc-image models --set-default` changes the deployment's)")  # fmt: skip
+        return recorded.label, note
+    if configured.default_label:
+        return configured.default_label, f"{configured.default_label}, {origin} (recorded for every process at start)"
+    return here.default_label, (f"none recorded yet: the first worker to start chooses the best model for its "
+                                f"hardware; here that is {here.default_label}, {why}")  # fmt: skip
+
+
+def _recorded_default(settings: Settings) -> DefaultModelRecord | None:
+    """What the deployment's store records, without creating a database that does not exist yet."""
+    from aigc_image.clock import SystemClock
+    from aigc_image.store import open_store
+
+    url = settings.resolved_database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    store = open_store(url, SystemClock())
+    try:
+        return store.default_model()
+    finally:
+        store.close()
+
+
+def _set_default(settings: Settings, label: str) -> int:
+    import socket
+
+    from aigc_image.clock import SystemClock
+    from aigc_image.deployment import REFRESH_SECONDS, describe, set_default
+    from aigc_image.store import open_store
+    from aigc_image.wiring import catalog_from
+
+    catalog, _ = catalog_from(settings)
+    store = open_store(settings.resolved_database_url, SystemClock())
+    try:
+        before = store.default_model()
+        who = f"{os.environ.get('USER') or 'someone'} on {socket.gethostname()}"
+        record = set_default(store, catalog, label, who, time.time())
+    finally:
+        store.close()
+    print(f"The deployment's default model is now {record.label} (it was {before.label if before else 'none'}), "
+          f"{describe(record)}.")  # fmt: skip
+    print(f"Running API processes use it within {REFRESH_SECONDS:.0f} s. Set models.default_model = "
+          f"\"{record.label}\" wherever it names another model: processes that disagree refuse to start.")  # fmt: skip
+    return 0
 
 
 def _gb(size: int) -> str:
@@ -197,9 +332,13 @@ def _pull(args: argparse.Namespace, settings: Settings) -> int:
     if not weights.sources(entry) or all(weights.is_local(s) for s in weights.sources(entry)):
         print(f"{entry.label} needs no download ({entry.source or 'built in'}).")
         return 0
-    print(f"Pulling {entry.label} ({', '.join(weights.sources(entry))}, about {entry.download_gb:g} GB).")
-    for repo in weights.pull(entry):
-        print(f"{repo}: in the Hugging Face cache")
+    print(f"Pulling {entry.label} ({', '.join(weights.sources(entry))}, about {entry.download_gb:g} GB).", flush=True)
+    try:
+        for repo in weights.pull(entry):
+            print(f"{repo}: in the Hugging Face cache")
+    except Exception as exc:  # the Hub's errors have no common base: say the root cause on one line
+        print(f"aigc-image: cannot download {entry.label}: {weights.download_failure(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -209,26 +348,30 @@ def _openapi(args: argparse.Namespace, settings: Settings) -> None:
     print(json.dumps(openapi_description(endpoint_of(settings)), indent=2))
 
 
-def _keys(args: argparse.Namespace, settings: Settings) -> None:
+def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    from aigc_image.keys import KeyRing
+
     if args.create:
+        if not _writable_data_dir(settings):
+            return 1
         pair = keyfiles.new_key_pair()
         path = keyfiles.add_key(settings.data_dir, pair)
         print(f"created in {path}:\n  SecretId:  {pair.secret_id}\n  SecretKey: {pair.secret_key}")
-        return
+        print(f"Running servers with this data dir accept it within {KeyRing.CHECK_SECONDS:.0f} s, without a restart "
+              f"(and refuse it within {KeyRing.CHECK_SECONDS:.0f} s of its removal from {path.name}).")  # fmt: skip
+        return 0
     known = keyfiles.all_keys(settings)
     if not known:
         print(f"no API keys: none in the settings or in {settings.data_dir / 'keys.toml'}; "
               "`aigc-image keys --create` makes one (serve makes one on its first start)")  # fmt: skip
     for secret_id in known:
         print(secret_id)
-
-
-OUTPUT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+    return 0
 
 
 def _client(args: argparse.Namespace, settings: Settings) -> ApiClient | None:
     """A signed client for the endpoint and key the options name, or the settings' (None: no key)."""
-    secret_id, secret_key = args.secret_id, args.secret_key
+    secret_id, secret_key = getattr(args, "secret_id", None), getattr(args, "secret_key", None)
     if not (secret_id and secret_key):
         known = keyfiles.all_keys(settings)
         if not known:
@@ -236,16 +379,28 @@ def _client(args: argparse.Namespace, settings: Settings) -> ApiClient | None:
                   file=sys.stderr)  # fmt: skip
             return None
         secret_id, secret_key = next(iter(known.items()))
-    return ApiClient(args.endpoint or endpoint_of(settings), secret_id, secret_key)
+    return ApiClient(getattr(args, "endpoint", None) or endpoint_of(settings), secret_id, secret_key)
 
 
-def _failed(client: ApiClient, exc: ApiClientError | OSError) -> int:
-    """Say why a call failed, on one line, and give the exit status."""
-    if isinstance(exc, ApiClientError):
+def _remote(client: ApiClient, work: Callable[[], object]) -> int:
+    """Run ``work`` against the server; a refusal or a failed call is one line on stderr."""
+    try:
+        result = work()
+    except Refused as exc:
+        print(f"aigc-image: {exc}", file=sys.stderr)
+        return 1
+    except ApiClientError as exc:
         print(f"aigc-image: {exc.code}: {exc.message}", file=sys.stderr)
-    else:
+        return 1
+    except OSError as exc:
         print(f"aigc-image: cannot reach {client.endpoint}: {exc}", file=sys.stderr)
-    return 1
+        return 1
+    if isinstance(result, list):  # saved images: their paths, one a line, for scripts
+        for path in result:
+            print(path)
+    elif isinstance(result, str):
+        print(result)
+    return 0
 
 
 def endpoint_of(settings: Settings) -> str:
@@ -257,71 +412,35 @@ def endpoint_of(settings: Settings) -> str:
 
 
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
-    suffix = args.output.suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
+    if args.output.suffix.lower() not in commands.IMAGE_SUFFIXES:
         print(f"aigc-image: cannot write {args.output.name!r}: name the output .png, .jpg or .jpeg", file=sys.stderr)
         return 2
     client = _client(args, settings)
     if client is None:
         return 2
-    try:
-        task_id = client.call("CreateAigcImageTask", _create_request(args))["TaskId"]
-        reply = _wait(client, task_id, args.timeout)
-    except (ApiClientError, OSError) as exc:
-        return _failed(client, exc)
-    if reply["Status"] != "DONE":
-        print(f"aigc-image: task {task_id} {reply['Status']}: {reply.get('Message', '')}", file=sys.stderr)
-        return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    for index, url in enumerate(reply["ImageUrls"]):
-        path = args.output if index == 0 else args.output.with_stem(f"{args.output.stem}-{index}")
-        path.write_bytes(client.download(url))
-        print(path)
-    return 0
+    return _remote(client, lambda: commands.generate(client, _create_request(args), args.output, args.timeout))
 
 
-TASK_STATUSES = {"waiting": "PENDING", "running": "RUNNING", "done": "FINISHED", "failed": "FAILED"}
+def _tasks_list(args: argparse.Namespace, settings: Settings) -> int:
+    client = _client(args, settings)
+    return 2 if client is None else _remote(client, lambda: commands.list_tasks(client, args.status, args.limit))
 
 
-def _tasks(args: argparse.Namespace, settings: Settings) -> int:
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+def _tasks_show(args: argparse.Namespace, settings: Settings) -> int:
+    client = _client(args, settings)
+    return 2 if client is None else _remote(client, lambda: commands.show(client, args.task_id))
 
+
+def _tasks_wait(args: argparse.Namespace, settings: Settings) -> int:
     client = _client(args, settings)
     if client is None:
         return 2
-    params: dict[str, Any] = {"PageNum": 1, "PageSize": max(1, min(args.limit, 100))}
-    if args.status:
-        params["QueryTaskFilter"] = {"TaskStatus": TASK_STATUSES[args.status]}
-    try:
-        reply = client.call("DescribeAigcTaskList", params)
-    except (ApiClientError, OSError) as exc:
-        return _failed(client, exc)
-    if not reply["Tasks"]:
-        print("no tasks" + (f" {args.status}" if args.status else "") + " for this key")
-        return 0
-    piped = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
-    console = Console(width=200 if piped else None)  # piped: nothing cut to 80 columns
-    title = f"{len(reply['Tasks'])} of {reply['Total']} tasks, newest first"
-    rows = []
-    for task in reply["Tasks"]:
-        body = json.loads(task["RequestBody"] or "{}")
-        rows.append((task["TaskId"], task["TaskStatus"], f"{body.get('ModelName')}:{body.get('ModelVersion')}",
-                     task["CreateTime"], str(len(task["Urls"])), body.get("Prompt", "")))  # fmt: skip
-    if console.width < 120:  # a table would cut the ids: two lines a task instead
-        console.print(title, highlight=False)
-        for task_id, status, model, created, images, prompt in rows:
-            console.print(f"{task_id}  {status}  {model}\n  {created} · {images} image(s) · {prompt}",
-                          markup=False, highlight=False)  # fmt: skip
-        return 0
-    table = Table(title=title, title_justify="left")
-    for column in ("TaskId", "Status", "Model", "Created (UTC+8)", "Images", "Prompt"):
-        table.add_column(column, no_wrap=column != "Prompt")
-    for row in rows:
-        table.add_row(*(Text(value) for value in row))  # a prompt's "[...]" is text, not rich markup
-    console.print(table)
-    return 0
+    return _remote(client, lambda: commands.wait(client, args.task_id, args.output, args.timeout))
+
+
+def _tasks_get(args: argparse.Namespace, settings: Settings) -> int:
+    client = _client(args, settings)
+    return 2 if client is None else _remote(client, lambda: commands.get(client, args.task_id, args.output))
 
 
 def _create_request(args: argparse.Namespace) -> dict[str, object]:
@@ -332,6 +451,8 @@ def _create_request(args: argparse.Namespace) -> dict[str, object]:
         "Resolution": args.resolution,
         "LogoAdd": 1 if args.logo else None,
     }
+    additional = {"seed": args.seed, "steps": args.steps, "guidance_scale": args.guidance, "size": args.size}
+    additional = {k: v for k, v in additional.items() if v is not None}
     request: dict[str, object] = {
         "Prompt": args.prompt,
         "ModelName": args.model,
@@ -341,37 +462,7 @@ def _create_request(args: argparse.Namespace) -> dict[str, object]:
         "EnhancePrompt": True if args.enhance else None,
         "SceneType": "3d_panorama" if args.panorama else None,
         "ImageInfos": [{"ImageUrl": url} for url in args.reference] if args.reference else None,
-        "AdditionalParameters": json.dumps({"seed": args.seed}) if args.seed is not None else None,
+        "AdditionalParameters": json.dumps(additional) if additional else None,
         "ExtraParameters": {k: v for k, v in extra.items() if v is not None} or None,
     }
     return {k: v for k, v in request.items() if v is not None}
-
-
-def _wait(client: ApiClient, task_id: str, timeout: float) -> dict[str, Any]:
-    """Poll until the task finishes, with a progress bar of its steps (TaskInfo) on stderr."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
-    started = time.monotonic()
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        bar = progress.add_task(f"{task_id} queued", total=None)
-        while True:
-            status = client.call("DescribeAigcTaskStatus", {"TaskId": task_id})
-            info = json.loads(status.get("TaskInfo") or "{}")
-            state = {"PENDING": "queued", "RUNNING": "generating"}.get(status["TaskStatus"], "finishing")
-            progress.update(bar, description=f"{task_id} {state}", total=info.get("steps") or None,
-                            completed=info.get("step", 0))  # fmt: skip
-            if status["TaskStatus"] in ("FINISHED", "FAILED"):
-                return client.call("DescribeAigcImageTask", {"TaskId": task_id})
-            if time.monotonic() - started > timeout:
-                raise ApiClientError("Timeout", f"task {task_id} did not finish within {timeout:.0f} s")
-            time.sleep(0.25)

@@ -339,8 +339,9 @@ class ModelSettings(_Section):
     )
     default_model: str = Field(
         "",
-        description="`ModelName` (or `ModelName:ModelVersion`) used when a request omits it; empty: the best "
-        "built-in model for this host's hardware (docs/models.md).",
+        description="`ModelName` (or `ModelName:ModelVersion`) used when a request omits it, the same for every "
+        "process of the deployment (recorded in its store); empty: the first worker chooses the best built-in "
+        "model for its hardware (docs/models.md).",
     )
     allow_download: bool = Field(
         True,

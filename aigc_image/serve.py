@@ -16,9 +16,12 @@ from pathlib import Path
 import uvicorn
 
 from aigc_image import keys as keyfiles
-from aigc_image.clock import SystemClock
+from aigc_image.catalog import default_for
+from aigc_image.clock import Clock, SystemClock
 from aigc_image.config import Settings
+from aigc_image.deployment import agree_on_default, describe
 from aigc_image.hardware import probe, worker_devices
+from aigc_image.keys import KeyRing
 from aigc_image.protocol.connection import guarded_protocol
 from aigc_image.store import StoreUnavailable, TaskStore
 from aigc_image.store.base import worker_id
@@ -30,17 +33,16 @@ HAND_BACK_SECONDS = 15.0  # after its grace period, time a stopping worker has t
 MAX_RESTART_DELAY = 60.0
 
 
-def ensure_keys(settings: Settings) -> dict[str, str]:
-    """The configured keys; on a first start with none, a generated pair, printed once."""
-    keys = keyfiles.all_keys(settings)
-    if not keys:
+def ensure_keys(settings: Settings, clock: Clock) -> KeyRing:
+    """The configured keys, followed as keys.toml changes; on a first start with none, a
+    generated pair, printed once."""
+    if not keyfiles.all_keys(settings):
         pair = keyfiles.new_key_pair()
         path = keyfiles.add_key(settings.data_dir, pair)
         print(f"No API key configured; created one in {path}:", flush=True)
         print(f"  SecretId:  {pair.secret_id}", flush=True)
         print(f"  SecretKey: {pair.secret_key}", flush=True)
-        keys = {pair.secret_id: pair.secret_key}
-    return keys
+    return KeyRing(settings, clock)
 
 
 def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) -> None:
@@ -50,16 +52,25 @@ def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) ->
     listener = _bind(settings.api.host, settings.api.port)
     port = listener.getsockname()[1]
     settings = settings.with_overrides(**{"api.port": port})
-    keys = ensure_keys(settings)
-    hardware = None if settings.models.default_model else probe(settings.worker.devices)
-    catalog, why = catalog_from(settings, hardware)
-    print(f"default model: {catalog.default.label}, {why}", flush=True)
+    keys = ensure_keys(settings, clock)
+    catalog, origin = catalog_from(settings)
     app, store, storage = build_service(settings, clock, keys, catalog)
+    devices = worker_devices(settings.worker.devices) if with_worker else []
+    try:
+        # Its workers run on this host, so serve may choose for their hardware; an API alone may not.
+        choose = (lambda: default_for(catalog, probe(settings.worker.devices))) if devices else None
+        recorded = agree_on_default(store, catalog, origin, f"serve on {socket.gethostname()}", clock.now(), choose)
+    except BaseException:
+        store.close()
+        raise
+    if recorded is None:
+        print("default model: none yet; the first worker to start chooses one for its hardware", flush=True)
+    else:
+        print(f"default model: {recorded.label}, {describe(recorded)}", flush=True)
 
     stop = threading.Event()
     sweeper = Sweeper(store, storage, clock, settings.storage.url_ttl, settings.storage.task_retention)
     threading.Thread(target=sweeper.run, args=(stop, settings.storage.sweep_interval), daemon=True).start()
-    devices = worker_devices(settings.worker.devices) if with_worker else []
     supervisors = [WorkerSupervisor(settings, config_file, store, device) for device in devices]
     for supervisor in supervisors:
         supervisor.start()

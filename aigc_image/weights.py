@@ -59,6 +59,30 @@ def pull(entry: ModelEntry) -> list[str]:
     return fetched
 
 
+def download_failure(exc: BaseException) -> str:
+    """Why a download failed, on one line, with what to do: the root cause (no network, offline
+    mode, a gated or missing repository), not diffusers' "see the stacktrace above"."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    chain = [exc]
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
+        chain.append(cause)
+    hub = constants.ENDPOINT
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set, so nothing is downloaded; unset it where the Hub is reachable."
+    if any(isinstance(error, GatedRepoError) for error in chain):
+        return "the repository is gated: accept its licence on its Hub page, then log in (`hf auth login` or HF_TOKEN)."
+    if any(isinstance(error, RepositoryNotFoundError) for error in chain):
+        return f"no such repository on {hub} (or it is private: log in with `hf auth login` or HF_TOKEN)."
+    root = chain[-1]
+    reason = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
+    if "Connect" in type(root).__name__ or "Timeout" in type(root).__name__ or isinstance(root, OSError):
+        return (f"cannot reach the Hugging Face Hub ({hub}): {reason.rstrip('.')}. Check the network or proxy "
+                "(HTTPS_PROXY), or pull on a host that reaches it and copy its cache (docs/models.md).")  # fmt: skip
+    return f"{reason.rstrip('.')}."
+
+
 def is_local(source: str) -> bool:
     return source.startswith(("/", "./", "../", "~")) or Path(source).is_dir()
 

@@ -11,6 +11,7 @@ from aigc_image import keys as keyfiles
 from aigc_image.catalog import Catalog, default_for, load_catalog
 from aigc_image.clock import Clock
 from aigc_image.config import ConfigError, Settings
+from aigc_image.deployment import DefaultModel
 from aigc_image.enhance import LlmEnhancer, PromptEnhancer
 from aigc_image.hardware import Hardware
 from aigc_image.moderation.review import ContentReview, build_review
@@ -77,12 +78,15 @@ def review_from(settings: Settings) -> ContentReview:
 def build_service(
     settings: Settings, clock: Clock, keys: Mapping[str, str], catalog: Catalog | None = None
 ) -> tuple[Starlette, TaskStore, Results]:
-    """The API app over its store and storage (``catalog``: default from ``catalog_from``)."""
+    """The API app over its store and storage. Its default model is the one the store records for
+    the deployment (deployment.py), else ``catalog``'s (default: the configured one)."""
     store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
     storage = storage_from(settings, clock)
+    catalog = catalog or catalog_from(settings)[0]
+    default_model = DefaultModel(store, catalog, clock)
     actions = Actions(
         store,
-        catalog or catalog_from(settings)[0],
+        catalog,
         storage,
         clock,
         Limits(
@@ -97,6 +101,7 @@ def build_service(
         review_from(settings),
         log_prompts=settings.moderation.log_prompts,
         enhancer=enhancer_from(settings),
+        current_catalog=default_model.catalog,
     )
     limiter = RateLimiter(settings.api.rate_limit, settings.api.rate_burst, clock)
     local = storage.own if isinstance(storage.own, LocalStorage) else None  # served by the API itself

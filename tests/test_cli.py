@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import re
+import socket
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
-from tests.helpers import ROOT, server_env
+import pytest
+from PIL import Image
+
+from tests.helpers import ROOT, SECRET_ID, SECRET_KEY, LiveServer, create_request, sdk_client, server_env
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,7 +67,9 @@ def test_models_chooses_a_default_for_the_hardware_when_none_is_set() -> None:
         env=env, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "default model: SD" in result.stdout and "fits this host (no GPU;" in result.stdout
+    assert "* default model: none recorded yet: the first worker to start chooses the best model for its hardware; " \
+        "here that is SD" in result.stdout  # fmt: skip
+    assert "fits this host (no GPU;" in result.stdout
 
 
 def test_pull_of_a_model_that_needs_no_download_says_so() -> None:
@@ -87,3 +99,119 @@ def test_models_shows_the_accelerations_an_operator_turned_on(tmp_path: Path) ->
     line = next(line for line in result.stdout.splitlines() if "tiny-random:1" in line)
     assert "compile, channels_last" in line
     assert "none on" in run("models").stdout
+
+
+def test_pull_without_the_hub_says_why_on_one_line(tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a port nothing listens on: the Hub is unreachable
+        closed.bind(("127.0.0.1", 0))
+        hub = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    env = {k: v for k, v in server_env().items() if k != "HF_HUB_OFFLINE"} | {
+        "HF_ENDPOINT": hub,
+        "HF_HOME": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "aigc_image", "pull", "SD-Turbo"], capture_output=True, text=True, cwd=ROOT,
+        timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(
+        f"aigc-image: cannot download SD-Turbo:1.0: cannot reach the Hugging Face Hub ({hub})"
+    )
+    assert result.stdout.count("\n") == 1  # "Pulling ...", before the download starts
+    offline = run("pull", "SD-Turbo")  # server_env sets HF_HUB_OFFLINE
+    assert offline.returncode == 1 and offline.stderr.count("\n") == 1 and "HF_HUB_OFFLINE is set" in offline.stderr
+
+
+def test_serve_on_a_data_dir_it_cannot_use_says_which_and_why(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    data_dir = tmp_path / "a-file" / "data"
+    result = run("serve", "--port", "0", "--data-dir", str(data_dir))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == f"aigc-image: cannot use the data directory {data_dir}: Not a directory (choose another " \
+        "with --data-dir or AIGC_IMAGE_DATA_DIR)\n"  # fmt: skip
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        result = run("serve", "--port", "0", "--data-dir", str(locked))
+        assert result.returncode == 1 and "Permission denied" in result.stderr and str(locked) in result.stderr
+
+
+def test_keys_create_says_running_servers_pick_it_up(tmp_path: Path) -> None:
+    result = run("keys", "--create", "--data-dir", str(tmp_path))
+    assert result.returncode == 0
+    assert "Running servers with this data dir accept it within 1 s, without a restart" in result.stdout
+
+
+@pytest.mark.slow
+def test_generate_says_the_task_and_seed_and_takes_steps_guidance_and_size(server: LiveServer, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "l.png"
+    result = run("generate", "a lighthouse", "-o", str(out), "--steps", "3", "--guidance", "2.5", "--size", "320x192",
+                 "--seed", "11", *client_options(server))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    task_id = re.search(r"^task (4-AigcImage-[0-9a-f]{32})$", result.stderr, re.MULTILINE)
+    assert task_id, result.stderr
+    assert "tiny-random:1 · seed 11 · 320x192 · 3 steps" in result.stderr
+    assert result.stdout == f"{out}\n" and Image.open(out).size == (320, 192)
+    shown = run("tasks", "show", task_id[1], *client_options(server))
+    assert shown.returncode == 0, shown.stderr
+    assert "Seed:     11" in shown.stdout and "320x192 · 3 steps · guidance 2.5" in shown.stdout
+    assert re.search(r"Created:  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+", shown.stdout)  # local time, with its zone
+
+
+@pytest.mark.slow
+def test_a_task_made_earlier_can_be_waited_for_and_fetched(server: LiveServer, tmp_path: Path) -> None:
+    client = sdk_client(server)
+    task_id = client.CreateAigcImageTask(create_request(Prompt="a harbour", OutputImageCount=2)).TaskId
+    waited = run("tasks", "wait", task_id, "-o", str(tmp_path / "w"), *client_options(server))
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.splitlines() == [str(tmp_path / "w" / f"{task_id}-{n}.png") for n in range(2)]
+    got = run("tasks", "get", task_id, "-o", str(tmp_path / "g.png"), *client_options(server))
+    assert got.stdout.splitlines() == [str(tmp_path / "g.png"), str(tmp_path / "g-1.png")]
+    assert (tmp_path / "g.png").read_bytes() == (tmp_path / "w" / f"{task_id}-0.png").read_bytes()
+    wrong = run("tasks", "get", task_id, "-o", str(tmp_path / "g.jpg"), *client_options(server))
+    assert wrong.returncode == 1 and "images are PNG: name the output .png" in wrong.stderr
+
+    slow = client.CreateAigcImageTask(create_request(Prompt="slow", AdditionalParameters='{"steps": 400}')).TaskId
+    early = run("tasks", "get", slow, *client_options(server))
+    assert early.returncode == 1 and f"`aigc-image tasks wait {slow}` waits for it" in early.stderr
+    listed = run("tasks", "--limit", "2", *client_options(server))
+    assert slow in listed.stdout and task_id in listed.stdout
+    unknown = run("tasks", "show", "4-AigcImage-" + "0" * 32, *client_options(server))
+    assert unknown.returncode == 1 and unknown.stderr.startswith("aigc-image: ResourceNotFound.TaskNotFound:")
+
+
+@pytest.mark.slow
+def test_the_progress_line_fits_80_columns(server: LiveServer, tmp_path: Path) -> None:
+    """In a real terminal 80 columns wide, the steps and the ETA are whole, beside the bar."""
+    screen = in_terminal(["generate", "a harbour", "-o", str(tmp_path / "h.png"), "--steps", "40",
+                          *client_options(server)], columns=80)  # fmt: skip
+    bars = re.findall(r"generating .{0,60}?(\d+)/40 steps  ETA (\d+:\d\d:\d\d|-:--:--)", screen)
+    assert bars, screen
+    assert "…" not in screen
+
+
+def client_options(server: LiveServer) -> list[str]:
+    return ["--endpoint", server.url, "--secret-id", SECRET_ID, "--secret-key", SECRET_KEY]
+
+
+def in_terminal(args: list[str], columns: int) -> str:
+    """What ``aigc-image ARGS`` writes to a pseudo-terminal of ``columns`` columns."""
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in server_env().items() if k not in ("COLUMNS", "LINES")} | {"TERM": "xterm-256color"}
+    process = subprocess.Popen([sys.executable, "-m", "aigc_image", *args], stdin=child, stdout=child, stderr=child,
+                               env=env, cwd=ROOT)  # fmt: skip
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert process.wait(120) == 0
+    os.close(main)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))

@@ -1,5 +1,6 @@
-"""The web console in a real headless Chromium against a live server (tests/node/console_check.mjs),
-and its signing code against the server's. Screenshots go to test-artifacts/console/."""
+"""The web console in a real headless Chromium against a live server (tests/node/console_check.mjs:
+one run, whose findings several tests read), and its signing code against the server's.
+Screenshots go to test-artifacts/console/."""
 
 from __future__ import annotations
 
@@ -40,24 +41,67 @@ def node(script: str, *args: str, timeout: float = 300) -> dict[str, Any]:
 
 
 def test_a_person_signs_in_submits_watches_opens_reruns_and_browses_in_chromium(tmp_path: Path) -> None:
-    require("chromium", Path(CHROMIUM).exists())
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with live_server(tmp_path / "data") as server:
-        found = node("console_check.mjs", server.url, SECRET_ID, SECRET_KEY, str(ARTIFACTS))
-    assert "error" not in found, found.get("error")
+    found = console_findings(tmp_path)
     assert found["crypto"] == "webcrypto" and found["plainCrypto"] == "fallback"
     assert "AuthFailure.SignatureFailure" in found["wrongKey"]
     assert not found["keyInStorage"], "the key is kept only when the person asks"
     assert "Seed42" in found["detail"].replace(" ", "") and "tiny-random:1" in found["detail"]
     assert '"ContentProducer"' in found["label"] or "ContentProducer" in found["label"]
     assert found["download"].endswith(".png") and found["downloadStatus"] == 200
-    assert found["rerunTask"] != found["firstTask"] and found["rerunSamePixels"]
+    assert found["rerunShown"] and found["rerunTask"] != found["firstTask"] and found["rerunSamePixels"]
     assert {found["firstTask"], found["rerunTask"]} <= set(found["galleryCards"])
     assert "tiny-random:1" in found["operator"]
     assert found["plainTask"].startswith("4-AigcImage-")
     assert found["pageErrors"] == []
     for shot in ("signin-refused", "task", "gallery", "operator"):
         assert (ARTIFACTS / f"{shot}.png").stat().st_size > 1000
+
+
+def test_the_console_passes_axe_fits_a_phone_and_works_by_keyboard(tmp_path: Path) -> None:
+    """Every page at 1280 and 390 px: no serious or critical axe-core finding, nothing wider than the window."""
+    found = console_findings(tmp_path)
+    assert set(found["axe"]) == {f"{page}@{width}" for page in PAGES for width in (1280, 390)}
+    assert {page: problems for page, problems in found["axe"].items() if problems} == {}
+    assert {page: extra for page, extra in found["overflow"].items() if extra > 0} == {}
+    assert found["cardsTabbable"] and found["keyboard"]["focusedAfterEscape"] == found["keyboard"]["opened"]
+
+
+def test_the_gallery_follows_running_tasks_and_says_why_one_failed(tmp_path: Path) -> None:
+    found = console_findings(tmp_path)
+    assert found["slowCardFirst"] in ("PENDING", "RUNNING") and found["slowCardNoBrokenImage"]
+    assert found["slowCardLast"] == "FINISHED"  # without a reload
+    assert "weights" in found["failedReason"] and not found["failedRerunShown"]
+    assert found["failedCardReason"] and found["failedCardReason"] in found["failedMessage"]
+    page = found["operatorPage"]
+    assert page.count(found["failedMessage"]) == 1, "one failure is told once on the operator page"
+
+
+def test_the_console_offers_what_the_model_takes_in_local_time_with_labels_read_back(tmp_path: Path) -> None:
+    found = console_findings(tmp_path)
+    models = {model["label"]: model for model in found["models"]["models"]}
+    assert found["models"]["default"] == "tiny-random:1"
+    assert found["offered"] == models["tiny-random:1"]["aspect_ratios"]  # the default model's, nothing it refuses
+    assert found["offeredResolutions"] == models["tiny-random:1"]["resolutions"]
+    assert "4:5" not in found["offered"] and "source" not in models["SD-Turbo:1.0"]
+    assert found["created"].endswith("GMT+9"), found["created"]  # Tokyo's local time, named
+    assert found["jpegLabelSource"].startswith("Read from the JPEG's XMP packet")
+    assert json.loads(found["jpegLabel"])["ContentProducer"] and "<x:xmpmeta" not in found["jpegLabel"]
+    assert found["favicon"] == "favicon.ico"
+
+
+PAGES = ("signin", "gallery", "create", "task", "task-failed", "operator")
+_FINDINGS: dict[str, Any] = {}
+
+
+def console_findings(tmp_path: Path) -> dict[str, Any]:
+    """One run of console_check.mjs against a live server, shared by the tests that read its findings."""
+    if not _FINDINGS:
+        require("chromium", Path(CHROMIUM).exists())
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        with live_server(tmp_path / "data") as server:
+            _FINDINGS.update(node("console_check.mjs", server.url, SECRET_ID, SECRET_KEY, str(ARTIFACTS)))
+    assert "error" not in _FINDINGS, _FINDINGS.get("error")
+    return _FINDINGS
 
 
 def test_the_browser_signature_is_the_one_the_server_computes() -> None:
@@ -85,3 +129,17 @@ def test_the_console_is_served_with_a_strict_content_security_policy(tmp_path: P
     assert "script-src" not in page.headers["content-security-policy"] or "'unsafe-inline'" not in page.text
     assert script.headers["content-type"].startswith("text/javascript")
     assert missing.status_code == 404
+
+
+def test_the_favicon_and_the_models_the_form_offers_are_served(tmp_path: Path) -> None:
+    with live_server(tmp_path / "data") as server:
+        icons = [httpx.get(f"{server.url}{path}") for path in ("/favicon.ico", "/console/favicon.ico")]
+        models = httpx.get(f"{server.url}/console/models.json")
+    for icon in icons:
+        assert icon.status_code == 200 and icon.headers["content-type"] == "image/x-icon"
+        assert icon.content[:4] == b"\x00\x00\x01\x00"  # an ICO file
+    listed = models.json()
+    assert listed["default"] == "tiny-random:1"
+    tiny = next(model for model in listed["models"] if model["label"] == "tiny-random:1")
+    assert tiny["name"] == "tiny-random" and "16:9" in tiny["aspect_ratios"]
+    assert all("source" not in model for model in listed["models"]), "no weights locations"

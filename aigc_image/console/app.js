@@ -1,14 +1,19 @@
 // The console: sign in with a key, create tasks with every CreateAigcImageTask parameter, watch
 // them run, browse and filter the key's tasks, open one, run it again, download its images, and a
-// read-only operator page. Every call is a signed call of the public API (tc3.js).
+// read-only operator page. Every call is a signed call of the public API (tc3.js); the models the
+// create form offers come from models.json (the catalogue, and the deployment's default model).
 
 import { signedHeaders, usesWebCrypto } from "./tc3.js";
 
 const API = new URL("../", location.href); // the API's root, also behind a reverse proxy's path prefix
 const VERSION = "2019-06-12";
 const STORED_KEY = "aigc-image.console.key";
+const TASK_POLL_MS = 700;
+const GALLERY_REFRESH_MS = 2000; // while a task shown in the gallery is waiting or running
+const PAGE_SIZE = 24;
+const UNFINISHED = new Set(["PENDING", "RUNNING"]);
 const $ = (id) => document.getElementById(id);
-const state = { key: null, clockOffset: 0, pollTimer: null, page: 1, tasks: [] };
+const state = { key: null, clockOffset: 0, pollTimer: null, galleryTimer: null, page: 1, tasks: [], models: null, returnTo: null };
 
 class ApiError extends Error {
   constructor(code, message, requestId) {
@@ -39,6 +44,18 @@ async function call(action, params = {}, retried = false) {
   return reply;
 }
 
+// The API writes times in UTC+8 (as MPS does); people read them in their own time zone, named.
+const TIME_FORMAT = new Intl.DateTimeFormat(undefined, {
+  year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
+  timeZoneName: "short",
+});
+
+function localTime(apiTime) {
+  if (!apiTime) return "";
+  const moment = new Date(`${apiTime.replace(" ", "T")}+08:00`);
+  return Number.isNaN(moment.getTime()) ? `${apiTime} UTC+8` : TIME_FORMAT.format(moment);
+}
+
 // -- signing in ---------------------------------------------------------------------------------
 
 async function signIn(id, secret, remember) {
@@ -51,6 +68,7 @@ async function signIn(id, secret, remember) {
   }
   if (remember) localStorage.setItem(STORED_KEY, JSON.stringify(state.key));
   $("who-id").textContent = id;
+  $("who-id").title = id;
   $("who").hidden = $("nav").hidden = false;
 }
 
@@ -77,10 +95,63 @@ $("sign-out").addEventListener("click", signOut);
 
 // -- creating a task ----------------------------------------------------------------------------
 
+async function loadModels() {
+  const response = await fetch(new URL("models.json", location.href), { cache: "no-store" });
+  state.models = await response.json();
+  const select = $("model");
+  const chosen = select.value;
+  const fallback = state.models.default ? `server default (${state.models.default})` : "server default (none yet: choose one)";
+  const options = [Object.assign(document.createElement("option"), { value: "", textContent: fallback })];
+  for (const model of state.models.models) {
+    options.push(Object.assign(document.createElement("option"), { value: model.label, textContent: model.label }));
+  }
+  select.replaceChildren(...options);
+  select.value = state.models.models.some((model) => model.label === chosen) ? chosen : "";
+  offerWhatTheModelAccepts();
+}
+
+// The model a request with this form's choice gets: the one chosen, or the deployment's default.
+function chosenModel() {
+  if (!state.models) return null;
+  const label = $("model").value || state.models.default;
+  return state.models.models.find((model) => model.label === label) || null;
+}
+
+// Only what the chosen model accepts is offered: aspect ratios, resolutions, counts, scenes, references.
+function offerWhatTheModelAccepts() {
+  const model = chosenModel();
+  const choices = (select, values) => {
+    const kept = select.value;
+    const options = [Object.assign(document.createElement("option"), { value: "", textContent: "model default" })];
+    for (const value of values) options.push(Object.assign(document.createElement("option"), { value, textContent: value }));
+    select.replaceChildren(...options);
+    select.value = values.includes(kept) ? kept : "";
+  };
+  choices($("aspect-ratio"), model ? model.aspect_ratios : []);
+  choices($("resolution"), model ? model.resolutions : []);
+  const count = $("create-form").elements.OutputImageCount;
+  count.max = model ? model.max_output_images : 16;
+  $("steps").max = model ? model.max_steps : "";
+  $("steps").placeholder = model ? `model default (${model.steps})` : "model default";
+  const panorama = $("scene").querySelector("option[value='3d_panorama']");
+  panorama.disabled = Boolean(model) && !model.panorama;
+  if (panorama.disabled && $("scene").value) $("scene").value = "";
+  const references = model ? model.max_reference_images : 0;
+  $("references").disabled = Boolean(model) && references === 0;
+  $("references-about").textContent = !model ? "" : references === 0
+    ? `${model.label} takes no reference images.`
+    : `${model.label} takes up to ${references} reference image${references === 1 ? "" : "s"}.`;
+  $("model-about").textContent = model ? model.description : "";
+}
+
+$("model").addEventListener("change", offerWhatTheModelAccepts);
+
 function createParams(form) {
   const value = (name) => form.elements[name].value.trim();
   const params = { OutputImageCount: Number(value("OutputImageCount") || 1) };
-  for (const name of ["Prompt", "NegativePrompt", "ModelName", "ModelVersion", "SceneType", "Operator"]) {
+  const model = state.models?.models.find((entry) => entry.label === value("Model"));
+  if (model) Object.assign(params, { ModelName: model.name, ModelVersion: model.version });
+  for (const name of ["Prompt", "NegativePrompt", "SceneType", "Operator"]) {
     if (value(name)) params[name] = value(name);
   }
   if (form.elements.EnhancePrompt.checked) params.EnhancePrompt = true;
@@ -93,7 +164,7 @@ function createParams(form) {
   for (const name of ["guidance_scale", "strength"]) if (value(name)) additional[name] = Number(value(name));
   if (value("size")) additional.size = value("size");
   if (Object.keys(additional).length) params.AdditionalParameters = JSON.stringify(additional);
-  const urls = value("ImageUrls").split(/\s+/).filter(Boolean);
+  const urls = $("references").disabled ? [] : value("ImageUrls").split(/\s+/).filter(Boolean);
   if (urls.length) params.ImageInfos = urls.map((url) => ({ ImageUrl: url }));
   if (value("CosBucketName") || value("CosBucketRegion")) {
     params.StoreCosParam = {
@@ -123,6 +194,7 @@ $("create-form").addEventListener("submit", (event) => {
 function row(table, name, value) {
   const tr = table.insertRow();
   const th = document.createElement("th");
+  th.scope = "row";
   th.textContent = name;
   tr.append(th);
   tr.insertCell().textContent = value ?? "";
@@ -136,11 +208,15 @@ function clearTask(taskId) {
   $("task-status").textContent = "…";
   $("task-status").className = "status";
   $("task-message").textContent = "";
+  $("task-failure").hidden = true;
   $("task-progress").value = 0;
   $("task-steps").textContent = "";
+  $("task-running").hidden = false;
   $("task-images").replaceChildren();
   $("task-details").replaceChildren();
-  $("task-label").textContent = "(read from the first image once it is done)";
+  $("rerun").hidden = true;
+  $("task-label").textContent = "";
+  $("task-label-source").textContent = "The implicit label (GB 45438-2025) is read from the first image once it is done.";
 }
 
 async function showTask(taskId) {
@@ -156,11 +232,18 @@ async function showTask(taskId) {
   }
   if (location.hash !== `#/task/${taskId}`) return; // the person moved on meanwhile
   const info = JSON.parse(task.TaskInfo || "{}");
-  $("task-status").textContent = task.TaskStatus;
-  $("task-status").className = `status ${task.TaskStatus}`;
-  $("task-message").textContent = task.TaskResultMsg || "";
+  const status = task.TaskStatus;
+  $("task-status").textContent = status;
+  $("task-status").className = `status ${status}`;
+  const failed = status === "FAILED";
+  $("task-message").textContent = failed ? "" : { PENDING: "waiting for a worker", RUNNING: "generating" }[status] || "";
+  $("task-failure").hidden = !failed;
+  $("task-failure").textContent = failed ? `Why it failed: ${task.TaskResultMsg || "no reason was recorded."}` : "";
+  $("task-running").hidden = !UNFINISHED.has(status);
+  if (failed) $("task-label-source").textContent = "A failed task has no image, so no label.";
   $("task-progress").value = info.progress || 0;
   $("task-steps").textContent = info.steps ? `step ${info.step} of ${info.steps}` : "";
+  $("rerun").hidden = status !== "FINISHED"; // a failed task would fail again; a running one is still running
   const body = JSON.parse(task.RequestBody || "{}");
   const additional = JSON.parse(body.AdditionalParameters || "{}");
   const details = $("task-details");
@@ -171,19 +254,19 @@ async function showTask(taskId) {
   row(details, "Seed", additional.seed);
   row(details, "Size", additional.size);
   row(details, "Steps, guidance", `${additional.steps}, ${additional.guidance_scale ?? "model default"}`);
-  row(details, "Created", task.CreateTime);
-  row(details, "Started", task.ScheduledTime);
-  row(details, "Finished", task.FinishedTime);
+  row(details, "Created", localTime(task.CreateTime));
+  row(details, "Started", localTime(task.ScheduledTime));
+  row(details, "Finished", localTime(task.FinishedTime));
   row(details, "Request", task.RequestBody);
   $("task").dataset.request = task.RequestBody || "{}";
-  if (task.TaskStatus === "FINISHED") {
+  if (status === "FINISHED") {
     const { Urls } = (await call("DescribeAigcTaskList", { QueryTaskFilter: { TaskId: taskId } })).Tasks[0] || {};
     showImages(Urls || [], body.ExtraParameters?.OutputFormat || "png", taskId);
   } else {
     $("task-images").replaceChildren();
   }
-  if (task.TaskStatus === "PENDING" || task.TaskStatus === "RUNNING") {
-    state.pollTimer = setTimeout(() => showTask(taskId), 700);
+  if (status === "PENDING" || status === "RUNNING") {
+    state.pollTimer = setTimeout(() => showTask(taskId), TASK_POLL_MS);
   }
 }
 
@@ -196,7 +279,7 @@ function showImages(urls, format, taskId) {
     const link = document.createElement("a");
     link.href = url;
     link.download = `${taskId}-${index}.${format === "jpeg" ? "jpg" : format}`;
-    link.textContent = "Download";
+    link.textContent = `Download image ${index + 1}`;
     const caption = document.createElement("figcaption");
     caption.append(link);
     figure.append(image, caption);
@@ -204,14 +287,17 @@ function showImages(urls, format, taskId) {
   });
   $("task-images").replaceChildren(...figures);
   if (!urls.length) return;
-  readLabel(urls[0]).then((label) => {
-    if ($("task").dataset.taskId === taskId) $("task-label").textContent = label;
+  readLabel(urls[0]).then(({ source, label }) => {
+    if ($("task").dataset.taskId !== taskId) return;
+    $("task-label-source").textContent = source;
+    $("task-label").textContent = label;
   });
 }
 
-// The implicit AIGC label the image carries: PNG iTXt "AIGC", or the XMP packet of a JPEG.
+// The implicit AIGC label the image carries: PNG iTXt "AIGC", or a JPEG's XMP property TC260:AIGC.
 async function readLabel(url) {
   const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
+  const shown = (text) => JSON.stringify(JSON.parse(text), null, 2);
   if (bytes[0] === 0x89 && bytes[1] === 0x50) {
     const view = new DataView(bytes.buffer);
     for (let offset = 8; offset + 8 <= bytes.length; ) {
@@ -224,17 +310,24 @@ async function readLabel(url) {
           let start = data.indexOf(0) + 3; // keyword NUL, compression flag and method
           start = data.indexOf(0, start) + 1; // language tag
           start = data.indexOf(0, start) + 1; // translated keyword
-          const text = new TextDecoder().decode(data.subarray(start));
-          return JSON.stringify(JSON.parse(text), null, 2);
+          const label = shown(new TextDecoder().decode(data.subarray(start)));
+          return { source: "Read from the PNG's AIGC text chunk (GB 45438-2025 implicit label):", label };
         }
       }
       offset += 12 + length;
     }
-    return "(no AIGC label in this image)";
+    return { source: "", label: "(no AIGC label in this image)" };
   }
-  const text = new TextDecoder("latin1").decode(bytes.subarray(0, 65536));
-  const xmp = text.match(/<x:xmpmeta[\s\S]*?<\/x:xmpmeta>/);
-  return xmp ? xmp[0] : "(no AIGC label in this image)";
+  const text = new TextDecoder().decode(bytes.subarray(0, 65536)); // XMP is UTF-8
+  const packet = text.match(/<x:xmpmeta[\s\S]*?<\/x:xmpmeta>/);
+  if (packet) {
+    const xml = new DOMParser().parseFromString(packet[0], "application/xml");
+    for (const element of xml.getElementsByTagName("*")) {
+      const value = element.getAttributeNS("http://www.tc260.org.cn/ns/AIGC/1.0/", "AIGC");
+      if (value) return { source: "Read from the JPEG's XMP packet, property TC260:AIGC (GB 45438-2025 implicit label):", label: shown(value) };
+    }
+  }
+  return { source: "", label: "(no AIGC label in this image)" };
 }
 
 $("rerun").addEventListener("click", () => {
@@ -265,12 +358,33 @@ $("rerun").addEventListener("click", () => {
 // -- the gallery --------------------------------------------------------------------------------
 
 async function showGallery(more = false) {
-  const filters = $("gallery-filters").elements;
+  clearTimeout(state.galleryTimer);
   state.page = more ? state.page + 1 : 1;
-  const params = { PageNum: state.page, PageSize: 24 };
-  if (filters.status.value) params.QueryTaskFilter = { TaskStatus: filters.status.value };
-  const reply = await call("DescribeAigcTaskList", params);
+  const reply = await call("DescribeAigcTaskList", galleryQuery(state.page, PAGE_SIZE));
   state.tasks = more ? state.tasks.concat(reply.Tasks) : reply.Tasks;
+  renderGallery(reply.Total);
+}
+
+// Waiting and running cards change: the tasks shown are read again until none is unfinished.
+async function refreshGallery() {
+  if ($("gallery").hidden) return; // the person moved on
+  try {
+    const reply = await call("DescribeAigcTaskList", galleryQuery(1, Math.min(state.page * PAGE_SIZE, 100)));
+    state.tasks = reply.Tasks.concat(state.tasks.slice(reply.Tasks.length));
+    renderGallery(reply.Total);
+  } catch (error) {
+    console.error(error);
+    state.galleryTimer = setTimeout(refreshGallery, GALLERY_REFRESH_MS);
+  }
+}
+
+function galleryQuery(page, size) {
+  const status = $("gallery-filters").elements.status.value;
+  return { PageNum: page, PageSize: size, ...(status ? { QueryTaskFilter: { TaskStatus: status } } : {}) };
+}
+
+function renderGallery(total) {
+  const filters = $("gallery-filters").elements;
   const model = filters.model.value.trim().toLowerCase();
   const text = filters.text.value.trim().toLowerCase();
   const shown = state.tasks.filter((task) => {
@@ -278,19 +392,71 @@ async function showGallery(more = false) {
     const label = `${body.ModelName}:${body.ModelVersion}`.toLowerCase();
     return (!model || label.includes(model)) && (!text || (body.Prompt || "").toLowerCase().includes(text));
   });
-  $("gallery-cards").replaceChildren(...shown.map(card));
-  $("gallery-count").textContent = `${shown.length} shown of ${reply.Total}`;
-  $("gallery-more").hidden = state.page * 24 >= reply.Total;
+  placeCards(shown);
+  $("gallery-count").textContent = `${shown.length} shown of ${total}`;
+  $("gallery-more").hidden = state.page * PAGE_SIZE >= total;
+  clearTimeout(state.galleryTimer);
+  if (shown.some((task) => UNFINISHED.has(task.TaskStatus))) state.galleryTimer = setTimeout(refreshGallery, GALLERY_REFRESH_MS);
 }
 
-function card(task) {
+// Cards are kept and updated in place, so a refresh never takes the keyboard focus away.
+function placeCards(tasks) {
+  const container = $("gallery-cards");
+  const existing = new Map([...container.children].map((element) => [element.dataset.taskId, element]));
+  let previous = null;
+  for (const task of tasks) {
+    const element = existing.get(task.TaskId) || newCard(task.TaskId);
+    existing.delete(task.TaskId);
+    fillCard(element, task);
+    const wanted = previous ? previous.nextElementSibling : container.firstElementChild;
+    if (wanted !== element) container.insertBefore(element, wanted);
+    previous = element;
+  }
+  for (const element of existing.values()) element.remove();
+}
+
+function newCard(taskId) {
+  const card = document.createElement("a"); // a link: Tab reaches it, Enter opens it
+  card.className = "card";
+  card.href = `#/task/${taskId}`;
+  card.dataset.taskId = taskId;
+  return card;
+}
+
+function fillCard(card, task) {
+  const info = JSON.parse(task.TaskInfo || "{}");
+  const signature = JSON.stringify([task.TaskStatus, info.step, task.Urls, task.TaskResultMsg]);
+  if (card.dataset.signature === signature) return;
+  card.dataset.signature = signature;
+  card.dataset.status = task.TaskStatus;
   const body = JSON.parse(task.RequestBody || "{}");
-  const element = document.createElement("div");
-  element.className = "card";
-  element.dataset.taskId = task.TaskId;
-  const image = document.createElement("img");
-  if (task.Urls && task.Urls.length) image.src = task.Urls[0];
-  image.alt = body.Prompt || task.TaskId;
+  const thumb = document.createElement("div");
+  thumb.className = "thumb";
+  if (task.TaskStatus === "FINISHED" && task.Urls?.length) {
+    const image = document.createElement("img");
+    image.src = task.Urls[0];
+    image.alt = ""; // the card's text names it
+    image.loading = "lazy";
+    thumb.append(image);
+  } else {
+    thumb.classList.add("state", task.TaskStatus);
+    const what = document.createElement("strong");
+    what.textContent = { PENDING: "Waiting for a worker", RUNNING: "Generating", FAILED: "Failed" }[task.TaskStatus] || task.TaskStatus;
+    thumb.append(what);
+    if (task.TaskStatus === "RUNNING") {
+      const progress = Object.assign(document.createElement("progress"), { max: 100, value: info.progress || 0 });
+      progress.setAttribute("aria-hidden", "true");
+      const steps = document.createElement("span");
+      steps.textContent = info.steps ? `step ${info.step} of ${info.steps}` : "";
+      thumb.append(progress, steps);
+    }
+    if (task.TaskStatus === "FAILED") {
+      const why = document.createElement("span");
+      why.className = "why";
+      why.textContent = task.TaskResultMsg || "no reason was recorded";
+      thumb.append(why);
+    }
+  }
   const prompt = document.createElement("div");
   prompt.className = "prompt";
   prompt.textContent = body.Prompt || "(no prompt)";
@@ -298,10 +464,8 @@ function card(task) {
   status.className = `status ${task.TaskStatus}`;
   status.textContent = task.TaskStatus;
   const when = document.createElement("small");
-  when.textContent = ` ${task.CreateTime}`;
-  element.append(image, prompt, status, when);
-  element.addEventListener("click", () => (location.hash = `#/task/${task.TaskId}`));
-  return element;
+  when.textContent = ` ${localTime(task.CreateTime)}`;
+  card.replaceChildren(thumb, prompt, status, when);
 }
 
 $("gallery-filters").addEventListener("submit", (event) => {
@@ -312,76 +476,111 @@ $("gallery-more").addEventListener("click", () => showGallery(true));
 
 // -- the operator page --------------------------------------------------------------------------
 
+// A table of records: a header row, then one row per record; on narrow screens each cell shows its column's name.
+function listTable(table, columns, records) {
+  const head = table.createTHead();
+  head.replaceChildren();
+  const headRow = head.insertRow();
+  for (const name of columns) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    th.textContent = name;
+    headRow.append(th);
+  }
+  const body = table.tBodies[0] || table.createTBody();
+  body.replaceChildren();
+  for (const record of records) {
+    const tr = body.insertRow();
+    record.forEach((value, index) => {
+      const td = tr.insertCell();
+      td.dataset.label = columns[index];
+      if (value instanceof Node) td.append(value);
+      else td.textContent = value;
+    });
+  }
+  if (!records.length) {
+    const td = body.insertRow().insertCell();
+    td.colSpan = columns.length;
+    td.textContent = "none";
+  }
+}
+
 async function showOperator() {
   const response = await fetch(new URL("readyz", API), { cache: "no-store" });
   const view = await response.json();
-  $("operator-ready").textContent = view.ready ? "Ready: tasks can run." : "Not ready: tasks wait.";
+  const detail = "workers" in view; // /readyz tells the queue and the workers only to api.metrics_networks
+  $("operator-ready").textContent = (view.ready ? "Ready: tasks can run." : "Not ready: tasks wait.") +
+    (detail ? "" : " The queue and the workers are shown only to browsers on the networks in api.metrics_networks.");
   const queue = $("operator-queue");
   queue.replaceChildren();
   row(queue, "Waiting", view.queue?.waiting);
   row(queue, "Running", view.queue?.running);
-  const workers = $("operator-workers");
-  workers.replaceChildren();
-  const head = workers.insertRow();
-  for (const name of ["Worker", "Device", "State", "Loaded models", "Failed to load", "Running", "Seen"]) {
-    const th = document.createElement("th");
-    th.textContent = name;
-    head.append(th);
-  }
-  for (const worker of view.workers || []) {
-    const tr = workers.insertRow();
-    const failed = Object.entries(worker.failed || {}).map(([model, why]) => `${model}: ${why}`);
-    for (const value of [worker.id, worker.device, worker.state, worker.loaded.join(", ") || "none",
-      failed.join("; ") || "none", worker.running.length, `${worker.seen_seconds_ago} s ago`]) {
-      tr.insertCell().textContent = value;
-    }
-  }
-  const problems = view.problems?.length ? view.problems : ["none"];
-  $("operator-problems").replaceChildren(...problems.map((problem) => {
+  // A model a worker cannot load is told once, in full, under Problems; here only which.
+  listTable($("operator-workers"), ["Worker", "Device", "State", "Loaded models", "Cannot load", "Running", "Seen"],
+    (view.workers || []).map((worker) => [worker.id, worker.device, worker.state, worker.loaded.join(", ") || "none",
+      Object.keys(worker.failed || {}).join(", ") || "none", String(worker.running.length), `${worker.seen_seconds_ago} s ago`]));
+  const problems = view.problems || [];
+  $("operator-problems").replaceChildren(...(problems.length ? problems : ["none"]).map((problem) => {
     const item = document.createElement("li");
     item.textContent = problem;
     return item;
   }));
-  const failures = $("operator-failures");
-  failures.replaceChildren();
-  const reply = await call("DescribeAigcTaskList", { PageSize: 10, QueryTaskFilter: { TaskStatus: "FAILED" } });
+  const reply = await call("DescribeAigcTaskList", { PageSize: 20, QueryTaskFilter: { TaskStatus: "FAILED" } });
+  // Tasks that failed for one reason are one row; a reason already under Problems is not told again.
+  const groups = new Map();
   for (const task of reply.Tasks) {
-    const tr = failures.insertRow();
-    const link = document.createElement("a");
-    link.href = `#/task/${task.TaskId}`;
-    link.textContent = task.TaskId;
-    tr.insertCell().append(link);
-    tr.insertCell().textContent = task.FinishedTime;
-    tr.insertCell().textContent = task.TaskResultMsg;
+    const reason = task.TaskResultMsg || "no reason was recorded";
+    if (!groups.has(reason)) groups.set(reason, []);
+    groups.get(reason).push(task);
   }
-  if (!reply.Tasks.length) failures.insertRow().insertCell().textContent = "none";
+  listTable($("operator-failures"), ["Last failed", "Tasks", "Why"], [...groups].map(([reason, tasks]) => {
+    const links = document.createElement("span");
+    tasks.forEach((task, index) => {
+      const link = Object.assign(document.createElement("a"), { href: `#/task/${task.TaskId}`, textContent: task.TaskId });
+      links.append(...(index ? [document.createElement("br"), link] : [link]));
+    });
+    const told = problems.find((problem) => problem.includes(reason)); // "<worker> cannot load <model>: <why>"
+    const why = told ? `${told.slice(0, told.indexOf(": "))}: see Problems above` : reason;
+    return [localTime(tasks[0].FinishedTime), links, why];
+  }));
 }
 
 $("operator-refresh").addEventListener("click", showOperator);
 
 // -- pages --------------------------------------------------------------------------------------
 
-async function route() {
+async function route(event) {
   clearTimeout(state.pollTimer);
+  clearTimeout(state.galleryTimer);
   const [, page = "gallery", arg] = location.hash.split("/");
   const name = state.key ? page : "signin";
+  const leaving = event?.oldURL ? new URL(event.oldURL).hash.split("/") : [];
+  if (leaving[1] === "task") state.returnTo = leaving[2];
   for (const section of document.querySelectorAll(".page")) section.hidden = section.id !== name;
-  for (const link of document.querySelectorAll("nav a")) link.classList.toggle("current", link.hash === `#/${name}`);
+  for (const link of document.querySelectorAll("nav a")) {
+    const current = link.hash === `#/${name}`;
+    link.classList.toggle("current", current);
+    if (current) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (event) $(name)?.querySelector("h2")?.focus(); // a new page: the keyboard starts at its heading
   try {
     if (name === "task") await showTask(arg);
     if (name === "gallery") await showGallery();
     if (name === "operator") await showOperator();
-    if (name === "create") await loadModelNames();
+    if (name === "create") await loadModels();
   } catch (error) {
     console.error(error);
   }
+  if (name === "gallery" && state.returnTo) { // back from a task: the keyboard is where it was
+    document.querySelector(`.card[data-task-id="${CSS.escape(state.returnTo)}"]`)?.focus();
+    state.returnTo = null;
+  }
 }
 
-async function loadModelNames() {
-  const view = await (await fetch(new URL("readyz", API), { cache: "no-store" })).json();
-  const names = new Set((view.workers || []).flatMap((worker) => worker.loaded.map((label) => label.split(":")[0])));
-  $("model-names").replaceChildren(...[...names].map((name) => Object.assign(document.createElement("option"), { value: name })));
-}
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && !$("task").hidden && !event.defaultPrevented) location.hash = "#/gallery";
+});
 
 async function start() {
   document.body.dataset.crypto = usesWebCrypto ? "webcrypto" : "fallback";

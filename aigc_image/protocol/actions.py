@@ -68,9 +68,12 @@ class Actions:
         review: ContentReview,
         log_prompts: bool = False,
         enhancer: PromptEnhancer | None = None,
+        current_catalog: Callable[[], Awaitable[Catalog]] | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
+        # The catalogue with the deployment's default model as it is now (deployment.DefaultModel).
+        self.current_catalog = current_catalog or self._static_catalog
         self.storage = storage
         self.clock = clock
         self.limits = limits
@@ -83,6 +86,9 @@ class Actions:
             "DescribeAigcTaskStatus": self.describe_aigc_task_status,
             "DescribeAigcTaskList": self.describe_aigc_task_list,
         }
+
+    async def _static_catalog(self) -> Catalog:
+        return self.catalog
 
     async def dispatch(self, call: Call, request_id: str) -> dict[str, Any]:
         return await self.handlers[call.action](call, request_id)
@@ -114,7 +120,7 @@ class Actions:
             self.storage.accepts_user_buckets,
             self.limits.parse,
         )
-        spec, entry = task_spec(values, self.catalog, limits, uploaded)
+        spec, entry = task_spec(values, await self.current_catalog(), limits, uploaded)
         self.review_prompts(spec, secret_id, request_id)
         if values.get("EnhancePrompt", False):
             spec = await self.enhance(spec, entry.prompt_style, secret_id, request_id)

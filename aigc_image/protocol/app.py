@@ -130,7 +130,7 @@ def build_app(
             Route("/results/{key:path}", results, methods=["GET", "HEAD"]),
             *openai.routes(),
             *webui.routes(),
-            *console_routes(),
+            *console_routes(actions.current_catalog),
         ]
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aigc_image.clock import Clock
-from aigc_image.store.base import StoreError, StoreUnavailable, TaskStore, WorkerRecord
+from aigc_image.store.base import DefaultModelRecord, StoreError, StoreUnavailable, TaskStore, WorkerRecord
 
 
 def open_store(url: str, clock: Clock, max_attempts: int = 3) -> TaskStore:
@@ -19,4 +19,4 @@ def open_store(url: str, clock: Clock, max_attempts: int = 3) -> TaskStore:
     raise StoreError(f"unsupported database URL {url.split('://')[0]!r}://...; use sqlite:///PATH or postgresql://...")
 
 
-__all__ = ["StoreError", "StoreUnavailable", "TaskStore", "WorkerRecord", "open_store"]
+__all__ = ["DefaultModelRecord", "StoreError", "StoreUnavailable", "TaskStore", "WorkerRecord", "open_store"]

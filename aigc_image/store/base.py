@@ -73,6 +73,17 @@ class WorkerRecord:
         return now - self.seen_at <= ALIVE_WITHIN
 
 
+@dataclass(frozen=True)
+class DefaultModelRecord:
+    """The deployment's default model as the store records it (deployment.py agrees on it)."""
+
+    label: str  # "Name:Version"
+    explicit: bool  # configured (models.default_model, `aigc-image models --set-default`), not chosen for hardware
+    origin: str  # the setting that named it, or why the hardware chose it
+    set_by: str  # the process that recorded it, e.g. "worker gpu-1:4242"
+    set_at: float
+
+
 class TaskStore(Protocol):
     # API side: called from the event loop.
 
@@ -142,6 +153,16 @@ class TaskStore(Protocol):
     def record_worker(self, worker: WorkerRecord) -> None: ...
 
     def forget_worker(self, worker_id: str) -> None: ...
+
+    def default_model(self) -> DefaultModelRecord | None:
+        """The deployment's default model, if one is recorded."""
+        ...
+
+    def record_default_model(self, record: DefaultModelRecord, replace: str) -> DefaultModelRecord:
+        """Record the deployment's default model if none is, or over the recorded one as ``replace``
+        allows: ``"none"``, ``"chosen"`` (one chosen for hardware, never a configured one) or
+        ``"any"``; atomically. Returns the record in force afterwards (``record`` or the earlier one)."""
+        ...
 
     def finished_before(self, cutoff: float, limit: int) -> list[Task]:
         """DONE tasks finished before ``cutoff`` whose images are still stored."""

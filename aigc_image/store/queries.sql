@@ -200,3 +200,16 @@ DELETE FROM workers WHERE seen_at < :cutoff
 -- name: list_workers
 SELECT worker_id, host, device, started_at, seen_at, state, loaded, failed, running FROM workers
 ORDER BY worker_id
+
+-- name: default_model
+SELECT label, explicit, origin, set_by, set_at FROM default_model WHERE id = 1
+
+-- name: record_default_model
+-- Insert the deployment's default model; over a recorded one only as :replace allows: 'any', or
+-- 'chosen' (only one the hardware chose, never a configured one). Atomic, so of two processes
+-- that disagree, exactly one records its model and the other sees it.
+INSERT INTO default_model (id, label, explicit, origin, set_by, set_at)
+VALUES (1, :label, :explicit, :origin, :set_by, :set_at)
+ON CONFLICT (id) DO UPDATE SET label = excluded.label, explicit = excluded.explicit, origin = excluded.origin,
+    set_by = excluded.set_by, set_at = excluded.set_at
+WHERE :replace = 'any' OR (:replace = 'chosen' AND default_model.explicit = 0)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from aigc_image.clock import Clock
 from aigc_image.errors import Reason
-from aigc_image.store.base import StoreUnavailable, WorkerRecord
+from aigc_image.store.base import DefaultModelRecord, StoreUnavailable, WorkerRecord
 from aigc_image.store.creates import fingerprint_keys, plan_creates
 from aigc_image.store.queries import queries
 from aigc_image.tasks import Claim, NewTask, Status, Task, TaskSpec
@@ -265,6 +265,21 @@ class SqlStore:
                 loaded=json.dumps(worker.loaded), failed=json.dumps(worker.failed), running=json.dumps(worker.running),
             )  # fmt: skip
 
+    def default_model(self) -> DefaultModelRecord | None:
+        with self.dialect.transaction(write=False) as db:
+            row = self._run(db, "default_model").fetchone()
+        return _default_model_from_row(row) if row else None
+
+    def record_default_model(self, record: DefaultModelRecord, replace: str) -> DefaultModelRecord:
+        if replace not in ("none", "chosen", "any"):
+            raise ValueError(f"replace must be none, chosen or any; got {replace!r}")
+        with self.dialect.transaction() as db:
+            self._run(
+                db, "record_default_model", label=record.label, explicit=int(record.explicit), origin=record.origin,
+                set_by=record.set_by, set_at=record.set_at, replace=replace,
+            )  # fmt: skip
+            return _default_model_from_row(self._run(db, "default_model").fetchone())
+
     def forget_worker(self, worker_id: str) -> None:
         with self.dialect.transaction() as db:
             self._run(db, "forget_worker", worker_id=worker_id)
@@ -310,6 +325,10 @@ class SqlStore:
 
     def close(self) -> None:
         self.dialect.close()
+
+
+def _default_model_from_row(row: Any) -> DefaultModelRecord:
+    return DefaultModelRecord(row["label"], bool(row["explicit"]), row["origin"], row["set_by"], float(row["set_at"]))
 
 
 def task_from_row(row: Any) -> Task:

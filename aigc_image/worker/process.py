@@ -10,11 +10,14 @@ import threading
 import time
 from types import FrameType
 
+from aigc_image.catalog import Catalog, ModelEntry, default_for
 from aigc_image.clock import SystemClock
 from aigc_image.config import Settings
+from aigc_image.deployment import agree_on_default, describe
 from aigc_image.fetch.fetcher import Fetcher
-from aigc_image.hardware import pin, require_gpu
-from aigc_image.store import open_store
+from aigc_image.hardware import Hardware, pin, probe, require_gpu
+from aigc_image.store import TaskStore, open_store
+from aigc_image.store.base import worker_id
 from aigc_image.wiring import catalog_from, review_from, storage_from
 from aigc_image.worker.render import Renderer, render
 from aigc_image.worker.retry import RetryPolicy
@@ -30,6 +33,28 @@ def _stop_when_orphaned(parent_pid: int, worker: Worker) -> None:
             worker.request_stop()
             return
         time.sleep(1.0)
+
+
+def _agree_on_default(store: TaskStore, catalog: Catalog, origin: str, torch_device: str, clock: SystemClock) -> None:
+    """Agree with the deployment on its default model; with none recorded or configured, this
+    worker, the first, chooses the best model for its own device."""
+    hardware: list[Hardware] = []
+
+    def choose() -> tuple[ModelEntry, str]:
+        hardware.append(probe((torch_device,)))
+        return default_for(catalog, hardware[0])
+
+    recorded = agree_on_default(store, catalog, origin, f"worker {worker_id(os.getpid())}", clock.now(), choose)
+    if recorded is None:
+        return
+    log.info("the deployment's default model: %s, %s", recorded.label, describe(recorded))
+    entry = catalog.with_default(recorded.label).default
+    if entry.engine == "tiny-random":
+        return
+    here = hardware[0] if hardware else probe((torch_device,))
+    if not entry.fits(here):
+        log.warning("the deployment's default model %s does not fit this worker (%s): it will run offloaded or "
+                    "not at all here", entry.label, here.describe())  # fmt: skip
 
 
 def run_worker(settings: Settings, device: str = "auto", parent_pid: int | None = None) -> None:
@@ -50,10 +75,15 @@ def run_worker(settings: Settings, device: str = "auto", parent_pid: int | None 
         import torch
 
         torch.set_num_threads(settings.worker.torch_threads)
-    catalog, _ = catalog_from(settings)
+    catalog, origin = catalog_from(settings)
+    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
+    try:
+        _agree_on_default(store, catalog, origin, torch_device, clock)
+    except BaseException:
+        store.close()
+        raise
     engine = DiffusersEngine(torch_device, settings.models.allow_download, settings.worker.max_loaded_models)
     renderer = Renderer(DELIVERY_THREADS) if engine.device.type == "cuda" else None
-    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
     worker = Worker(
         store,
         engine,

@@ -1,16 +1,20 @@
 // Drives the web console in a real headless Chromium (Debian's, through playwright-core), as a
 // person would: a wrong key is refused; sign in; submit a task; watch it finish; open its detail;
-// run it again with the same seed (same pixels); filter the gallery; the operator page; and the
-// whole flow again from an origin that is not a secure context, where the page signs without
-// WebCrypto. Prints one JSON object of findings; screenshots go to OUT_DIR.
+// run it again with the same seed (same pixels); filter the gallery; watch a running card finish
+// in the gallery; open a card with the keyboard and come back with Escape; a failed task and a
+// JPEG one; the operator page; every page checked by axe-core and at 390 px wide; and the whole
+// flow again from an origin that is not a secure context, where the page signs without WebCrypto.
+// Prints one JSON object of findings; screenshots go to OUT_DIR.
 //
 //   node console_check.mjs URL SECRET_ID SECRET_KEY OUT_DIR
 
+import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const [url, secretId, secretKey, outDir] = process.argv.slice(2);
 const port = new URL(url).port;
-const findings = {};
+const axeSource = readFileSync(new URL("./node_modules/axe-core/axe.min.js", import.meta.url), "utf8");
+const findings = { axe: {}, overflow: {} };
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--host-resolver-rules=MAP console.test 127.0.0.1"],
@@ -22,13 +26,28 @@ async function signIn(page, secret) {
   await page.click("#signin-form button[type=submit]");
 }
 
-async function createAndWait(page, prompt, seed) {
+async function create(page, prompt, fields = {}) {
   await page.goto(page.url().split("#")[0] + "#/create");
+  await page.waitForFunction(() => document.querySelector("#model").options.length > 1); // models.json read
+  await page.evaluate(() => {
+    document.querySelector("#create-form").reset(); // a form of its own, not the last task's choices
+    document.querySelector("#model").dispatchEvent(new Event("change"));
+  });
   await page.fill("#prompt", prompt);
-  await page.fill("input[name=seed]", String(seed));
+  for (const [selector, value] of Object.entries(fields)) {
+    const tag = await page.$eval(selector, (element) => element.tagName);
+    if (tag === "SELECT") await page.selectOption(selector, value);
+    else await page.fill(selector, String(value));
+  }
   await page.click("#create-form button[type=submit]");
-  await page.waitForURL(/#\/task\//);
-  const taskId = page.url().split("#/task/")[1];
+  await page.waitForFunction(() => location.hash.startsWith("#/task/") || document.querySelector("#create-error").textContent);
+  const refused = await page.textContent("#create-error");
+  if (refused) throw new Error(`the console refused to create "${prompt}": ${refused}`);
+  return page.url().split("#/task/")[1];
+}
+
+async function createAndWait(page, prompt, seed) {
+  const taskId = await create(page, prompt, { "input[name=seed]": seed });
   await finished(page, taskId);
   return taskId;
 }
@@ -60,19 +79,45 @@ async function pixels(page) {
   });
 }
 
+// axe-core's serious and critical findings on the page as it is now (run through the DevTools
+// protocol: the page's Content-Security-Policy rightly refuses inline scripts).
+async function audit(page, name) {
+  await page.evaluate(axeSource);
+  const violations = await page.evaluate(async () => (await axe.run(document)).violations);
+  findings.axe[name] = violations
+    .filter((violation) => ["serious", "critical"].includes(violation.impact))
+    .map((violation) => `${violation.id}: ${violation.nodes.map((node) => node.target.join(" ")).join(", ")}`);
+}
+
+// How far the page is wider than the window (0: nothing runs off the side).
+async function overflow(page, name) {
+  findings.overflow[name] = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+}
+
+// Every page, checked as it is: axe-core, horizontal overflow, a screenshot.
+async function look(page, name, width) {
+  await audit(page, `${name}@${width}`);
+  await overflow(page, `${name}@${width}`);
+  await page.screenshot({ path: `${outDir}/${name}-${width}.png`, fullPage: true });
+}
+
 try {
-  // 1. On 127.0.0.1 (a secure context: WebCrypto signs).
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  // 1. On 127.0.0.1 (a secure context: WebCrypto signs), in Tokyo's time zone: the console shows
+  //    local times with the zone's name, not the API's unlabelled UTC+8.
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, timezoneId: "Asia/Tokyo" });
+  const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (error) => errors.push(String(error)));
   await page.goto(`${url}/console/`);
   await page.waitForSelector("body[data-ready=yes]");
   findings.crypto = await page.getAttribute("body", "data-crypto");
+  findings.favicon = await page.getAttribute("link[rel=icon]", "href");
 
   await signIn(page, "not-the-key");
   await page.waitForFunction(() => document.querySelector("#signin-error").textContent.includes("AuthFailure"));
   findings.wrongKey = await page.textContent("#signin-error");
   await page.screenshot({ path: `${outDir}/signin-refused.png` });
+  await look(page, "signin", 1280);
 
   await signIn(page, secretKey);
   await page.waitForSelector("#gallery:not([hidden])");
@@ -82,11 +127,14 @@ try {
   await page.waitForFunction(() => document.querySelector("#task-label").textContent.includes("{"));
   findings.firstTask = first;
   findings.detail = await page.textContent("#task-details");
+  findings.created = await page.textContent("#task-details tr:nth-child(7) td");
   findings.label = await page.textContent("#task-label");
   findings.download = await page.getAttribute("#task-images a", "download");
   const downloadUrl = await page.getAttribute("#task-images a", "href");
   findings.downloadStatus = (await page.request.get(new URL(downloadUrl, page.url()).href)).status();
+  findings.rerunShown = await page.isVisible("#rerun");
   await page.screenshot({ path: `${outDir}/task.png`, fullPage: true });
+  await look(page, "task", 1280);
   const firstPixels = await pixels(page);
 
   await page.click("#rerun");
@@ -95,19 +143,91 @@ try {
   await finished(page, findings.rerunTask);
   findings.rerunSamePixels = JSON.stringify(await pixels(page)) === JSON.stringify(firstPixels);
 
+  // The create form offers only what the chosen model accepts.
+  await page.goto(`${url}/console/#/create`);
+  await page.waitForFunction(() => document.querySelector("#model").options.length > 1);
+  findings.models = await page.evaluate(async () => (await fetch("models.json")).json());
+  findings.offered = await page.$$eval("#aspect-ratio option", (options) => options.map((option) => option.value).filter(Boolean));
+  findings.offeredResolutions = await page.$$eval("#resolution option", (options) => options.map((option) => option.value).filter(Boolean));
+  await look(page, "create", 1280);
+
+  // A JPEG's label comes from its XMP packet, shown as the label, not as raw XML.
+  const jpeg = await create(page, "a harbour in the rain", { "select[name=OutputFormat]": "jpeg", "#aspect-ratio": "16:9" });
+  await finished(page, jpeg);
+  await page.waitForFunction(() => document.querySelector("#task-label").textContent.includes("{"));
+  findings.jpegLabel = await page.textContent("#task-label");
+  findings.jpegLabelSource = await page.textContent("#task-label-source");
+
+  // A task that fails: its reason shown, no "Run again".
+  const failing = await create(page, "a model with no weights here", { "#model": "SD-Turbo:1.0" });
+  await page.waitForFunction(() => document.querySelector("#task-status").classList.contains("FAILED"), null, { timeout: 120000 });
+  findings.failedReason = await page.textContent("#task-failure");
+  findings.failedRerunShown = await page.isVisible("#rerun");
+  await look(page, "task-failed", 1280);
+
   await page.goto(`${url}/console/#/gallery`);
   await page.waitForSelector(".card");
   await page.selectOption("#gallery-filters select[name=status]", "FINISHED");
   await page.fill("#gallery-filters input[name=text]", "lighthouse");
   await page.click("#gallery-filters button");
-  await page.waitForFunction(() => document.querySelectorAll(".card").length >= 2);
+  await page.waitForFunction(() => document.querySelectorAll(".card").length === 2);
   findings.galleryCards = await page.$$eval(".card", (cards) => cards.map((card) => card.dataset.taskId));
   await page.screenshot({ path: `${outDir}/gallery.png`, fullPage: true });
 
+  // The gallery follows a running task to its end, without a reload; its card opens with the
+  // keyboard, and Escape comes back to it.
+  await page.selectOption("#gallery-filters select[name=status]", "");
+  await page.fill("#gallery-filters input[name=text]", "");
+  const slow = await create(page, "a slow one", { "#steps": 150, "input[name=size]": "256x256" });
+  await page.goto(`${url}/console/#/gallery`);
+  const card = `.card[data-task-id="${slow}"]`;
+  await page.waitForSelector(card);
+  findings.slowCardFirst = await page.getAttribute(card, "data-status");
+  findings.slowCardNoBrokenImage = await page.$eval(card, (element) => !element.querySelector("img"));
+  await page.waitForFunction(
+    (selector) => {
+      const image = document.querySelector(`${selector} img`);
+      return document.querySelector(selector).dataset.status === "FINISHED" && image && image.complete && image.naturalWidth > 0;
+    },
+    card,
+    { timeout: 120000 },
+  );
+  findings.slowCardLast = await page.getAttribute(card, "data-status");
+  findings.failedCardReason = await page.textContent(`.card[data-task-id="${failing}"] .why`);
+  await look(page, "gallery", 1280);
+  await page.focus(card);
+  await page.keyboard.press("Enter");
+  await page.waitForURL((target) => target.hash === `#/task/${slow}`);
+  await finished(page, slow);
+  await page.keyboard.press("Escape");
+  await page.waitForFunction((id) => document.activeElement?.dataset?.taskId === id, slow);
+  findings.keyboard = { opened: slow, focusedAfterEscape: await page.evaluate(() => document.activeElement.dataset.taskId) };
+  const tabbable = await page.evaluate(() => document.querySelector(".card").tabIndex);
+  findings.cardsTabbable = tabbable === 0;
+
   await page.goto(`${url}/console/#/operator`); // a worker reports a model the moment it has loaded it
-  await page.waitForFunction(() => document.querySelectorAll("#operator-workers tr").length >= 2);
+  await page.waitForFunction(() => document.querySelectorAll("#operator-workers tbody tr").length >= 1 &&
+    document.querySelector("#operator-failures tbody td[data-label]"));
   findings.operator = await page.textContent("#operator-workers");
+  findings.operatorPage = await page.textContent("#operator");
+  findings.failedMessage = findings.failedReason.replace(/^Why it failed: /, "");
   await page.screenshot({ path: `${outDir}/operator.png`, fullPage: true });
+  await look(page, "operator", 1280);
+
+  // 390 × 844, a phone: every page fits its width and passes axe-core there too.
+  await page.setViewportSize({ width: 390, height: 844 });
+  for (const [name, hash] of [["gallery", "#/gallery"], ["create", "#/create"], ["task", `#/task/${first}`],
+    ["task-failed", `#/task/${failing}`], ["operator", "#/operator"]]) {
+    await page.goto(`${url}/console/${hash}`);
+    await page.waitForSelector(`#${name.split("-")[0]}:not([hidden])`);
+    await page.waitForLoadState("networkidle");
+    await look(page, name, 390);
+  }
+  const phone = await browser.newPage({ viewport: { width: 390, height: 844 } });
+  await phone.goto(`${url}/console/`);
+  await phone.waitForSelector("body[data-ready=yes]");
+  await look(phone, "signin", 390);
+  await phone.close();
   findings.pageErrors = errors;
 
   // 2. On http://console.test:PORT, not a secure context: the page signs without WebCrypto.
