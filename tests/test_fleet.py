@@ -18,21 +18,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tencentcloud.common import credential
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
-from tencentcloud.common.profile.client_profile import ClientProfile
-from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.mps.v20190612 import mps_client
 
 from aigc_image.store.postgres import PostgresDialect
 from tests.fleet import APIS, BACK, WORKERS, Fleet, fleet, network
 from tests.helpers import (
-    SECRET_ID,
-    SECRET_KEY,
     assert_error_envelope,
     create_request,
     describe,
     download,
+    sdk_client_at,
     wait_for,
     wait_until_finished,
 )
@@ -59,8 +55,7 @@ def net() -> Iterator[Network]:
 
 def client_of(url: str) -> mps_client.MpsClient:
     """The official SDK, pointed at one API process, as the docs tell users to."""
-    profile = ClientProfile(httpProfile=HttpProfile(protocol="http", endpoint=url.removeprefix("http://")))
-    return mps_client.MpsClient(credential.Credential(SECRET_ID, SECRET_KEY), "ap-guangzhou", profile)
+    return sdk_client_at(url.removeprefix("http://"))
 
 
 def create(client: mps_client.MpsClient, prompt: str, **fields: object) -> str:
