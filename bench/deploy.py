@@ -68,7 +68,7 @@ def container_cold_start(port: int) -> float:
         _until_ready(f"http://127.0.0.1:{port}")
         return time.monotonic() - start
     finally:
-        subprocess.run(["podman", "rm", "-f", "-t", "5", name], capture_output=True)
+        subprocess.run(["podman", "rm", "-f", "-v", "-t", "5", name], capture_output=True)
 
 
 def host_cold_start(tmp: Path) -> float:

@@ -83,7 +83,7 @@ def container(name: str, *args: str, port: int | None = None, volume: str) -> It
     try:
         yield name
     finally:
-        subprocess.run(["podman", "rm", "-f", "-t", "5", name], capture_output=True, timeout=120)
+        subprocess.run(["podman", "rm", "-f", "-v", "-t", "5", name], capture_output=True, timeout=120)
 
 
 @pytest.fixture
