@@ -168,7 +168,20 @@ def sdk_client(
     token: str | None = None,
 ) -> mps_client.MpsClient:
     """The official SDK pointed at the live server, exactly as the docs tell users to."""
-    http = HttpProfile(protocol="http", endpoint=server.host, reqMethod=method)
+    return sdk_client_at(server.host, secret_id, secret_key, method=method, sign_method=sign_method, token=token)
+
+
+def sdk_client_at(
+    endpoint: str,
+    secret_id: str = SECRET_ID,
+    secret_key: str = SECRET_KEY,
+    *,
+    method: str = "POST",
+    sign_method: str | None = None,
+    token: str | None = None,
+) -> mps_client.MpsClient:
+    """The official SDK pointed at ``endpoint`` (``host:port``; plain http)."""
+    http = HttpProfile(protocol="http", endpoint=endpoint, reqMethod=method)
     profile = ClientProfile(httpProfile=http, signMethod=sign_method)
     return mps_client.MpsClient(credential.Credential(secret_id, secret_key, token), "ap-guangzhou", profile)
 

@@ -29,7 +29,13 @@ def find_bin_dir() -> Path | None:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    """``netns``: run the server in that network namespace (tests/netns.py), listening on
+    ``listen``, with password logins from the network ``clients``; the tests then administer it
+    over its Unix socket (``admin_url``)."""
+
+    def __init__(
+        self, netns: str | None = None, listen: str = "127.0.0.1", port: int | None = None, clients: str = ""
+    ) -> None:
         bin_dir = find_bin_dir()
         if bin_dir is None:
             raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it")
@@ -37,22 +43,28 @@ class PostgresServer:
         # Not under pytest's tmp_path: that is private to root, and the server may run as postgres.
         root = self._root = Path(tempfile.mkdtemp(prefix="aigc-image-pg-"))
         self.data = root / "data"
-        self.port = _free_port()
+        self.port = port or _free_port()
+        self._netns = netns
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             shutil.chown(root, "postgres", "postgres")
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(
-                f"listen_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{root}'\n"
+                f"listen_addresses = '{listen}'\nport = {self.port}\nunix_socket_directories = '{root}'\n"
                 "fsync = off\nmax_connections = 200\n"
             )
+        if clients:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {clients} scram-sha-256\n")
         self.start()
 
     def _run(self, tool: str, *args: str, check: bool = True) -> None:
         command = [str(self._bin / tool), *args]
         if self._as_postgres:
             command = ["runuser", "-u", "postgres", "--", *command]
+        if self._netns:
+            command = ["ip", "netns", "exec", self._netns, *command]
         subprocess.run(command, check=check, capture_output=True, timeout=120)
 
     def start(self) -> None:
@@ -71,6 +83,10 @@ class PostgresServer:
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def admin_url(self, database: str = "postgres") -> str:
+        """The same server over its Unix socket, reachable from any network namespace."""
+        return f"postgresql://postgres@/{database}?host={self._root}&port={self.port}"
 
     def new_database(self) -> str:
         """A new empty database; returns its URL."""

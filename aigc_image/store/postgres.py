@@ -32,6 +32,18 @@ CHANNEL = "aigc_image_tasks"
 # Held while migrating, so processes starting together apply each migration once.
 _MIGRATION_LOCK = 0x41494743  # "AIGC"
 _LOST = (psycopg.OperationalError, psycopg.InterfaceError)
+# A network cut leaves a connection that neither fails nor answers: TCP would retransmit for
+# about 15 minutes before giving up, and meanwhile a query (with the connection's lock) hangs.
+# With these, data unacknowledged for 10 s, or an idle peer that misses keepalives, ends the
+# connection: the call raises StoreUnavailable and the next one reconnects. libpq parameters in
+# the database URL take precedence.
+CUT_DETECTION = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",  # milliseconds
+}
 
 
 class PostgresDialect:
@@ -48,9 +60,15 @@ class PostgresDialect:
             raise StoreError(f"cannot open PostgreSQL database {_redacted(url)}: {exc}") from exc
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
+        given = psycopg.conninfo.conninfo_to_dict(self.url)
+        defaults = {key: value for key, value in CUT_DETECTION.items() if key not in given}
         try:
             return psycopg.connect(
-                self.url, autocommit=True, row_factory=dict_row, connect_timeout=5, application_name="aigc-image"
+                psycopg.conninfo.make_conninfo(self.url, **defaults),
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=5,
+                application_name="aigc-image",
             )
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"PostgreSQL: {_first_line(exc)}") from exc
