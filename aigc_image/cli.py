@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
     command("models", "List the models: cached or not, memory needed, whether they fit this host.", _models)
     pull = command("pull", "Download a model's weights into the Hugging Face cache (resumable).", _pull)
-    pull.add_argument("model", help="ModelName or ModelName:ModelVersion, e.g. Hunyuan or Qwen:0925")
+    pull.add_argument("model", type=_model_label, help="ModelName or ModelName:ModelVersion, e.g. Hunyuan or Qwen:0925")
     command("openapi", "Print an OpenAPI description of the actions (one pseudo-path per action).", _openapi)
 
     keys = command("keys", "List API keys, or create one with --create.", _keys)
@@ -127,6 +127,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _model_label(value: str) -> Any:
+    from aigc_image.catalog import ModelLabel
+
+    try:
+        return ModelLabel.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _device(value: str) -> str:
     try:
         return check_device(value)
@@ -150,6 +159,7 @@ def _models(args: argparse.Namespace, settings: Settings) -> None:
     from rich.table import Table
 
     from aigc_image import weights
+    from aigc_image.hardware import fits as hardware_fits
     from aigc_image.hardware import probe
     from aigc_image.wiring import catalog_from
 
@@ -171,7 +181,7 @@ def _models(args: argparse.Namespace, settings: Settings) -> None:
             stored = f"not cached, {entry.download_gb:g} GB" if entry.download_gb else "not cached"
         need = entry.memory_gb if hardware.kind == "cuda" else entry.cpu_memory_gb
         needs = f"{need:g} GB {'GPU' if hardware.kind == 'cuda' else 'RAM'}" if need else "a GPU"
-        fits = "yes" if entry.fits(hardware) else ("offloaded" if hardware.kind == "cuda" else "no")
+        fits = "yes" if hardware_fits(entry, hardware) else ("offloaded" if hardware.kind == "cuda" else "no")
         mark = " *" if entry.label == catalog.default_label else ""
         pipeline = entry.pipeline.removesuffix("Pipeline") if entry.engine == "diffusers" else "(in code)"
         row = [f"{entry.label}{mark}", pipeline, f"{entry.width}×{entry.height}", str(entry.steps), stored, needs, fits]
@@ -192,8 +202,7 @@ def _pull(args: argparse.Namespace, settings: Settings) -> int:
     from aigc_image.wiring import catalog_from
 
     catalog, _ = catalog_from(settings)
-    name, _, version = args.model.partition(":")
-    entry = catalog.resolve(name, version or None)
+    entry = catalog.lookup(args.model)
     if not weights.sources(entry) or all(weights.is_local(s) for s in weights.sources(entry)):
         print(f"{entry.label} needs no download ({entry.source or 'built in'}).")
         return 0

@@ -7,9 +7,13 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 TASK_ID_PREFIX = "4-AigcImage-"
 PANORAMA = "3d_panorama"  # the one SceneType
+# ExtraParameters.AspectRatio and Resolution, as the MPS API names them (media/sizes.py has their sizes).
+AspectRatio = Literal["16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9"]
+Resolution = Literal["720P", "1K", "1080P", "2K", "4K"]
 
 
 class Status(enum.StrEnum):

@@ -52,5 +52,5 @@ def test_a_registry_entry_with_an_unknown_aspect_ratio_is_refused_at_start_up(tm
     registry.write_text(
         '[[models]]\nname = "m"\nversion = "1"\nengine = "tiny-random"\naspect_ratios = ["1:1", "5:4"]\n'
     )
-    with pytest.raises(ConfigError, match="aspect_ratios: unknown 5:4"):
+    with pytest.raises(ConfigError, match="aspect_ratios: unknown '5:4'"):
         load_catalog(str(registry))

@@ -22,10 +22,11 @@ from typing import Any
 import diffusers
 import torch
 
-from aigc_image.catalog import USABLE_MEMORY, ModelEntry
+from aigc_image.catalog import ModelEntry
 from aigc_image.engines.processors import load_image_only_processor, needs_image_only_processor
 from aigc_image.engines.tiny_random import build_pipeline
 from aigc_image.errors import ModelUnavailable
+from aigc_image.hardware import USABLE_MEMORY
 from aigc_image.weights import is_local
 
 log = logging.getLogger(__name__)

@@ -33,6 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from aigc_image.catalog import ModelLabel
 from aigc_image.errors import TaskError, UnknownModel
 from aigc_image.protocol import envelope, errors
 from aigc_image.protocol import params as p
@@ -194,10 +195,13 @@ class OpenAIImages:
         if model:
             if not isinstance(model, str):
                 raise OpenAIError(400, "model must be a string: ModelName or ModelName:ModelVersion.")
-            name, _, version = model.partition(":")
-            params["ModelName"] = name
-            if version:
-                params["ModelVersion"] = version
+            try:
+                label = ModelLabel.parse(model)
+            except ValueError as exc:
+                raise OpenAIError(400, str(exc)) from None
+            params["ModelName"] = label.name
+            if label.version:
+                params["ModelVersion"] = label.version
         size = body.get("size", "auto")
         if size != "auto":
             params["AdditionalParameters"] = json.dumps({"size": str(size)})
