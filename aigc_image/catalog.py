@@ -201,6 +201,10 @@ class ModelEntry(BaseModel):
             found.append(f"loras scales must be between {-MAX_LORA_SCALE:g} and {MAX_LORA_SCALE:g}")
         if self.adapters and self.engine != "diffusers":
             found.append("adapters are for diffusers models")
+        if self.adapters and self.image_source:
+            found.append("adapters apply to the model's own weights; its editing model (image_source) takes none")
+        if self.single_file and self.quantization in ("int8", "float8", "nf4"):
+            found.append("quantization int8, float8 and nf4 need a diffusers-format source (or a denoiser_file)")
         return found
 
     @property
@@ -318,8 +322,17 @@ def parse_entry(raw: Mapping[str, Any], origin: str) -> ModelEntry:
         raise ConfigError(f"{origin}: model entry {raw.get('name', '?')}:{raw.get('version', '?')}: {what}") from None
 
 
+# pydantic's error types, as the registry's documentation names TOML's types (docs/models.md)
+_TYPE_NAMES = {
+    "string_type": "a string", "bool_type": "true or false", "int_type": "an integer", "float_type": "a number",
+    "dict_type": "a table", "model_type": "a table", "tuple_type": "a list", "list_type": "a list",
+}  # fmt: skip
+
+
 def _problem(error: Any) -> str:
     where = ".".join(str(part) for part in error["loc"])
+    if error["type"] in _TYPE_NAMES:
+        return f"{where} must be {_TYPE_NAMES[error['type']]}"
     if error["type"] == "literal_error":  # a value outside the key's vocabulary, in a list or not
         key = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
         return f"{key}: unknown {error['input']!r}; known: {error['ctx']['expected']}"

@@ -57,6 +57,8 @@ def quantization_problem(quantization: str, kind: str, capability: tuple[int, in
     package = QUANTIZATION_PACKAGES[quantization]
     if importlib.util.find_spec(package) is None:
         return f"{quantization} needs the {package} package: pip install 'aigc-image[quant]'"
+    if quantization == "nf4" and kind != "cuda":
+        return "nf4 needs a CUDA GPU: diffusers quantizes bitsandbytes weights on one; on a CPU use int8 or gguf"
     if quantization == "float8" and (kind != "cuda" or capability is None or capability < FLOAT8_CAPABILITY):
         where = "a CPU" if kind != "cuda" else f"a GPU of compute capability {'.'.join(map(str, capability or ()))}"
         return f"float8 needs an NVIDIA GPU of compute capability 8.9 or later (Ada, Hopper, Blackwell), not {where}"

@@ -64,6 +64,8 @@ class TaskSpec:
     strength: float | None = None  # image-to-image: how far from the reference (None: the model's default)
     enhanced_prompt: str = ""  # EnhancePrompt: the prompt actually used, when it differs from ``prompt``
     scene_type: str = ""  # "3d_panorama": a 2:1 image whose left and right edges join
+    sampler: str = ""  # AdditionalParameters sampler ("": the model's own scheduler)
+    loras: tuple[tuple[str, float], ...] = ()  # AdditionalParameters loras: (adapter, scale), sorted by name
 
     @property
     def delivered_size(self) -> tuple[int, int]:
@@ -73,14 +75,16 @@ class TaskSpec:
     @property
     def batch_key(self) -> str:
         """Tasks with equal keys can share one pipeline call: the same model, generated size, steps,
-        guidance and kind (text-to-image, image-to-image with as many references at one strength,
-        panorama), and both with or both without a negative prompt (some pipelines treat none and an
-        empty one differently). Prompts, seeds, image counts and everything done after generating
-        (format, size delivered, labels, storage) may differ."""
+        guidance, sampler, LoRA adapter scales and kind (text-to-image, image-to-image with as many
+        references at one strength, panorama), and both with or both without a negative prompt (some
+        pipelines treat none and an empty one differently). Prompts, seeds, image counts and
+        everything done after generating (format, size delivered, labels, storage) may differ."""
         kind = f"refs={len(self.reference_urls)}@{self.strength}" if self.reference_urls else "t2i"
+        loras = ",".join(f"{name}={scale:g}" for name, scale in self.loras)
         return (
             f"{self.model_name}:{self.model_version}|{self.width}x{self.height}|steps={self.steps}"
             f"|guidance={self.guidance_scale}|negative={bool(self.negative_prompt)}|{kind}|{self.scene_type}"
+            f"|sampler={self.sampler}|loras={loras}"
         )
 
     def to_json(self) -> str:
@@ -90,6 +94,7 @@ class TaskSpec:
     def from_json(cls, text: str) -> TaskSpec:
         values = json.loads(text)
         values["reference_urls"] = tuple(values.get("reference_urls", ()))
+        values["loras"] = tuple((name, scale) for name, scale in values.get("loras", ()))  # JSON made them lists
         width, height = values.pop("output_width", 0), values.pop("output_height", 0)  # stored before 0.2
         delivered = values.get("delivered") or ((width, height) if width else None)
         values["delivered"] = tuple(delivered) if delivered else None

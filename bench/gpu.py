@@ -363,8 +363,8 @@ def accelerations(
             options = {"mag_ratios": calibrate_mag(pipe, entry, one)}
         elif variant == "first_block":
             options = {"threshold": 0.05}
-        accelerated = dataclasses.replace(
-            entry, steps=case.steps, compile=variant == "compile", channels_last=variant == "channels_last",
+        accelerated = entry.changed(
+            steps=case.steps, compile=variant == "compile", channels_last=variant == "channels_last",
             cache=variant if variant in ("first_block", "taylorseer", "mag") else "none", cache_options=options,
         )  # fmt: skip
         row: dict[str, Any] = {"variant": variant}
@@ -394,7 +394,7 @@ def accelerations(
 
 def calibrate_mag(pipe: Any, entry: ModelEntry, case: Case) -> list[float]:
     """MagCache's ratios for this model and step count, as its calibration mode prints them."""
-    accelerate(pipe, dataclasses.replace(entry, steps=case.steps, cache="mag", cache_options={"calibrate": True}))
+    accelerate(pipe, entry.changed(steps=case.steps, cache="mag", cache_options={"calibrate": True}))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         generate(pipe, case, 1, 1)

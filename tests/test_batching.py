@@ -128,7 +128,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelEntr
     for pipeline, label in labels.items():
         name, version = label.split(":")
         folder = save_tiny(pipeline, root / pipeline) if pipeline in BUILDERS else root
-        entries[label] = dataclasses.replace(catalog.resolve(name, version), source=str(folder), image_source="")
+        entries[label] = catalog.resolve(name, version).changed(source=str(folder), image_source="", image_shared=())
     return entries
 
 

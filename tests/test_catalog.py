@@ -84,7 +84,7 @@ def test_operator_file_adds_entries_and_changes_builtin_ones_key_by_key(tmp_path
     [
         ('name = "M"\nversion = "1"\nengine = "onnx"\n', "engine: unknown 'onnx'; known: 'diffusers' or 'tiny-random'"),
         ('name = "M"\nversion = "1"\nengine = "diffusers"\n', "needs a source"),
-        ('name = "M"\nversion = "1"\nengine = "tiny-random"\nsteps = "ten"\n', "steps: Input should be a valid int"),
+        ('name = "M"\nversion = "1"\nengine = "tiny-random"\nsteps = "ten"\n', "steps must be an integer"),
         ('name = "M"\nversion = "1"\nengine = "tiny-random"\ncolour = 1\n', "unknown key colour"),
         ('name = "M"\nengine = "tiny-random"\n', "version is required"),
         ('name = "M"\nversion = "1"\nengine = "tiny-random"\ndtype = "int8"\n', "dtype"),

@@ -3,7 +3,6 @@ the real classes: every rule here exists because a class would otherwise mis-ser
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ def entry(folders: dict[str, Path], label: str, pipeline: str, **changes: Any) -
     name, version = label.split(":")
     builtin = load_catalog().resolve(name, version)
     edit = str(folders["QwenImageEditPlusPipeline"]) if builtin.image_source else ""
-    return dataclasses.replace(builtin, source=str(folders[pipeline]), image_source=edit, **changes)
+    return builtin.changed(source=str(folders[pipeline]), image_source=edit, **changes)
 
 
 def request(**fields: Any) -> GenerationRequest:

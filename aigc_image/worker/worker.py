@@ -350,6 +350,8 @@ class Worker:
             images=self._references(spec),
             strength=spec.strength,
             panorama=spec.scene_type == PANORAMA,
+            sampler=spec.sampler or None,
+            loras=spec.loras,
         )
 
     def _settle(self, job: Job, error: Exception) -> None:
