@@ -122,7 +122,8 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelEntr
     labels = {
         "HunyuanImagePipeline": "Hunyuan:3.0", "HunyuanDiTPipeline": "Hunyuan:dit-v1.2",
         "QwenImagePipeline": "Qwen:0925", "StableDiffusionPipeline": "SD-Turbo:1.0",
-        "StableDiffusionXLPipeline": "SDXL-Turbo:1.0",
+        "StableDiffusionXLPipeline": "SDXL-Turbo:1.0", "QwenImage21Pipeline": "Qwen:2.1",
+        "ZImagePipeline": "Z-Image:turbo", "Flux2KleinPipeline": "FLUX.2:klein-4b",
     }  # fmt: skip
     entries = {"tiny-random": catalog.resolve("tiny-random", None)}
     for pipeline, label in labels.items():
@@ -133,15 +134,21 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelEntr
 
 
 @pytest.mark.parametrize(
-    "label", ["tiny-random", "Hunyuan:3.0", "Hunyuan:dit-v1.2", "Qwen:0925", "SD-Turbo:1.0", "SDXL-Turbo:1.0"]
-)
+    "label",
+    [
+        "tiny-random", "Hunyuan:3.0", "Hunyuan:dit-v1.2", "Qwen:0925", "SD-Turbo:1.0", "SDXL-Turbo:1.0", "Qwen:2.1",
+        "Z-Image:turbo", "FLUX.2:klein-4b",
+    ],
+)  # fmt: skip
 def test_a_tasks_images_batched_are_its_images_alone(tiny_models: dict[str, ModelEntry], label: str) -> None:
     entry = tiny_models[label]
     engine = DiffusersEngine("cpu", allow_download=False)
+    guidance = entry.guidance_scale if entry.guidance_scale is None or entry.guidance_scale > 1 else 4.0
     requests = [
-        GenerationRequest(prompt, "fog" if index % 2 else "", count, 64, 64, 2, entry.guidance_scale, seed=seed)
+        GenerationRequest(prompt, "fog" if index % 2 and entry.negative_prompt else "", count, 64, 64, 2,
+                          guidance if entry.guidance else None, seed=seed)
         for index, (prompt, count, seed) in enumerate([("a lighthouse", 2, 5), ("a boat", 1, 6), ("a cat", 3, 7)])
-    ]
+    ]  # fmt: skip
     batched = engine.generate(entry, requests, lambda step, steps: None)
     assert [len(images) for images in batched] == [2, 1, 3]  # each request's own count
     for request, images in zip(requests, batched, strict=True):

@@ -9,9 +9,10 @@
    (``.safetensors``, or a quantized ``.gguf``) replaces the source's denoiser. The entry's LoRA
    adapters load last (engines/adapters.py).
 2. ``load_image_pipeline``: the pipeline that takes ``ImageInfos``. Without ``image_source`` it is
-   made with ``from_pipe`` from the loaded pipeline (no second copy of anything); with one, its
-   own weights load from there and the components named in ``image_shared`` are the loaded
-   pipeline's (Qwen-Image-Edit shares Qwen-Image's text encoder and VAE).
+   made of the loaded pipeline's components (``sharing``: no second copy of anything, and unlike
+   ``from_pipe`` nothing cast); with one, its own weights load from there and the components named
+   in ``image_shared`` are the loaded pipeline's (Qwen-Image-Edit shares Qwen-Image's text encoder
+   and VAE).
 3. ``place``: on a GPU, all components go to the device when they fit its memory. When they do not,
    diffusers' model CPU offload keeps each component on the host until its turn; when even the
    largest component does not fit, group offloading streams it in blocks. Either is logged.
@@ -78,9 +79,36 @@ def load_image_pipeline(entry: ModelEntry, base: Any, device: torch.device, allo
             "images; fix 'image_pipeline' in the model registry."
         )
     if not entry.image_source:
-        return pipeline_class.from_pipe(base)
+        return sharing(entry, pipeline_class, base)
     shared = {name: getattr(base, name) for name in entry.image_shared}
     return _from_pretrained(entry, entry.image_pipeline, entry.image_source, device, allow_download, shared)
+
+
+def sharing(entry: ModelEntry, pipeline_class: Any, base: Any) -> Any:
+    """``pipeline_class`` made of ``base``'s components, as diffusers' ``from_pipe`` makes it, without
+    its cast: ``from_pipe`` casts every shared module to float32 unless told a dtype (a bf16 model
+    on a GPU would double in memory), and cannot cast a quantized one at all."""
+    if pipeline_class.__name__.startswith("AutoPipeline"):  # the family's own class for the task
+        from diffusers.pipelines.auto_pipeline import AUTO_IMAGE2IMAGE_PIPELINES_MAPPING, _get_task_class
+
+        pipeline_class = _get_task_class(AUTO_IMAGE2IMAGE_PIPELINES_MAPPING, type(base).__name__, False)
+        if pipeline_class is None:
+            raise ModelUnavailable(
+                f"Model {entry.label}: diffusers has no image-to-image pipeline for {type(base).__name__}; "
+                "set 'image_pipeline' in the model registry, or max_reference_images = 0."
+            )
+    expected, optional = pipeline_class._get_signature_keys(pipeline_class)
+    components = {name: base.components.get(name) for name in expected}
+    missing = [
+        name for name, part in components.items() if part is None and name not in pipeline_class._optional_components
+    ]
+    if missing:
+        raise ModelUnavailable(
+            f"Model {entry.label}: {pipeline_class.__name__} needs {', '.join(missing)}, which {type(base).__name__} "
+            "does not have; set 'image_source' to where its weights are."
+        )
+    settings = {name: base.config[name] for name in optional if name in base.config}
+    return pipeline_class(**components, **settings)
 
 
 def _pipeline_class(entry: ModelEntry, class_name: str, loader: str) -> Any:
