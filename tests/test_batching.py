@@ -69,7 +69,8 @@ def test_the_batch_key_covers_what_must_match_and_nothing_else() -> None:
     assert all(other.batch_key == key for other in same)
     different = [
         spec(model_version="2"), spec(width=80), spec(steps=3), spec(guidance_scale=7.0), spec(negative_prompt="fog"),
-        spec(scene_type="3d_panorama"), spec(reference_urls=("https://a.example/1.png",)),
+        spec(scene_type="3d_panorama"), spec(reference_urls=("https://a.example/1.png",)), spec(sampler="DDIM"),
+        spec(loras=(("ink", 0.8),)), spec(loras=(("ink", 0.5),)), spec(loras=(("ink", 0.8), ("paper", 1.0))),
     ]  # fmt: skip
     assert len({other.batch_key for other in different} | {key}) == len(different) + 1
     one_ref = spec(reference_urls=("https://a.example/1.png",), strength=0.5)

@@ -36,6 +36,7 @@ from tests.helpers import (
     wait_until_finished,
 )
 from tests.loopback import ImageServer
+from tests.lora import make_lora
 from tests.tiny_models import BUILDERS, save_tiny
 
 pytestmark = pytest.mark.slow
@@ -91,6 +92,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: ImageServer) -> Ite
         ]
         if entry_of(model).image_source:
             lines.append(f'image_source = "{save_tiny("QwenImageEditPlusPipeline", folders / "edit")}"')
+    # An operator's fine-tune: SD-Turbo with a LoRA bound at 0.8 and another one offered.
+    sd = folders / "StableDiffusionPipeline"
+    ink, paper = (make_lora(sd, folders / "loras", name, seed) for seed, name in enumerate(["ink", "paper"]))
+    lines += ["[[models]]", 'name = "SD-Turbo"', 'version = "ink"', 'engine = "diffusers"', f'source = "{sd}"',
+              'pipeline = "StableDiffusionPipeline"', "guidance_scale = 0.0", "negative_prompt = false",
+              "width = 64", "height = 64", "steps = 1", "max_steps = 50", "size_multiple = 8",
+              f'adapters = {{ ink = "{ink}", paper = "{paper}" }}', "loras = { ink = 0.8 }"]  # fmt: skip
     registry = folders / "models.toml"
     registry.write_text("\n".join(lines) + "\n")
     env = {
@@ -250,6 +258,22 @@ def test_reference_images_up_to_the_models_limit(server: LiveServer, images: Ima
     with pytest.raises(TencentCloudSDKException) as refused:
         sdk_client(server).CreateAigcImageTask(create_request(**base(model, ImageInfos=too_many)))
     assert_error_envelope(refused.value, "InvalidParameterValue")
+
+
+def test_lora_adapters_bound_chosen_and_refused_through_the_service(server: LiveServer) -> None:
+    def ask(version: str, **additional: Any) -> dict[str, Any]:
+        return {"Prompt": "a lighthouse at dusk", "ModelName": "SD-Turbo", "ModelVersion": version,
+                "AdditionalParameters": json.dumps({"seed": 8, "steps": 3, **additional})}  # fmt: skip
+
+    requests = [ask("1.0"), ask("ink"), ask("ink", loras={"ink": 0}), ask("ink", loras={"ink": 0, "paper": 1.0})]
+    plain, bound, off, other = [pixels(decoded(reply)[0]) for reply in run_all(server, requests)]
+    assert np.array_equal(off, plain)  # scale 0: the base model's own pixels
+    assert not np.array_equal(bound, plain) and not np.array_equal(other, plain) and not np.array_equal(other, bound)
+    client = sdk_client(server)
+    for version, loras in (("ink", {"watercolor": 1.0}), ("1.0", {"ink": 1.0}), ("ink", {"ink": 9})):
+        with pytest.raises(TencentCloudSDKException) as refused:
+            client.CreateAigcImageTask(create_request(**ask(version, loras=loras)))
+        assert_error_envelope(refused.value, "InvalidParameterValue")
 
 
 def test_the_tiny_models_are_small(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ Every column exists because a class would otherwise serve a request wrongly:
   latents 2×2: 32). Sizes are rounded to it instead of letting the pipeline floor or snap them.
 * ``references``: how the class takes ``ImageInfos``: ``img2img`` (one image at the output size and a
   strength), ``edit`` (up to ``max_references`` images as they are; they apply to every prompt of a
-  call, so such a call serves one request) or ``none``.
+  call, so such a call serves one request) or ``none`` (a text-to-image class, whose entry may name an
+  image class of its family in ``image_pipeline``).
 * ``prompt_lists``: whether one call may serve several requests' prompts. Qwen-Image 2.1's rotary
   positions advance over a shorter prompt's padding, so a prompt batched with a longer one comes out
   differently than alone: it gets one call per request.
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from aigc_image.catalog import ModelEntry, Sampler
@@ -72,18 +73,18 @@ class Family:
         return list(self.samplers) if self.samplers else offered(self.schedulers)
 
 
-SD = Family("Stable Diffusion", "classic", True, 8, "img2img", 1)
-SDXL = Family("Stable Diffusion XL", "classic", True, 8, "img2img", 1)
-ZIMAGE = Family("Z-Image", "classic", True, 16, "img2img", 1, schedulers="flow", samplers=("Euler", "Euler a"))
+SD = Family("Stable Diffusion", "classic", True, 8, "none")
+SDXL = Family("Stable Diffusion XL", "classic", True, 8, "none")
+ZIMAGE = Family("Z-Image", "classic", True, 16, "none", schedulers="flow", samplers=("Euler", "Euler a"))
 QWEN_EDIT = Family(
     "Qwen-Image-Edit", "true_cfg", True, 16, "edit", 3, prompt_lists=False, schedulers="flow", latents="packed"
 )
 
 FAMILIES: dict[str, Family] = {
     "StableDiffusionPipeline": SD,
-    "StableDiffusionImg2ImgPipeline": SD,
+    "StableDiffusionImg2ImgPipeline": replace(SD, references="img2img", max_references=1),
     "StableDiffusionXLPipeline": SDXL,
-    "StableDiffusionXLImg2ImgPipeline": SDXL,
+    "StableDiffusionXLImg2ImgPipeline": replace(SDXL, references="img2img", max_references=1),
     "HunyuanDiTPipeline": Family(
         "HunyuanDiT", "classic", True, 16, "none", call_options={"use_resolution_binning": False}
     ),
@@ -94,7 +95,7 @@ FAMILIES: dict[str, Family] = {
         "Qwen-Image 2.1", "true_cfg", True, 32, "edit", 10, prompt_lists=False, schedulers="flow", latents="none"
     ),
     "ZImagePipeline": ZIMAGE,
-    "ZImageImg2ImgPipeline": ZIMAGE,
+    "ZImageImg2ImgPipeline": replace(ZIMAGE, references="img2img", max_references=1),
     "Flux2KleinPipeline": Family("FLUX.2 klein", "classic", False, 16, "edit", 4, schedulers="flow", latents="packed"),
 }
 
