@@ -155,46 +155,14 @@ def _worker(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from aigc_image import weights
-    from aigc_image.hardware import fits as hardware_fits
     from aigc_image.hardware import probe
+    from aigc_image.models_view import render
     from aigc_image.wiring import catalog_from
 
     hardware = probe(settings.worker.devices)
     catalog, why = catalog_from(settings, hardware)
-    table = Table(title=f"Models, best first, on this host ({hardware.describe()})", title_justify="left")
-    accelerated = any(entry.accelerations for entry in catalog.entries.values())
-    for column in ("Model", "Pipeline", "Native", "Steps", "Weights", "Needs", "Fits"):
-        table.add_column(column, no_wrap=column in ("Model", "Native"))
-    if accelerated:
-        table.add_column("Accelerations")
-    for entry in catalog.entries.values():
-        state = weights.status(entry)
-        if state.where == "built in":
-            stored = "built in"
-        elif state.present:
-            stored = f"{'cached' if state.where != 'local folder' else 'folder'}, {_gb(state.size_bytes)}"
-        else:
-            stored = f"not cached, {entry.download_gb:g} GB" if entry.download_gb else "not cached"
-        need = entry.memory_gb if hardware.kind == "cuda" else entry.cpu_memory_gb
-        needs = f"{need:g} GB {'GPU' if hardware.kind == 'cuda' else 'RAM'}" if need else "a GPU"
-        fits = "yes" if hardware_fits(entry, hardware) else ("offloaded" if hardware.kind == "cuda" else "no")
-        mark = " *" if entry.label == catalog.default_label else ""
-        pipeline = entry.pipeline.removesuffix("Pipeline") if entry.engine == "diffusers" else "(in code)"
-        row = [f"{entry.label}{mark}", pipeline, f"{entry.width}×{entry.height}", str(entry.steps), stored, needs, fits]
-        table.add_row(*row, *([", ".join(entry.accelerations) or "none"] if accelerated else []))
-    console = Console()
-    console.print(table)
-    console.print(f"* default model: {catalog.default_label}, {why}", soft_wrap=True)
-    if not accelerated:
-        console.print("accelerations (compile, cache, channels_last): none on; see docs/models.md", soft_wrap=True)
-
-
-def _gb(size: int) -> str:
-    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
+    width = shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else 80
+    sys.stdout.write(render(catalog, hardware, why, width))
 
 
 def _pull(args: argparse.Namespace, settings: Settings) -> int:

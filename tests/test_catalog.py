@@ -38,16 +38,21 @@ def test_unknown_names_and_versions_list_the_alternatives() -> None:
 @pytest.mark.parametrize(
     ("hardware", "expected"),
     [
-        (Hardware("cuda", "H100", 80 * GIB, 1), "Hunyuan:3.0"),
-        (Hardware("cuda", "L40S", 48 * GIB, 1), "Hunyuan:dit-v1.2"),
-        (Hardware("cuda", "RTX 4090", 24 * GIB, 1), "Hunyuan:dit-v1.2"),
-        (Hardware("cuda", "RTX 3070", 8 * GIB, 1), "SD-Turbo:1.0"),
-        (Hardware("cpu", "CPU", 24 * GIB, 0), "SDXL-Turbo:1.0"),
+        (Hardware("cuda", "H100", 80 * GIB, 1, (9, 0)), "Qwen:2.1"),
+        (Hardware("cuda", "L40S", 48 * GIB, 1, (8, 9)), "Qwen:2.1"),
+        (Hardware("cuda", "RTX 4090", 24 * GIB, 1, (8, 9)), "Qwen:2.1-fp8"),
+        (Hardware("cuda", "RTX 3090", 24 * GIB, 1, (8, 6)), "Qwen:2.1-int8"),
+        (Hardware("cuda", "RTX 4080", 16 * GIB, 1, (8, 9)), "Z-Image:turbo-int8"),
+        (Hardware("cuda", "RTX 3060", 12 * GIB, 1, (8, 6)), "Z-Image:turbo-nf4"),
+        (Hardware("cuda", "RTX 3070", 8 * GIB, 1, (8, 6)), "SD-Turbo:1.0"),
+        (Hardware("cpu", "CPU", 32 * GIB, 0), "Z-Image:turbo-int8"),
+        (Hardware("cpu", "CPU", 16 * GIB, 0), "Z-Image:turbo-int8"),
         (Hardware("cpu", "CPU", 8 * GIB, 0), "SD-Turbo:1.0"),
         (Hardware("cpu", "CPU", 4 * GIB, 0), "SD-Turbo:1.0"),  # nothing fits: the smallest, said so
     ],
 )
 def test_the_default_is_the_best_model_that_fits_the_hardware(hardware: Hardware, expected: str) -> None:
+    """The tiers of docs/models.md's ranking: GPUs of 12 to 80 GB, CPUs with 16 and 32 GB of RAM."""
     entry, reason = default_for(load_catalog(), hardware)
     assert entry.label == expected
     assert hardware.describe() in reason
