@@ -38,7 +38,7 @@ def test_unknown_names_and_versions_list_the_alternatives() -> None:
 @pytest.mark.parametrize(
     ("hardware", "expected"),
     [
-        (Hardware("cuda", "H100", 80 * GIB, 1, (9, 0)), "Qwen:2.1"),
+        (Hardware("cuda", "H100", 80 * GIB, 1, (9, 0)), "Qwen:2512"),
         (Hardware("cuda", "L40S", 48 * GIB, 1, (8, 9)), "Qwen:2.1"),
         (Hardware("cuda", "RTX 4090", 24 * GIB, 1, (8, 9)), "Qwen:2.1-fp8"),
         (Hardware("cuda", "RTX 3090", 24 * GIB, 1, (8, 6)), "Qwen:2.1-int8"),

@@ -212,6 +212,8 @@ def seams(engine: DiffusersEngine, folders: dict[str, Path]) -> Iterator[dict[st
         ("Hunyuan:3.0", "HunyuanImagePipeline"),
         ("Hunyuan:dit-v1.2", "HunyuanDiTPipeline"),
         ("Qwen:0925", "QwenImagePipeline"),
+        ("Z-Image:turbo", "ZImagePipeline"),
+        ("FLUX.2:klein-4b", "Flux2KleinPipeline"),
     ):
         model = entry(folders, label, pipeline)
         ratios = {
@@ -227,7 +229,7 @@ def seams(engine: DiffusersEngine, folders: dict[str, Path]) -> Iterator[dict[st
     yield found
 
 
-@pytest.mark.parametrize("label", ["Hunyuan:3.0", "Hunyuan:dit-v1.2", "Qwen:0925"])
+@pytest.mark.parametrize("label", ["Hunyuan:3.0", "Hunyuan:dit-v1.2", "Qwen:0925", "Z-Image:turbo", "FLUX.2:klein-4b"])
 def test_transformer_panoramas_join_at_the_seam_like_anywhere_inside(
     seams: dict[str, tuple[float, float]], label: str
 ) -> None:

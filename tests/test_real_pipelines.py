@@ -51,6 +51,7 @@ class Model:
 
 
 MODELS = [
+    Model("Qwen:2512", "QwenImagePipeline", 128, 3),
     Model("Qwen:2.1", "QwenImage21Pipeline", 128, 3),
     Model("Qwen:2.1-int8", "QwenImage21Pipeline", 128, 3),
     Model("Hunyuan:3.0", "HunyuanImagePipeline", 128, 3),

@@ -561,8 +561,12 @@ BUILDERS: dict[str, Callable[[], DiffusionPipeline]] = {
 def save_tiny(pipeline_class: str, folder: Path) -> Path:
     """Build the tiny ``pipeline_class`` and save it as a diffusers model folder (weights in fp16,
     as the real repositories ship them; the engine loads them in its own dtype)."""
-    pipe = BUILDERS[pipeline_class]()
-    pipe.to(torch.float16).save_pretrained(folder)
+    return save_pipeline(BUILDERS[pipeline_class]().to(torch.float16), folder)
+
+
+def save_pipeline(pipe: DiffusionPipeline, folder: Path) -> Path:
+    """``pipe`` as a diffusers model folder that loads as the real repository's does."""
+    pipe.save_pretrained(folder)
     index_file = folder / "model_index.json"
     index = json.loads(index_file.read_text())
     if "processor" in index:
