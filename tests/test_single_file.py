@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aigc_image import weights
 from aigc_image.catalog import ModelEntry, load_catalog
 from aigc_image.engines.base import GenerationRequest
 from aigc_image.engines.diffusers_engine import DiffusersEngine
@@ -74,3 +75,12 @@ def test_a_denoiser_file_replaces_the_sources_denoiser(tmp_path: Path) -> None:
     replaced = builtin.changed(version="file", denoiser_file=str(kept))
     [[after]] = engine.generate(replaced, [request], lambda step, steps: None)
     assert np.array_equal(np.asarray(before), np.asarray(after))
+
+
+def test_models_and_pull_see_a_checkpoint_file_and_its_configs(sd1: tuple[Path, Path], tmp_path: Path) -> None:
+    folder, checkpoint = sd1
+    present = weights.status(entry(source=str(checkpoint), source_config=str(folder)))
+    assert present.where == "local folder" and present.present and present.size_bytes > checkpoint.stat().st_size
+    missing = weights.status(entry(source=str(tmp_path / "gone.safetensors"), source_config=str(folder)))
+    assert not missing.present
+    assert weights.pull(entry(source=str(checkpoint), source_config=str(folder))) == []  # nothing to download

@@ -67,7 +67,6 @@ class Family:
     samplers: tuple[Sampler, ...] = ()  # () = every sampler of its scheduler kind
     call_options: Mapping[str, Any] = field(default_factory=dict)
     latents: Latents = "grid"
-    known: bool = True  # False: read from the signature of a class not in the table
 
     def offered_samplers(self) -> list[Sampler]:
         return list(self.samplers) if self.samplers else offered(self.schedulers)
@@ -98,6 +97,10 @@ FAMILIES: dict[str, Family] = {
     "ZImageImg2ImgPipeline": replace(ZIMAGE, references="img2img", max_references=1),
     "Flux2KleinPipeline": Family("FLUX.2 klein", "classic", False, 16, "edit", 4, schedulers="flow", latents="packed"),
 }
+
+
+# References an editing class not in the table may take: its entry's max_reference_images bounds them.
+UNKNOWN_EDIT_REFERENCES = 16
 
 
 def family_of(pipe: Any) -> Family:
@@ -135,8 +138,9 @@ def inferred(pipe: Any) -> Family:
     flow = "FlowMatch" in type(getattr(pipe, "scheduler", None)).__name__
     return Family(
         type(pipe).__name__, cfg, "negative_prompt" in accepted, computed_size_multiple(pipe), references,
-        1 if references == "img2img" else (16 if references == "edit" else 0), schedulers="flow" if flow else "ddpm",
-        call_options=options, latents="packed" if hasattr(pipe, "_pack_latents") else "grid", known=False,
+        1 if references == "img2img" else (UNKNOWN_EDIT_REFERENCES if references == "edit" else 0),
+        schedulers="flow" if flow else "ddpm", call_options=options,
+        latents="packed" if hasattr(pipe, "_pack_latents") else "grid",
     )  # fmt: skip
 
 
