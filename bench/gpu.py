@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from aigc_image.catalog import ModelEntry, load_catalog
+from aigc_image.catalog import ModelEntry, ModelLabel, load_catalog
 from aigc_image.engines.accelerate import accelerate
 from aigc_image.engines.loading import pick_dtype
 from bench import full_size
@@ -300,7 +300,7 @@ def build_case(bench: Bench, case: Case, entry: ModelEntry) -> Any:
 
 
 def run_case(bench: Bench, case: Case, models: Path, peaks: dict[str, float]) -> dict[str, Any]:
-    entry = load_catalog().resolve(*case.catalog.split(":"))
+    entry = load_catalog().lookup(ModelLabel.parse(case.catalog))
     started = time.monotonic()
     pipe = build_case(bench, case, entry)
     folder = models / case.key

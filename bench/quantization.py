@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from aigc_image.catalog import ModelEntry, load_catalog
+from aigc_image.catalog import ModelEntry, ModelLabel, load_catalog
 from aigc_image.engines.base import GenerationRequest
 from aigc_image.engines.diffusers_engine import DiffusersEngine
 from aigc_image.engines.loading import modules, weight_bytes
@@ -81,7 +81,7 @@ def variants(family: Family, device: torch.device) -> list[str]:
 
 
 def entry_for(family: Family, folder: Path, variant: str, size: int, steps: int, gguf_dir: Path) -> ModelEntry:
-    builtin = load_catalog().resolve(*family.label.split(":"))
+    builtin = load_catalog().lookup(ModelLabel.parse(family.label))
     changes: dict[str, Any] = {"source": str(folder), "width": size, "height": size, "steps": steps,
                                "version": f"bench-{variant}"}  # fmt: skip
     if variant.startswith("gguf-"):
