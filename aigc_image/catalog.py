@@ -6,8 +6,10 @@ models; an operator's file (setting ``models.registry_file``) adds entries, or c
 ones: an entry with the same name and version as a built-in one changes only the keys it sets.
 The format is documented in docs/models.md.
 
-When ``models.default_model`` is not set, the default is the first model (in catalogue order,
-best first) that fits this host's hardware: ``default_for``.
+Entries are validated by pydantic (``ModelEntry``): unknown keys, wrong types and values outside
+their vocabulary stop the program with a ``ConfigError`` naming the file and the entry. How a
+model family is called (guidance, sizes, samplers) is the engine's business (engines/families.py);
+this module knows only what each entry promises, and imports nothing but config, errors and tasks.
 """
 
 from __future__ import annotations
@@ -17,37 +19,96 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from aigc_image.config import ConfigError, read_toml
-from aigc_image.enhance import STYLES
 from aigc_image.errors import UnknownModel
-from aigc_image.hardware import Hardware
-from aigc_image.media.sizes import ASPECT_RATIOS, SHORTER_SIDE, STANDARD_RESOLUTIONS
+from aigc_image.tasks import AspectRatio, Resolution
 
-ENGINES = ("diffusers", "tiny-random")
-CACHES = ("none", "first_block", "taylorseer", "mag")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-# Share of a GPU's (or the RAM's) memory a model may plan to use: the rest is for the CUDA
-# context, the other process on a CPU host, and fragmentation.
-USABLE_MEMORY = 0.9
+Engine = Literal["diffusers", "tiny-random"]
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+Cache = Literal["none", "first_block", "taylorseer", "mag"]
+PromptStyle = Literal["natural", "tags"]  # EnhancePrompt's built-in rewrite: sentences or tags (enhance.py)
+# Weights quantized at load (engines/quantize.py): torchao int8 or float8 weights, bitsandbytes NF4, or a
+# GGUF file of the denoiser (``denoiser_file``), which carries its own quantization.
+Quantization = Literal["none", "int8", "float8", "nf4", "gguf"]
+# Samplers by the names A1111 and ComfyUI users know (engines/samplers.py maps each to a scheduler).
+Sampler = Literal[
+    "Euler", "Euler a", "Heun", "DPM2", "DPM2 a", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ 2M SDE",
+    "DPM++ 2M SDE Karras", "DDIM", "PLMS", "UniPC", "DEIS",
+]  # fmt: skip
+SAMPLERS: tuple[Sampler, ...] = get_args(Sampler)
+STANDARD_RESOLUTIONS: tuple[Resolution, ...] = ("720P", "1080P", "2K", "4K")  # 1K only where a model lists it
 DEFAULT_MAX_STEPS = 100
+MAX_LORA_SCALE = 4.0  # an adapter's scale, in the catalogue or a request: -4 to 4 (slider adapters go negative)
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".gguf")
 
 
 @dataclass(frozen=True)
-class ModelEntry:
+class ModelLabel:
+    """How a model is named outside the catalogue: ``Name`` or ``Name:Version`` (settings, the CLI,
+    the OpenAI face's ``model``). ``parse`` is the one parser of that form."""
+
     name: str
-    version: str
-    engine: str
-    source: str = ""  # Hugging Face repo id or local directory
+    version: str | None = None  # None: the model's default version
+
+    @classmethod
+    def parse(cls, text: str) -> ModelLabel:
+        name, colon, version = text.strip().partition(":")
+        if not name or (colon and not version) or ":" in version:
+            raise ValueError(f"{text!r} is not a model: write Name or Name:Version, e.g. Qwen or Qwen:0925")
+        return cls(name, version or None)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.version}" if self.version else self.name
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _as_number(value: Any) -> Any:
+    """TOML writes 64 for 64.0: an integer is a number here (strict mode would refuse it)."""
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Strings = Annotated[tuple[str, ...], BeforeValidator(_as_tuple)]
+Number = Annotated[float, BeforeValidator(_as_number)]
+
+
+class Adapter(BaseModel):
+    """A LoRA adapter an entry offers: a ``.safetensors`` file, a folder, or a Hugging Face repo id
+    (with ``weight_name`` when it holds several files)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    source: str = Field(min_length=1)
+    weight_name: str = ""
+
+
+def _adapter(value: Any) -> Any:
+    return {"source": value} if isinstance(value, str) else value
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    engine: Engine
+    source: str = ""  # Hugging Face repo id, local diffusers folder, or a single .safetensors checkpoint
+    source_config: str = ""  # for a single-file source: a diffusers folder or repo id with its configs
     pipeline: str = "AutoPipelineForText2Image"
-    dtype: str = "auto"
+    dtype: Dtype = "auto"
     variant: str = ""  # weights variant to load, e.g. "fp16" (smaller download; upcast on CPUs)
     default: bool = False  # the version used when a request names only the model
     description: str = ""
     steps: int = 30
     max_steps: int = 0  # most AdditionalParameters steps a request may ask for (0: 100, or steps if more)
-    guidance_scale: float | None = None  # None: the pipeline's own default
+    guidance_scale: Number | None = None  # None: the pipeline's own default
+    guidance: bool = True  # whether AdditionalParameters guidance_scale applies (false: guidance-distilled)
     width: int = 1024
     height: int = 1024
     negative_prompt: bool = True
@@ -56,34 +117,103 @@ class ModelEntry:
     max_reference_images: int = 0  # ImageInfos: 0 none, 1 image-to-image, more: multi-reference editing
     image_pipeline: str = "AutoPipelineForImage2Image"  # the pipeline class that takes ImageInfos
     image_source: str = ""  # where its own weights are; "" = it reuses every component of the model
-    image_shared: tuple[str, ...] = ()  # with image_source: components taken from the loaded model instead
+    image_shared: Strings = ()  # with image_source: components taken from the loaded model instead
     reference_strength: bool = True  # whether AdditionalParameters strength applies to ImageInfos
-    prompt_style: str = "natural"  # EnhancePrompt's built-in rewrite: "natural" sentences or "tags"
+    prompt_style: PromptStyle = "natural"
     panorama: bool = False  # SceneType 3d_panorama
     # ExtraParameters.AspectRatio / Resolution this model accepts (any model can: its images are
     # generated at its native size in that shape, then resized).
-    aspect_ratios: tuple[str, ...] = tuple(ASPECT_RATIOS)
-    resolutions: tuple[str, ...] = STANDARD_RESOLUTIONS
+    aspect_ratios: Annotated[tuple[AspectRatio, ...], BeforeValidator(_as_tuple)] = get_args(AspectRatio)
+    resolutions: Annotated[tuple[Resolution, ...], BeforeValidator(_as_tuple)] = STANDARD_RESOLUTIONS
     size_multiple: int = 16  # generated sides are multiples of this (the VAE and transformer need it)
     # Bounds of AdditionalParameters {"size": "WxH"}; 0 pixels: no bound beyond the sides.
     size_min_side: int = 256
     size_max_side: int = 2048
     size_min_pixels: int = 0
     size_max_pixels: int = 0
+    # Samplers a request may choose (AdditionalParameters sampler); without one, the model's own scheduler.
+    samplers: Annotated[tuple[Sampler, ...], BeforeValidator(_as_tuple)] = ()
+    # LoRA adapters: ``adapters`` are the ones offered (name → file, folder or repo); ``loras`` the ones
+    # applied to every request, with their scales. A request's AdditionalParameters loras change the
+    # scales of named offered adapters (0 turns one off); the base weights are never reloaded.
+    adapters: dict[str, Annotated[Adapter, BeforeValidator(_adapter)]] = Field(default_factory=dict)
+    loras: dict[str, Number] = Field(default_factory=dict)
+    quantization: Quantization = "none"  # applied at load to the denoiser and text encoders
+    denoiser_file: str = ""  # a single-file denoiser (.safetensors or .gguf) replacing the source's
     # Accelerations (docs/models.md gives each one's measured speed-up and pixel difference);
     # off by default, since each changes the pixels a little.
     compile: bool = False  # torch.compile of the denoiser's repeated blocks (regional), warmed up at load
-    cache: str = "none"  # "none", "first_block", "taylorseer" or "mag": reuse of the denoiser's work between steps
-    cache_options: Mapping[str, Any] = field(default_factory=dict)  # that method's diffusers config, e.g. threshold
+    cache: Cache = "none"  # reuse of the denoiser's work between steps
+    cache_options: dict[str, Any] = Field(default_factory=dict)  # that method's diffusers config, e.g. threshold
     channels_last: bool = False  # channels-last memory layout for a UNet's convolutions
-    # What running it takes, for the hardware-aware default, offloading and `aigc-image models`.
-    memory_gb: float = 0.0  # GPU memory for one image at the native size, in the model's dtype
-    cpu_memory_gb: float = 0.0  # RAM to run it on a CPU (float32); 0: too slow to offer on CPUs
-    download_gb: float = 0.0  # size of the weights it downloads
+    # What running it takes, for the hardware-aware default, offloading and `aigc-image models`: in the
+    # entry's dtype and quantization.
+    memory_gb: Number = 0.0  # GPU memory for one image at the native size
+    cpu_memory_gb: Number = 0.0  # RAM to run it on a CPU (float32, or quantized); 0: too slow to offer on CPUs
+    download_gb: Number = 0.0  # size of the weights it downloads
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_max_steps(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("max_steps"):
+            steps = data.get("steps", 30)
+            data = {**data, "max_steps": max(DEFAULT_MAX_STEPS, steps) if isinstance(steps, int) else 0}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelEntry:
+        problems = self.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def problems(self) -> list[str]:
+        """What the keys say that cannot be true together (each key is already of the right type)."""
+        found = []
+        if self.engine == "diffusers" and not self.source:
+            found.append("a diffusers model needs a source (repo id, directory or .safetensors file)")
+        if self.steps < 1 or self.width < 8 or self.height < 8 or self.max_output_images < 1:
+            found.append("steps, width, height and max_output_images must be positive")
+        if self.max_batch < 1:
+            found.append("max_batch must be positive")
+        if self.max_steps < self.steps:
+            found.append("max_steps must be at least steps")
+        if self.size_multiple < 1 or not 1 <= self.size_min_side <= self.size_max_side:
+            found.append("size_multiple must be positive and size_min_side at most size_max_side")
+        if min(self.memory_gb, self.cpu_memory_gb, self.download_gb) < 0:
+            found.append("memory_gb, cpu_memory_gb and download_gb must not be negative")
+        if self.image_shared and not self.image_source:
+            found.append("image_shared needs image_source (without it every component is shared)")
+        if self.cache_options and self.cache == "none":
+            found.append("cache_options needs a cache")
+        if self.source_config and not self.single_file:
+            found.append("source_config is for a single-file source (a .safetensors file)")
+        if (self.quantization == "gguf") != self.denoiser_file.endswith(".gguf"):
+            found.append('quantization "gguf" goes with a .gguf denoiser_file, and a .gguf file with "gguf"')
+        if self.denoiser_file and not self.denoiser_file.endswith(SINGLE_FILE_SUFFIXES):
+            found.append("denoiser_file must be a .safetensors or .gguf file")
+        if self.quantization != "none" and self.engine != "diffusers":
+            found.append("quantization is for diffusers models")
+        if unknown := sorted(set(self.loras) - set(self.adapters)):
+            found.append(f"loras names adapters that are not in adapters: {', '.join(unknown)}")
+        if any(not -MAX_LORA_SCALE <= scale <= MAX_LORA_SCALE for scale in self.loras.values()):
+            found.append(f"loras scales must be between {-MAX_LORA_SCALE:g} and {MAX_LORA_SCALE:g}")
+        if self.adapters and self.engine != "diffusers":
+            found.append("adapters are for diffusers models")
+        if self.adapters and self.image_source:
+            found.append("adapters apply to the model's own weights; its editing model (image_source) takes none")
+        if self.single_file and self.quantization in ("int8", "float8", "nf4"):
+            found.append("quantization int8, float8 and nf4 need a diffusers-format source (or a denoiser_file)")
+        return found
 
     @property
     def label(self) -> str:
         return f"{self.name}:{self.version}"
+
+    @property
+    def single_file(self) -> bool:
+        """Whether ``source`` is one checkpoint file (A1111/ComfyUI style) rather than a diffusers model."""
+        return self.source.endswith(SINGLE_FILE_SUFFIXES)
 
     @property
     def accelerations(self) -> list[str]:
@@ -92,10 +222,9 @@ class ModelEntry:
         cache = [f"{self.cache}({options})" if options else self.cache] if self.cache != "none" else []
         return [name for name, on in (("compile", self.compile), ("channels_last", self.channels_last)) if on] + cache
 
-    def fits(self, hardware: Hardware) -> bool:
-        """Whether this model runs on ``hardware`` without offloading weights to the CPU."""
-        needed = self.memory_gb if hardware.kind == "cuda" else self.cpu_memory_gb
-        return needed > 0 and needed * 1024**3 <= USABLE_MEMORY * hardware.memory_bytes
+    def changed(self, **changes: Any) -> ModelEntry:
+        """This entry with some keys changed, validated again (``model_copy`` would not check them)."""
+        return ModelEntry.model_validate(self.model_dump() | changes)
 
 
 @dataclass(frozen=True)
@@ -111,8 +240,8 @@ class Catalog:
                 "This deployment has no default model yet (none is configured, and no worker has started to "
                 "choose one for its hardware); name one in ModelName."
             )
-        name, _, version = self.default_label.partition(":")
-        return self.resolve(name, version or None)
+        label = ModelLabel.parse(self.default_label)
+        return self.resolve(label.name, label.version)
 
     def resolve(self, name: str | None, version: str | None) -> ModelEntry:
         """The entry a request names; the defaults fill what it leaves out."""
@@ -131,6 +260,9 @@ class Catalog:
             )
         return entry
 
+    def lookup(self, label: ModelLabel) -> ModelEntry:
+        return self.resolve(label.name, label.version)
+
     def names(self) -> list[str]:
         return sorted({n for (n, _) in self.entries})
 
@@ -140,23 +272,10 @@ class Catalog:
     def with_default(self, label: str) -> Catalog:
         """This catalogue with ``label`` ("Name" or "Name:Version") as its default."""
         try:
-            entry = dataclasses.replace(self, default_label=label).default
-        except UnknownModel as exc:
+            entry = dataclasses.replace(self, default_label=str(ModelLabel.parse(label))).default
+        except (UnknownModel, ValueError) as exc:
             raise ConfigError(f"the default model {label!r} is not in the model catalogue: {exc}") from exc
         return dataclasses.replace(self, default_label=entry.label)
-
-
-def default_for(catalog: Catalog, hardware: Hardware) -> tuple[ModelEntry, str]:
-    """The best model for ``hardware`` and why: the first entry (in catalogue order, best first)
-    that fits its memory; with none that fits, the smallest one. Never the noise-making test model."""
-    candidates = [entry for entry in catalog.entries.values() if entry.engine != "tiny-random"]
-    for entry in candidates:
-        if entry.fits(hardware):
-            return entry, f"the best built-in model that fits this host ({hardware.describe()})"
-    key = "memory_gb" if hardware.kind == "cuda" else "cpu_memory_gb"
-    sized = [e for e in candidates if getattr(e, key) > 0]
-    smallest = min(sized or candidates, key=lambda e: getattr(e, key))
-    return smallest, f"no model fits this host ({hardware.describe()}); the smallest one"
 
 
 def load_catalog(extra_file: str = "", default_model: str = "") -> Catalog:
@@ -176,8 +295,13 @@ def load_catalog(extra_file: str = "", default_model: str = "") -> Catalog:
         for raw in document.get("models", []):
             key = (raw.get("name"), raw.get("version"))
             _, earlier = raw_entries.get(key, (origin, {}))
+            if earlier and _stale_memory(earlier, raw):
+                raise ConfigError(
+                    f"{origin}: model {key[0]}:{key[1]}: it changes quantization, so it needs its own memory_gb "
+                    "(and cpu_memory_gb): what the quantized model needs (docs/models.md, Quantization)"
+                )
             raw_entries[key] = (origin, {**earlier, **raw})
-    entries = {key: _entry(raw, origin) for key, (origin, raw) in raw_entries.items()}
+    entries = {key: parse_entry(raw, origin) for key, (origin, raw) in raw_entries.items()}
     default_versions: dict[str, str] = {}
     for entry in entries.values():
         if entry.default:
@@ -188,90 +312,44 @@ def load_catalog(extra_file: str = "", default_model: str = "") -> Catalog:
     return catalog.with_default(default_model or chosen_default) if (default_model or chosen_default) else catalog
 
 
+def parse_entry(raw: Mapping[str, Any], origin: str) -> ModelEntry:
+    """One ``[[models]]`` table as an entry, or a ConfigError naming ``origin``, the entry and every problem."""
+    try:
+        return ModelEntry.model_validate(dict(raw))
+    except ValidationError as exc:
+        what = "; ".join(_problem(error) for error in exc.errors())
+        raise ConfigError(f"{origin}: model entry {raw.get('name', '?')}:{raw.get('version', '?')}: {what}") from None
+
+
+# pydantic's error types, as the registry's documentation names TOML's types (docs/models.md)
+_TYPE_NAMES = {
+    "string_type": "a string", "bool_type": "true or false", "int_type": "an integer", "float_type": "a number",
+    "dict_type": "a table", "model_type": "a table", "tuple_type": "a list", "list_type": "a list",
+}  # fmt: skip
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] in _TYPE_NAMES:
+        return f"{where} must be {_TYPE_NAMES[error['type']]}"
+    if error["type"] == "literal_error":  # a value outside the key's vocabulary, in a list or not
+        key = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
+        return f"{key}: unknown {error['input']!r}; known: {error['ctx']['expected']}"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {where}"
+    if error["type"] == "missing":
+        return f"{where} is required"
+    if error["type"] == "value_error":  # the cross-field checks: their own sentences
+        return str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {error['msg']}" if where else str(error["msg"])
+
+
+def _stale_memory(builtin: Mapping[str, Any], change: Mapping[str, Any]) -> bool:
+    """A change of an entry's quantization that keeps the memory figures of the unquantized model."""
+    requantized = "quantization" in change and change["quantization"] != builtin.get("quantization", "none")
+    keeps = any(key in builtin and key not in change for key in ("memory_gb", "cpu_memory_gb"))
+    return requantized and keeps
+
+
 def _brief(value: Any) -> str:
     return f"[{len(value)} values]" if isinstance(value, list) else str(value)
-
-
-_FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(ModelEntry)}
-_TYPE_NAMES = {
-    "Mapping[str, Any]": "a table",
-    "str": "a string",
-    "bool": "true or false",
-    "int": "an integer",
-    "float": "a number",
-    "float | None": "a number",
-    "tuple[str, ...]": "a list of strings",
-}
-
-
-def _fits_type(raw: Mapping[str, Any], key: str, hint: str) -> bool:
-    if key not in raw:
-        return True
-    value = raw[key]
-    if hint == "str":
-        return isinstance(value, str)
-    if hint == "bool":
-        return isinstance(value, bool)
-    if hint == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint in ("float", "float | None"):
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint == "Mapping[str, Any]":
-        return isinstance(value, dict)
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
-def _entry(raw: Mapping[str, Any], origin: str) -> ModelEntry:
-    names = {f.name for f in dataclasses.fields(ModelEntry)}
-    unknown = set(raw) - names
-    if unknown:
-        raise ConfigError(f"{origin}: unknown model key(s) {', '.join(sorted(unknown))}")
-    problems = [
-        f"{key} must be {_TYPE_NAMES[hint]}" for key, hint in _FIELD_TYPES.items() if not _fits_type(raw, key, hint)
-    ]
-    missing = {"name", "version", "engine"} - set(raw)
-    if problems or missing:
-        what = "; ".join(problems + [f"{key} is required" for key in sorted(missing)])
-        raise ConfigError(f"{origin}: model entry {raw.get('name', '?')}:{raw.get('version', '?')}: {what}")
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    for key in ("memory_gb", "cpu_memory_gb", "download_gb"):
-        if key in values:
-            values[key] = float(values[key])
-    if not values.get("max_steps"):
-        values["max_steps"] = max(DEFAULT_MAX_STEPS, values.get("steps", ModelEntry.steps))
-    entry = ModelEntry(**values)
-    if entry.engine not in ENGINES:
-        problems.append(f"engine must be one of {', '.join(ENGINES)}")
-    if entry.prompt_style not in STYLES:
-        problems.append(f"prompt_style must be one of {', '.join(STYLES)}")
-    if entry.cache not in CACHES:
-        problems.append(f"cache must be one of {', '.join(CACHES)}")
-    if entry.cache_options and entry.cache == "none":
-        problems.append("cache_options needs a cache")
-    if entry.dtype not in DTYPES:
-        problems.append(f"dtype must be one of {', '.join(DTYPES)}")
-    if entry.engine == "diffusers" and not entry.source:
-        problems.append("a diffusers model needs a source (repo id or directory)")
-    if entry.steps < 1 or entry.width < 8 or entry.height < 8 or entry.max_output_images < 1:
-        problems.append("steps, width, height and max_output_images must be positive")
-    if entry.max_batch < 1:
-        problems.append("max_batch must be positive")
-    if entry.max_steps < entry.steps:
-        problems.append("max_steps must be at least steps")
-    if entry.size_multiple < 1 or not 1 <= entry.size_min_side <= entry.size_max_side:
-        problems.append("size_multiple must be positive and size_min_side at most size_max_side")
-    if min(entry.memory_gb, entry.cpu_memory_gb, entry.download_gb) < 0:
-        problems.append("memory_gb, cpu_memory_gb and download_gb must not be negative")
-    if entry.image_shared and not entry.image_source:
-        problems.append("image_shared needs image_source (without it every component is shared)")
-    if unknown_ratios := set(entry.aspect_ratios) - set(ASPECT_RATIOS):
-        problems.append(
-            f"aspect_ratios: unknown {', '.join(sorted(unknown_ratios))}; known: {', '.join(ASPECT_RATIOS)}"
-        )
-    if unknown_resolutions := set(entry.resolutions) - set(SHORTER_SIDE):
-        problems.append(
-            f"resolutions: unknown {', '.join(sorted(unknown_resolutions))}; known: {', '.join(SHORTER_SIDE)}"
-        )
-    if problems:
-        raise ConfigError(f"{origin}: model {entry.label}: {'; '.join(problems)}")
-    return entry

@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("--set-default", metavar="MODEL",
                         help="make MODEL (Name or Name:Version) the default of the whole deployment")  # fmt: skip
     pull = command("pull", "Download a model's weights into the Hugging Face cache (resumable).", _pull)
-    pull.add_argument("model", help="ModelName or ModelName:ModelVersion, e.g. Hunyuan or Qwen:0925")
+    pull.add_argument("model", type=_model_label, help="ModelName or ModelName:ModelVersion, e.g. Hunyuan or Qwen:0925")
     command("openapi", "Print an OpenAPI description of the actions (one pseudo-path per action).", _openapi)
 
     keys = command("keys", "List API keys, or create one with --create.", _keys)
@@ -192,6 +192,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _model_label(value: str) -> Any:
+    from aigc_image.catalog import ModelLabel
+
+    try:
+        return ModelLabel.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _device(value: str) -> str:
     try:
         return check_device(value)
@@ -215,11 +224,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> int | None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from aigc_image import weights
     from aigc_image.hardware import probe
+    from aigc_image.models_view import render
     from aigc_image.wiring import catalog_from
 
     if args.set_default:
@@ -227,32 +233,8 @@ def _models(args: argparse.Namespace, settings: Settings) -> int | None:
     hardware = probe(settings.worker.devices)
     catalog, why = catalog_from(settings, hardware)
     default_label, default_note = _deployment_default(settings, catalog, why)
-    table = Table(title=f"Models, best first, on this host ({hardware.describe()})", title_justify="left")
-    accelerated = any(entry.accelerations for entry in catalog.entries.values())
-    for column in ("Model", "Pipeline", "Native", "Steps", "Weights", "Needs", "Fits"):
-        table.add_column(column, no_wrap=column in ("Model", "Native"))
-    if accelerated:
-        table.add_column("Accelerations")
-    for entry in catalog.entries.values():
-        state = weights.status(entry)
-        if state.where == "built in":
-            stored = "built in"
-        elif state.present:
-            stored = f"{'cached' if state.where != 'local folder' else 'folder'}, {_gb(state.size_bytes)}"
-        else:
-            stored = f"not cached, {entry.download_gb:g} GB" if entry.download_gb else "not cached"
-        need = entry.memory_gb if hardware.kind == "cuda" else entry.cpu_memory_gb
-        needs = f"{need:g} GB {'GPU' if hardware.kind == 'cuda' else 'RAM'}" if need else "a GPU"
-        fits = "yes" if entry.fits(hardware) else ("offloaded" if hardware.kind == "cuda" else "no")
-        mark = " *" if entry.label == default_label else ""
-        pipeline = entry.pipeline.removesuffix("Pipeline") if entry.engine == "diffusers" else "(in code)"
-        row = [f"{entry.label}{mark}", pipeline, f"{entry.width}×{entry.height}", str(entry.steps), stored, needs, fits]
-        table.add_row(*row, *([", ".join(entry.accelerations) or "none"] if accelerated else []))
-    console = Console()
-    console.print(table)
-    console.print(f"* default model: {default_note}", soft_wrap=True, markup=False, highlight=False)
-    if not accelerated:
-        console.print("accelerations (compile, cache, channels_last): none on; see docs/models.md", soft_wrap=True)
+    width = shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else 80
+    sys.stdout.write(render(catalog, hardware, default_label, default_note, width))
     return None
 
 
@@ -318,17 +300,12 @@ def _set_default(settings: Settings, label: str) -> int:
     return 0
 
 
-def _gb(size: int) -> str:
-    return f"{size / 1e9:.1f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"
-
-
 def _pull(args: argparse.Namespace, settings: Settings) -> int:
     from aigc_image import weights
     from aigc_image.wiring import catalog_from
 
     catalog, _ = catalog_from(settings)
-    name, _, version = args.model.partition(":")
-    entry = catalog.resolve(name, version or None)
+    entry = catalog.lookup(args.model)
     if not weights.sources(entry) or all(weights.is_local(s) for s in weights.sources(entry)):
         print(f"{entry.label} needs no download ({entry.source or 'built in'}).")
         return 0

@@ -16,10 +16,13 @@ import logging
 import re
 import urllib.request
 from dataclasses import dataclass
+from typing import get_args
+
+from aigc_image.catalog import PromptStyle
 
 log = logging.getLogger(__name__)
 
-STYLES = ("natural", "tags")
+STYLES: tuple[PromptStyle, ...] = get_args(PromptStyle)
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _NATURAL_ZH = "画面主体清晰，细节丰富，光影自然，构图均衡，高清画质。"
 _NATURAL_EN = "A clear main subject, rich detail, natural lighting, balanced composition, high resolution."

@@ -16,11 +16,10 @@ from pathlib import Path
 import uvicorn
 
 from aigc_image import keys as keyfiles
-from aigc_image.catalog import default_for
 from aigc_image.clock import Clock, SystemClock
 from aigc_image.config import Settings
 from aigc_image.deployment import agree_on_default, describe
-from aigc_image.hardware import probe, worker_devices
+from aigc_image.hardware import default_for, probe, worker_devices
 from aigc_image.keys import KeyRing
 from aigc_image.protocol.connection import guarded_protocol
 from aigc_image.store import StoreUnavailable, TaskStore

@@ -7,11 +7,15 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from aigc_image.errors import Reason
 
 TASK_ID_PREFIX = "4-AigcImage-"
 PANORAMA = "3d_panorama"  # the one SceneType
+# ExtraParameters.AspectRatio and Resolution, as the MPS API names them (media/sizes.py has their sizes).
+AspectRatio = Literal["16:9", "9:16", "1:1", "4:3", "3:4", "3:2", "2:3", "21:9"]
+Resolution = Literal["720P", "1K", "1080P", "2K", "4K"]
 
 
 class Status(enum.StrEnum):
@@ -62,6 +66,8 @@ class TaskSpec:
     strength: float | None = None  # image-to-image: how far from the reference (None: the model's default)
     enhanced_prompt: str = ""  # EnhancePrompt: the prompt actually used, when it differs from ``prompt``
     scene_type: str = ""  # "3d_panorama": a 2:1 image whose left and right edges join
+    sampler: str = ""  # AdditionalParameters sampler ("": the model's own scheduler)
+    loras: tuple[tuple[str, float], ...] = ()  # AdditionalParameters loras: (adapter, scale), sorted by name
 
     @property
     def delivered_size(self) -> tuple[int, int]:
@@ -71,14 +77,16 @@ class TaskSpec:
     @property
     def batch_key(self) -> str:
         """Tasks with equal keys can share one pipeline call: the same model, generated size, steps,
-        guidance and kind (text-to-image, image-to-image with as many references at one strength,
-        panorama), and both with or both without a negative prompt (some pipelines treat none and an
-        empty one differently). Prompts, seeds, image counts and everything done after generating
-        (format, size delivered, labels, storage) may differ."""
+        guidance, sampler, LoRA adapter scales and kind (text-to-image, image-to-image with as many
+        references at one strength, panorama), and both with or both without a negative prompt (some
+        pipelines treat none and an empty one differently). Prompts, seeds, image counts and
+        everything done after generating (format, size delivered, labels, storage) may differ."""
         kind = f"refs={len(self.reference_urls)}@{self.strength}" if self.reference_urls else "t2i"
+        loras = ",".join(f"{name}={scale:g}" for name, scale in self.loras)
         return (
             f"{self.model_name}:{self.model_version}|{self.width}x{self.height}|steps={self.steps}"
             f"|guidance={self.guidance_scale}|negative={bool(self.negative_prompt)}|{kind}|{self.scene_type}"
+            f"|sampler={self.sampler}|loras={loras}"
         )
 
     def to_json(self) -> str:
@@ -88,6 +96,7 @@ class TaskSpec:
     def from_json(cls, text: str) -> TaskSpec:
         values = json.loads(text)
         values["reference_urls"] = tuple(values.get("reference_urls", ()))
+        values["loras"] = tuple((name, scale) for name, scale in values.get("loras", ()))  # JSON made them lists
         width, height = values.pop("output_width", 0), values.pop("output_height", 0)  # stored before 0.2
         delivered = values.get("delivered") or ((width, height) if width else None)
         values["delivered"] = tuple(delivered) if delivered else None

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from aigc_image.catalog import ModelEntry
 
+# What a single-file checkpoint's source_config is read for: configs, tokenizers, chat templates.
+CONFIG_FILES = ["*.json", "*.txt", "*.model", "*.jinja", "*.tiktoken"]
+
 
 @dataclass(frozen=True)
 class WeightsStatus:
@@ -22,10 +25,11 @@ class WeightsStatus:
 
 
 def sources(entry: ModelEntry) -> list[str]:
-    """Every weights source the entry loads: its own, and its editing pipeline's."""
+    """Every weights source the entry loads: its own (or its configs', for a checkpoint file), its
+    single-file denoiser, and its editing pipeline's."""
     if entry.engine == "tiny-random":
         return []
-    return [s for s in (entry.source, entry.image_source) if s]
+    return [s for s in (entry.source, entry.source_config, entry.denoiser_file, entry.image_source) if s]
 
 
 def status(entry: ModelEntry) -> WeightsStatus:
@@ -33,7 +37,7 @@ def status(entry: ModelEntry) -> WeightsStatus:
         return WeightsStatus("built in", True, 0)
     names = sources(entry)
     if all(is_local(s) for s in names):
-        present = all((Path(s).expanduser() / "model_index.json").is_file() for s in names)
+        present = all(_present(Path(s).expanduser()) for s in names)
         size = sum(_folder_size(Path(s).expanduser()) for s in names) if present else 0
         return WeightsStatus("local folder", present, size)
     cached = _cached_repos()
@@ -47,7 +51,13 @@ def pull(entry: ModelEntry) -> list[str]:
 
     fetched = []
     for source in sources(entry):
-        if is_local(source):
+        if is_local(source) or "://" in source:  # files are the operator's to place (docs/models.md)
+            continue
+        if source == entry.source_config:  # a checkpoint's configs and tokenizers, not its weights
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(source, allow_patterns=CONFIG_FILES)
+            fetched.append(source)
             continue
         try:
             DiffusionPipeline.download(source, variant=entry.variant or None)
@@ -98,5 +108,12 @@ def _cached_repos() -> dict[str, int]:
     return {repo.repo_id: repo.size_on_disk for repo in info.repos if repo.repo_type == "model"}
 
 
+def _present(path: Path) -> bool:
+    """A checkpoint file, or a diffusers folder (its model_index.json)."""
+    return path.is_file() or (path / "model_index.json").is_file()
+
+
 def _folder_size(folder: Path) -> int:
+    if folder.is_file():
+        return folder.stat().st_size
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())

@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from starlette.applications import Starlette
 
 from aigc_image import keys as keyfiles
-from aigc_image.catalog import Catalog, default_for, load_catalog
+from aigc_image.catalog import Catalog, load_catalog
 from aigc_image.clock import Clock
 from aigc_image.config import ConfigError, Settings
 from aigc_image.deployment import DefaultModel
 from aigc_image.enhance import LlmEnhancer, PromptEnhancer
-from aigc_image.hardware import Hardware
+from aigc_image.hardware import Hardware, default_for
 from aigc_image.moderation.review import ContentReview, build_review
 from aigc_image.protocol.actions import Actions, Limits
 from aigc_image.protocol.app import build_app

@@ -8,7 +8,9 @@ small vocabularies): they change which ids a prompt becomes, not the shapes the 
 
 One stand-in, said where it is used: Qwen-Image's text encoder is a 2-layer Qwen2.5-VL of the real
 width (3584) instead of the 28-layer 7B one, because only the denoiser's cost is measured on it
-(the prompt is encoded once per image, under 0.2% of the image's FLOPs).
+(the prompt is encoded once per image, under 0.2% of the image's FLOPs). The families added since
+(Z-Image-Turbo, FLUX.2 klein 4B, Qwen-Image 2.1) have their real text encoders (Qwen3 4B, Qwen3-VL
+8B), since their memory, quantized or not, is what the catalogue's figures come from.
 
     .venv/bin/python -m bench.full_size      # builds each on the meta device and checks the counts
 """
@@ -22,17 +24,26 @@ from typing import Any
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderKLFlux2,
     AutoencoderKLQwenImage,
+    AutoencoderKLQwenImage21,
     DDPMScheduler,
     DiffusionPipeline,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    Flux2KleinPipeline,
+    Flux2Transformer2DModel,
     HunyuanDiT2DModel,
     HunyuanDiTPipeline,
+    QwenImage21Pipeline,
+    QwenImage21Transformer2DModel,
     QwenImagePipeline,
     QwenImageTransformer2DModel,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
+    ZImagePipeline,
+    ZImageTransformer2DModel,
 )
 from transformers import (
     BertConfig,
@@ -41,19 +52,39 @@ from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
+    Qwen2VLImageProcessor,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    Qwen3Model,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
     T5Config,
     T5EncoderModel,
     T5Tokenizer,
 )
 
+from aigc_image.engines.processors import ImageOnlyQwen3VLProcessor
 from aigc_image.engines.tiny_random import build_tokenizer as clip_tokenizer
 from aigc_image.engines.tiny_random import sd_vae
-from tests.tiny_models import _qwen_parts, qwen_text_encoder, qwen_tokenizer
+from tests.tiny_models import (
+    QWEN3_CHAT_TEMPLATE,
+    QWEN_SPECIALS,
+    _qwen_parts,
+    qwen3_tokenizer,
+    qwen_text_encoder,
+    qwen_tokenizer,
+)
 
 Device = torch.device | str
 # Published parameter counts of the denoisers, in millions (model cards; perf-anchors §1.1).
-DENOISER_PARAMS = {"sd-turbo": 865.9, "sdxl": 2567.5, "hunyuan-dit": 1500.0, "qwen-image": 20430.0}
-TOLERANCE = {"hunyuan-dit": 0.05}  # "1.5B" is rounded on its model card; the others are exact
+DENOISER_PARAMS = {
+    "sd-turbo": 865.9, "sdxl": 2567.5, "hunyuan-dit": 1500.0, "qwen-image": 20430.0,
+    "z-image-turbo": 6150.0,  # "6.15B" (the Z-Image paper and model card)
+    "flux2-klein-4b": 4000.0,  # "4B" (Black Forest Labs' announcement)
+    "qwen-image-2.1": 7000.0,  # "7B parameters in its visual generation component" (the Qwen-Image 2.1 README)
+}  # fmt: skip
+# Rounded on their model cards; the others are exact.
+TOLERANCE = {"hunyuan-dit": 0.05, "z-image-turbo": 0.02, "flux2-klein-4b": 0.05, "qwen-image-2.1": 0.05}
 
 
 @contextmanager
@@ -181,11 +212,96 @@ def qwen_image(device: Device, dtype: torch.dtype) -> QwenImagePipeline:
     )  # fmt: skip
 
 
+def _qwen3(layers_class: type[Any], hidden: int, layers: int, intermediate: int) -> Any:
+    """Qwen3 (4B: 2560 wide, 36 layers) with the byte-level tokenizer's ids; the real vocabulary's size."""
+    config = Qwen3Config(
+        hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=40960, tie_word_embeddings=True,
+        rope_theta=1000000.0,
+    )  # fmt: skip
+    return layers_class(config).eval()
+
+
+def z_image_turbo(device: Device, dtype: torch.dtype) -> ZImagePipeline:
+    """Tongyi-MAI/Z-Image-Turbo: the 30-layer 3840-wide S3-DiT (the class defaults are the real model),
+    Qwen3 4B as its text encoder, FLUX.1's 16-channel VAE, FlowMatchEuler with shift 3."""
+    with building(device, dtype):
+        transformer = ZImageTransformer2DModel().eval()
+        text_encoder = _qwen3(Qwen3Model, 2560, 36, 9728)
+        vae = sd_vae(
+            block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, sample_size=1024,
+            mid_block_add_attention=True, latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159,
+            use_quant_conv=False, use_post_quant_conv=False,
+        )  # fmt: skip
+    return ZImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=False), vae=vae,
+        text_encoder=text_encoder, tokenizer=qwen3_tokenizer(), transformer=transformer,
+    )  # fmt: skip
+
+
+def flux2_klein_4b(device: Device, dtype: torch.dtype) -> Flux2KleinPipeline:
+    """black-forest-labs/FLUX.2-klein-4B: 5 double- and 20 single-stream blocks, 3072 wide, reading
+    three layers of Qwen3 4B (3 × 2560), the FLUX.2 VAE (the class defaults), step-distilled."""
+    with building(device, dtype):
+        transformer = Flux2Transformer2DModel(
+            num_layers=5, num_single_layers=20, attention_head_dim=128, num_attention_heads=24,
+            joint_attention_dim=3 * 2560, guidance_embeds=False,
+        ).eval()  # fmt: skip
+        text_encoder = _qwen3(Qwen3ForCausalLM, 2560, 36, 9728)
+        vae = AutoencoderKLFlux2().eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15, shift=3.0,
+        use_dynamic_shifting=True,
+    )  # fmt: skip
+    return Flux2KleinPipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=qwen3_tokenizer(), transformer=transformer,
+        is_distilled=True,
+    )  # fmt: skip
+
+
+def qwen_image_21(device: Device, dtype: torch.dtype) -> QwenImage21Pipeline:
+    """Qwen/Qwen-Image-2.1: the 32-layer single-stream DiT and its RGBA VAE (the class defaults are the
+    real model), and the Qwen3-VL 8B encoder that reads prompt and references."""
+    tokenizer = qwen3_tokenizer()
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIALS}
+    with building(device, dtype):
+        transformer = QwenImage21Transformer2DModel().eval()
+        vae = AutoencoderKLQwenImage21().eval()
+        config = Qwen3VLConfig(
+            text_config={
+                "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32,
+                "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20]},
+            },
+            vision_config={
+                "depth": 27, "hidden_size": 1152, "intermediate_size": 4304, "num_heads": 16, "out_hidden_size": 4096,
+                "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 2304,
+                "deepstack_visual_indexes": [8, 16, 24],
+            },
+            image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+            vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        )  # fmt: skip
+        text_encoder = Qwen3VLForConditionalGeneration(config).eval()
+    processor = ImageOnlyQwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2),
+        tokenizer=tokenizer, chat_template=QWEN3_CHAT_TEMPLATE,
+    )  # fmt: skip
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15, use_dynamic_shifting=True
+    )
+    return QwenImage21Pipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, processor=processor, transformer=transformer
+    )
+
+
 BUILDERS: dict[str, Callable[[Device, torch.dtype], DiffusionPipeline]] = {
     "sd-turbo": sd_turbo,
     "sdxl": sdxl,
     "hunyuan-dit": hunyuan_dit,
     "qwen-image": qwen_image,
+    "z-image-turbo": z_image_turbo,
+    "flux2-klein-4b": flux2_klein_4b,
+    "qwen-image-2.1": qwen_image_21,
 }
 
 
@@ -210,11 +326,34 @@ def check(name: str, pipe: DiffusionPipeline) -> None:
         raise AssertionError(f"{name}: denoiser has {counted:.1f} M parameters, the real one {published:.1f} M")
 
 
+def weight_gib(pipe: DiffusionPipeline, dtype_bytes: int, quantization: str = "none") -> float:
+    """GiB of the pipeline's weights stored in ``dtype_bytes`` per value, its denoiser and text encoders'
+    linear layers quantized as the engine does it (engines/quantize.py): int8 and float8 keep one byte
+    per weight and a float32 scale per output row; nf4 half a byte and a scale per 64 weights."""
+    per_weight = {"none": float(dtype_bytes), "int8": 1.0, "float8": 1.0, "nf4": 0.5 + 4 / 64}[quantization]
+    total = 0.0
+    for name, module in pipe.components.items():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        quantized = quantization != "none" and name in ("transformer", "unet", "text_encoder", "text_encoder_2")
+        for layer in module.modules():
+            own = [p for p in layer.parameters(recurse=False)]
+            if quantized and isinstance(layer, torch.nn.Linear):
+                rows, columns = layer.weight.shape
+                total += rows * columns * per_weight + (rows * 4 if quantization != "nf4" else 0)
+                own = [p for p in own if p is not layer.weight]
+            total += sum(p.numel() for p in own) * dtype_bytes
+    return total / 2**30
+
+
 def main() -> None:
     for name in BUILDERS:
         pipe = build(name, "meta", torch.bfloat16)
         parts = {key: millions(m) for key, m in pipe.components.items() if isinstance(m, torch.nn.Module)}
-        print(f"{name:12s} " + ", ".join(f"{key} {count:,.1f} M" for key, count in parts.items()))
+        print(f"{name:14s} " + ", ".join(f"{key} {count:,.1f} M" for key, count in parts.items()))
+        sizes = {"bf16": weight_gib(pipe, 2), "int8": weight_gib(pipe, 2, "int8"), "nf4": weight_gib(pipe, 2, "nf4"),
+                 "fp32 (CPU)": weight_gib(pipe, 4), "int8 (CPU)": weight_gib(pipe, 4, "int8")}  # fmt: skip
+        print(f"{'':14s} weights: " + ", ".join(f"{key} {gib:.1f} GiB" for key, gib in sizes.items()))
 
 
 if __name__ == "__main__":

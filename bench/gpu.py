@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from aigc_image.catalog import ModelEntry, load_catalog
+from aigc_image.catalog import ModelEntry, ModelLabel, load_catalog
 from aigc_image.engines.accelerate import accelerate
 from aigc_image.engines.loading import pick_dtype
 from bench import full_size
@@ -80,11 +80,18 @@ GPU_CASES = [
     Case("sdxl", "SDXL-Turbo:1.0", 1024, 1024, 30, 5.0, {1: 5, 4: 8}, "StableDiffusionXLPipeline"),
     Case("sd-turbo", "SD-Turbo:1.0", 512, 512, 1, 0.0, {1: 32, 4: 64, 16: 128}, "StableDiffusionPipeline"),
     Case("hunyuan-dit", "Hunyuan:dit-v1.2", 1024, 1024, 50, 5.0, {1: 2}, "HunyuanDiTPipeline"),
+    # The families added in issue 16, at their model cards' settings (guidance 1: none).
+    Case("z-image-turbo", "Z-Image:turbo", 1024, 1024, 9, 0.0, {1: 4, 4: 8}, "ZImagePipeline"),
+    Case("flux2-klein-4b", "FLUX.2:klein-4b", 1024, 1024, 4, 1.0, {1: 4, 4: 8}, "Flux2KleinPipeline"),
+    Case("qwen-image-2.1", "Qwen:2.1", 1024, 1024, 40, 1.0, {1: 2}, "QwenImage21Pipeline"),
 ]
 SMALL_CASES = [
     Case("sdxl", "SDXL-Turbo:1.0", 64, 64, 4, 5.0, {1: 2, 2: 4}, "StableDiffusionXLPipeline"),
     Case("sd-turbo", "SD-Turbo:1.0", 64, 64, 1, 0.0, {1: 4, 4: 8}, "StableDiffusionPipeline"),
     Case("hunyuan-dit", "Hunyuan:dit-v1.2", 128, 128, 4, 5.0, {1: 2}, "HunyuanDiTPipeline"),
+    Case("z-image-turbo", "Z-Image:turbo", 128, 128, 4, 0.0, {1: 2, 2: 4}, "ZImagePipeline"),
+    Case("flux2-klein-4b", "FLUX.2:klein-4b", 128, 128, 2, 1.0, {1: 2, 2: 4}, "Flux2KleinPipeline"),
+    Case("qwen-image-2.1", "Qwen:2.1", 128, 128, 4, 1.0, {1: 2}, "QwenImage21Pipeline"),
 ]
 
 
@@ -137,10 +144,13 @@ def call_kwargs(pipe: Any, case: Case, first_seed: int, batch: int) -> dict[str,
         "num_inference_steps": case.steps, "width": case.width, "height": case.height,
         "generator": [torch.Generator(generator_device).manual_seed(first_seed + i) for i in range(batch)],
     }  # fmt: skip
-    if type(pipe).__name__ == "QwenImagePipeline":
+    if type(pipe).__name__ in ("QwenImagePipeline", "QwenImage21Pipeline"):
         kwargs["true_cfg_scale"] = case.guidance
     else:
         kwargs["guidance_scale"] = case.guidance
+    if type(pipe).__name__ == "QwenImage21Pipeline":  # one prompt a call, as the engine calls it (families.py)
+        kwargs["prompt"] = kwargs["prompt"][0]
+        kwargs["num_images_per_prompt"] = batch
     if type(pipe).__name__ == "HunyuanDiTPipeline":
         kwargs["use_resolution_binning"] = False  # as the engine calls it: the size asked for, exactly
     return kwargs
@@ -201,11 +211,12 @@ def worst(differences: list[dict[str, float]]) -> dict[str, float]:
 
 
 def registry(case: Case, entry: ModelEntry, folder: Path) -> str:
+    guidance = f"guidance_scale = {case.guidance}\n" if entry.guidance else "guidance = false\n"
     return (
         f'[[models]]\nname = "bench"\nversion = "{case.key}"\nengine = "diffusers"\nsource = "{folder}"\n'
         f'pipeline = "{entry.pipeline}"\ndtype = "{entry.dtype}"\nsteps = {case.steps}\nmax_steps = {case.steps}\n'
-        f"guidance_scale = {case.guidance}\nwidth = {case.width}\nheight = {case.height}\nmax_batch = 16\n"
-        "negative_prompt = true\n"
+        f"{guidance}width = {case.width}\nheight = {case.height}\nmax_batch = 16\n"
+        f"negative_prompt = {str(entry.negative_prompt).lower()}\nsize_multiple = {entry.size_multiple}\n"
     )
 
 
@@ -289,11 +300,11 @@ def build_case(bench: Bench, case: Case, entry: ModelEntry) -> Any:
 
 
 def run_case(bench: Bench, case: Case, models: Path, peaks: dict[str, float]) -> dict[str, Any]:
-    entry = load_catalog().resolve(*case.catalog.split(":"))
+    entry = load_catalog().lookup(ModelLabel.parse(case.catalog))
     started = time.monotonic()
     pipe = build_case(bench, case, entry)
     folder = models / case.key
-    pipe.save_pretrained(folder)
+    tiny_models.save_pipeline(pipe, folder)  # the Qwen-VL processor listed as the real repositories list it
     result: dict[str, Any] = {
         "case": f"{case.key} {case.width}px, {case.steps} step(s), guidance {case.guidance:g}",
         "dtype": str(pick_dtype(entry, bench.device)).removeprefix("torch."),
@@ -363,8 +374,8 @@ def accelerations(
             options = {"mag_ratios": calibrate_mag(pipe, entry, one)}
         elif variant == "first_block":
             options = {"threshold": 0.05}
-        accelerated = dataclasses.replace(
-            entry, steps=case.steps, compile=variant == "compile", channels_last=variant == "channels_last",
+        accelerated = entry.changed(
+            steps=case.steps, compile=variant == "compile", channels_last=variant == "channels_last",
             cache=variant if variant in ("first_block", "taylorseer", "mag") else "none", cache_options=options,
         )  # fmt: skip
         row: dict[str, Any] = {"variant": variant}
@@ -394,7 +405,7 @@ def accelerations(
 
 def calibrate_mag(pipe: Any, entry: ModelEntry, case: Case) -> list[float]:
     """MagCache's ratios for this model and step count, as its calibration mode prints them."""
-    accelerate(pipe, dataclasses.replace(entry, steps=case.steps, cache="mag", cache_options={"calibrate": True}))
+    accelerate(pipe, entry.changed(steps=case.steps, cache="mag", cache_options={"calibrate": True}))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         generate(pipe, case, 1, 1)
@@ -473,7 +484,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("gpu-results"))
     parser.add_argument("--small", action="store_true", help="tiny copies on the CPU: checks that the script works")
     parser.add_argument("--budget", type=float, default=480.0, help="seconds; later sections are skipped past it")
-    parser.add_argument("--only", default="", help="comma-separated: sdxl, sd-turbo, hunyuan-dit, qwen-image")
+    parser.add_argument("--only", default="", help="comma-separated: sdxl, sd-turbo, hunyuan-dit, qwen-image, "
+                        "z-image-turbo, flux2-klein-4b, qwen-image-2.1")  # fmt: skip
     parser.add_argument("--no-accelerations", action="store_true", help="skip SDXL's compile and channels_last runs")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -491,7 +503,8 @@ def main() -> None:
                      "peak_tflops": {k: round(v, 1) for k, v in peaks.items()}, "cases": [], "skipped": []}  # fmt: skip
     wanted = set(filter(None, args.only.split(",")))
     # Rough seconds each section needs on an H200 (build, save, count, raw, service, accelerations).
-    needs = {"sdxl": 150, "sd-turbo": 90, "hunyuan-dit": 80, "qwen-image": 110}
+    needs = {"sdxl": 150, "sd-turbo": 90, "hunyuan-dit": 80, "qwen-image": 110, "z-image-turbo": 120,
+             "flux2-klein-4b": 110, "qwen-image-2.1": 150}  # fmt: skip
     models = Path(tempfile.mkdtemp(prefix="aigc-gpu-models-"))
     for case in SMALL_CASES if args.small else GPU_CASES:
         if wanted and case.key not in wanted:

@@ -3,7 +3,6 @@ plain run with the same seed, and a model that cannot take one refuses to load, 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,7 +53,7 @@ def block_calls(engine: DiffusersEngine, entry: ModelEntry, steps: int) -> int:
 def qwen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelEntry]:
     folder = save_tiny("QwenImagePipeline", tmp_path_factory.mktemp("qwen") / "qwen")
     entry = load_catalog().resolve("Qwen", "0925")
-    yield dataclasses.replace(entry, source=str(folder), width=128, height=128, steps=8)
+    yield entry.changed(source=str(folder), width=128, height=128, steps=8)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +62,7 @@ def qwen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelEntry]:
 )
 def test_a_cache_skips_work_and_keeps_the_image_close(qwen: ModelEntry, cache: str, options: dict[str, Any]) -> None:
     plain_engine, cached_engine = DiffusersEngine("cpu"), DiffusersEngine("cpu")
-    cached = dataclasses.replace(qwen, cache=cache, cache_options=options)
+    cached = qwen.changed(cache=cache, cache_options=options)
     assert block_calls(cached_engine, cached, 8) < block_calls(plain_engine, qwen, 8)
     # Random weights make no claim about quality; the images stay images of the same size and
     # stay near the plain run, which the measured figures in docs/models.md quantify.
@@ -72,7 +71,7 @@ def test_a_cache_skips_work_and_keeps_the_image_close(qwen: ModelEntry, cache: s
 
 def test_magcache_follows_each_calls_step_count(qwen: ModelEntry) -> None:
     engine = DiffusersEngine("cpu")
-    mag = dataclasses.replace(qwen, cache="mag", cache_options={"mag_ratios": [1.0] * 8, "threshold": 1.0})
+    mag = qwen.changed(cache="mag", cache_options={"mag_ratios": [1.0] * 8, "threshold": 1.0})
     full = block_calls(engine, mag, 8)
     assert 0 < full < 8  # ratios of 1.0 with a generous threshold: steps are skipped
     for steps in (4, 12):  # its schedule is re-armed for other step counts, not run past its end
@@ -82,7 +81,7 @@ def test_magcache_follows_each_calls_step_count(qwen: ModelEntry) -> None:
 def test_channels_last_changes_the_layout_not_the_image() -> None:
     plain = generate(TINY)
     engine = DiffusersEngine("cpu")
-    fast = dataclasses.replace(TINY, channels_last=True)
+    fast = TINY.changed(channels_last=True)
     image = generate(fast, engine=engine)
     weight = engine.pipeline(fast).unet.conv_in.weight
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
@@ -92,7 +91,7 @@ def test_channels_last_changes_the_layout_not_the_image() -> None:
 @pytest.mark.slow
 def test_compile_warms_up_at_load_and_keeps_the_image(caplog: pytest.LogCaptureFixture) -> None:
     plain = generate(TINY)
-    compiled = dataclasses.replace(TINY, compile=True)
+    compiled = TINY.changed(compile=True)
     engine = DiffusersEngine("cpu")
     with caplog.at_level(logging.INFO, logger="aigc_image.engines.diffusers_engine"):
         engine.load(compiled)
@@ -105,19 +104,19 @@ def test_compile_warms_up_at_load_and_keeps_the_image(caplog: pytest.LogCaptureF
 def test_models_that_cannot_take_an_acceleration_refuse_to_load(tmp_path: Path, qwen: ModelEntry) -> None:
     engine = DiffusersEngine("cpu")
     with pytest.raises(ModelUnavailable, match="channels_last is for UNets"):
-        engine.load(dataclasses.replace(qwen, channels_last=True))
+        engine.load(qwen.changed(channels_last=True))
     with pytest.raises(ModelUnavailable, match="cannot cache its work between steps"):
-        engine.load(dataclasses.replace(TINY, cache="first_block"))  # a UNet has no cache hooks
+        engine.load(TINY.changed(cache="first_block"))  # a UNet has no cache hooks
     with pytest.raises(ModelUnavailable, match=r"cache mag: .*mag_ratios"):
-        engine.load(dataclasses.replace(qwen, cache="mag"))
+        engine.load(qwen.changed(cache="mag"))
     with pytest.raises(ModelUnavailable, match=r"cache taylorseer: .*colour"):
-        engine.load(dataclasses.replace(qwen, cache="taylorseer", cache_options={"colour": 1}))
+        engine.load(qwen.changed(cache="taylorseer", cache_options={"colour": 1}))
 
 
 @pytest.mark.parametrize(
     ("keys", "fragment"),
     [
-        ('cache = "teacache"\n', "cache must be one of none, first_block, taylorseer, mag"),
+        ('cache = "teacache"\n', "cache: unknown 'teacache'"),
         ("cache_options = { threshold = 0.1 }\n", "cache_options needs a cache"),
         ('cache = "first_block"\ncache_options = 0.1\n', "cache_options must be a table"),
         ('compile = "yes"\n', "compile must be true or false"),
@@ -131,8 +130,6 @@ def test_bad_acceleration_keys_are_refused_at_startup(tmp_path: Path, keys: str,
 
 
 def test_accelerations_are_listed_as_models_shows_them() -> None:
-    entry = dataclasses.replace(
-        TINY, compile=True, cache="mag", cache_options={"threshold": 0.1, "mag_ratios": [1.0] * 28}
-    )
+    entry = TINY.changed(compile=True, cache="mag", cache_options={"threshold": 0.1, "mag_ratios": [1.0] * 28})
     assert entry.accelerations == ["compile", "mag(threshold=0.1, mag_ratios=[28 values])"]
     assert TINY.accelerations == []

@@ -69,7 +69,8 @@ def test_the_batch_key_covers_what_must_match_and_nothing_else() -> None:
     assert all(other.batch_key == key for other in same)
     different = [
         spec(model_version="2"), spec(width=80), spec(steps=3), spec(guidance_scale=7.0), spec(negative_prompt="fog"),
-        spec(scene_type="3d_panorama"), spec(reference_urls=("https://a.example/1.png",)),
+        spec(scene_type="3d_panorama"), spec(reference_urls=("https://a.example/1.png",)), spec(sampler="DDIM"),
+        spec(loras=(("ink", 0.8),)), spec(loras=(("ink", 0.5),)), spec(loras=(("ink", 0.8), ("paper", 1.0))),
     ]  # fmt: skip
     assert len({other.batch_key for other in different} | {key}) == len(different) + 1
     one_ref = spec(reference_urls=("https://a.example/1.png",), strength=0.5)
@@ -122,26 +123,33 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelEntr
     labels = {
         "HunyuanImagePipeline": "Hunyuan:3.0", "HunyuanDiTPipeline": "Hunyuan:dit-v1.2",
         "QwenImagePipeline": "Qwen:0925", "StableDiffusionPipeline": "SD-Turbo:1.0",
-        "StableDiffusionXLPipeline": "SDXL-Turbo:1.0",
+        "StableDiffusionXLPipeline": "SDXL-Turbo:1.0", "QwenImage21Pipeline": "Qwen:2.1",
+        "ZImagePipeline": "Z-Image:turbo", "Flux2KleinPipeline": "FLUX.2:klein-4b",
     }  # fmt: skip
     entries = {"tiny-random": catalog.resolve("tiny-random", None)}
     for pipeline, label in labels.items():
         name, version = label.split(":")
         folder = save_tiny(pipeline, root / pipeline) if pipeline in BUILDERS else root
-        entries[label] = dataclasses.replace(catalog.resolve(name, version), source=str(folder), image_source="")
+        entries[label] = catalog.resolve(name, version).changed(source=str(folder), image_source="", image_shared=())
     return entries
 
 
 @pytest.mark.parametrize(
-    "label", ["tiny-random", "Hunyuan:3.0", "Hunyuan:dit-v1.2", "Qwen:0925", "SD-Turbo:1.0", "SDXL-Turbo:1.0"]
-)
+    "label",
+    [
+        "tiny-random", "Hunyuan:3.0", "Hunyuan:dit-v1.2", "Qwen:0925", "SD-Turbo:1.0", "SDXL-Turbo:1.0", "Qwen:2.1",
+        "Z-Image:turbo", "FLUX.2:klein-4b",
+    ],
+)  # fmt: skip
 def test_a_tasks_images_batched_are_its_images_alone(tiny_models: dict[str, ModelEntry], label: str) -> None:
     entry = tiny_models[label]
     engine = DiffusersEngine("cpu", allow_download=False)
+    guidance = entry.guidance_scale if entry.guidance_scale is None or entry.guidance_scale > 1 else 4.0
     requests = [
-        GenerationRequest(prompt, "fog" if index % 2 else "", count, 64, 64, 2, entry.guidance_scale, seed=seed)
+        GenerationRequest(prompt, "fog" if index % 2 and entry.negative_prompt else "", count, 64, 64, 2,
+                          guidance if entry.guidance else None, seed=seed)
         for index, (prompt, count, seed) in enumerate([("a lighthouse", 2, 5), ("a boat", 1, 6), ("a cat", 3, 7)])
-    ]
+    ]  # fmt: skip
     batched = engine.generate(entry, requests, lambda step, steps: None)
     assert [len(images) for images in batched] == [2, 1, 3]  # each request's own count
     for request, images in zip(requests, batched, strict=True):

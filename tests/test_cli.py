@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from aigc_image.catalog import load_catalog
+from aigc_image.hardware import default_for, probe
 from tests.helpers import ROOT, SECRET_ID, SECRET_KEY, LiveServer, create_request, sdk_client, server_env
 
 
@@ -55,9 +57,12 @@ def test_models_shows_the_effective_default_and_what_each_model_needs() -> None:
     result = run("models")  # server_env makes tiny-random the default
     assert result.returncode == 0, result.stderr
     assert "* default model: tiny-random:1, models.default_model" in result.stdout
-    assert "tiny-random:1 *" in result.stdout and "built in" in result.stdout
+    assert "* tiny-random:1  fits, needs 0.1 GB RAM · built in" in result.stdout
     hunyuan = next(line for line in result.stdout.splitlines() if "Hunyuan:3.0" in line)
-    assert "not" in hunyuan and "a GPU" in hunyuan and hunyuan.rstrip(" │").endswith("no")  # wrapped at 80 columns
+    assert "GPU only" in hunyuan and "not cached" in hunyuan
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())  # piped: 80 columns, nothing cut
+    qwen = re.split(r"\n[ *] \S", result.stdout.split("  Qwen:2.1-int8 ", 1)[1])[0]  # its lines, to the next model
+    assert "int8" in qwen and "up to 10 references" in qwen and "samplers: Euler, Euler a, UniPC" in qwen
 
 
 def test_models_chooses_a_default_for_the_hardware_when_none_is_set() -> None:
@@ -67,9 +72,11 @@ def test_models_chooses_a_default_for_the_hardware_when_none_is_set() -> None:
         env=env, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    chosen, _ = default_for(load_catalog(), probe())
     assert "* default model: none recorded yet: the first worker to start chooses the best model for its hardware; " \
-        "here that is SD" in result.stdout  # fmt: skip
-    assert "fits this host (no GPU;" in result.stdout
+        f"here that is {chosen.label}, the best built-in model that fits this host (no GPU;" in " ".join(
+        result.stdout.split()
+    )  # fmt: skip
 
 
 def test_pull_of_a_model_that_needs_no_download_says_so() -> None:
@@ -87,18 +94,22 @@ def test_a_bad_setting_is_a_clear_error() -> None:
     assert result.returncode == 2 and "AIGC_IMAGE_API_PORT" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_models_shows_the_accelerations_an_operator_turned_on(tmp_path: Path) -> None:
+def test_models_shows_adapters_and_accelerations_an_operator_turned_on(tmp_path: Path) -> None:
     registry = tmp_path / "models.toml"
-    registry.write_text('[[models]]\nname = "tiny-random"\nversion = "1"\ncompile = true\nchannels_last = true\n')
+    registry.write_text(
+        '[[models]]\nname = "tiny-random"\nversion = "1"\ncompile = true\nchannels_last = true\n'
+        '[[models]]\nname = "Ink"\nversion = "1"\nengine = "diffusers"\nsource = "/srv/sdxl"\n'
+        'pipeline = "StableDiffusionXLPipeline"\nadapters = { ink = "/srv/ink.safetensors", paper = "/srv/p" }\n'
+        "loras = { ink = 0.8 }\n"
+    )
     result = subprocess.run(
         [sys.executable, "-m", "aigc_image", "models"], capture_output=True, text=True, cwd=ROOT, timeout=60,
-        env=server_env({"AIGC_IMAGE_MODELS_REGISTRY_FILE": str(registry), "COLUMNS": "200"}),
+        env=server_env({"AIGC_IMAGE_MODELS_REGISTRY_FILE": str(registry)}),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "Accelerations" in result.stdout
-    line = next(line for line in result.stdout.splitlines() if "tiny-random:1" in line)
-    assert "compile, channels_last" in line
-    assert "none on" in run("models").stdout
+    assert "    accelerations: compile, channels_last" in result.stdout
+    assert "    adapters: ink (on, 0.8), paper" in result.stdout
+    assert "accelerations" not in run("models").stdout
 
 
 def test_pull_without_the_hub_says_why_on_one_line(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ the real classes: every rule here exists because a class would otherwise mis-ser
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ def entry(folders: dict[str, Path], label: str, pipeline: str, **changes: Any) -
     name, version = label.split(":")
     builtin = load_catalog().resolve(name, version)
     edit = str(folders["QwenImageEditPlusPipeline"]) if builtin.image_source else ""
-    return dataclasses.replace(builtin, source=str(folders[pipeline]), image_source=edit, **changes)
+    return builtin.changed(source=str(folders[pipeline]), image_source=edit, **changes)
 
 
 def request(**fields: Any) -> GenerationRequest:
@@ -213,6 +212,8 @@ def seams(engine: DiffusersEngine, folders: dict[str, Path]) -> Iterator[dict[st
         ("Hunyuan:3.0", "HunyuanImagePipeline"),
         ("Hunyuan:dit-v1.2", "HunyuanDiTPipeline"),
         ("Qwen:0925", "QwenImagePipeline"),
+        ("Z-Image:turbo", "ZImagePipeline"),
+        ("FLUX.2:klein-4b", "Flux2KleinPipeline"),
     ):
         model = entry(folders, label, pipeline)
         ratios = {
@@ -228,7 +229,7 @@ def seams(engine: DiffusersEngine, folders: dict[str, Path]) -> Iterator[dict[st
     yield found
 
 
-@pytest.mark.parametrize("label", ["Hunyuan:3.0", "Hunyuan:dit-v1.2", "Qwen:0925"])
+@pytest.mark.parametrize("label", ["Hunyuan:3.0", "Hunyuan:dit-v1.2", "Qwen:0925", "Z-Image:turbo", "FLUX.2:klein-4b"])
 def test_transformer_panoramas_join_at_the_seam_like_anywhere_inside(
     seams: dict[str, tuple[float, float]], label: str
 ) -> None:

@@ -14,8 +14,8 @@ import pytest
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.mps.v20190612 import models
 
-from aigc_image.catalog import default_for, load_catalog
-from aigc_image.hardware import probe
+from aigc_image.catalog import load_catalog
+from aigc_image.hardware import default_for, probe
 from tests.helpers import ROOT, LiveServer, create_request, live_server, sdk_client, server_env, wait_for
 from tests.postgres_server import PostgresServer
 from tests.test_postgres_processes import worker_process

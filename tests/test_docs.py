@@ -54,13 +54,11 @@ def test_every_builtin_model_is_in_the_models_docs() -> None:
 
 
 def test_every_registry_key_is_in_the_models_docs() -> None:
-    import dataclasses
-
     from aigc_image.catalog import ModelEntry
 
     section = (DOCS / "models.md").read_text().split("## Your own registry", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"`([a-z_]+)`", " ".join(re.findall(r"^\| ([^|]+) \|", section, flags=re.M))))
-    assert {field.name for field in dataclasses.fields(ModelEntry)} <= documented
+    assert set(ModelEntry.model_fields) <= documented
 
 
 def test_readme_has_the_two_commands() -> None:

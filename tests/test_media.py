@@ -52,5 +52,20 @@ def test_a_registry_entry_with_an_unknown_aspect_ratio_is_refused_at_start_up(tm
     registry.write_text(
         '[[models]]\nname = "m"\nversion = "1"\nengine = "tiny-random"\naspect_ratios = ["1:1", "5:4"]\n'
     )
-    with pytest.raises(ConfigError, match="aspect_ratios: unknown 5:4"):
+    with pytest.raises(ConfigError, match="aspect_ratios: unknown '5:4'"):
         load_catalog(str(registry))
+
+
+def test_a_transparent_image_becomes_a_jpeg_over_white_and_stays_transparent_as_png() -> None:
+    import io
+
+    from PIL import Image
+
+    from aigc_image.media.encode import encode
+
+    image = Image.new("RGBA", (8, 8), (10, 200, 30, 0))  # fully transparent, with a colour underneath
+    image.putpixel((0, 0), (10, 200, 30, 255))
+    jpeg = Image.open(io.BytesIO(encode(image, "jpeg")))
+    assert jpeg.mode == "RGB" and min(jpeg.getpixel((7, 7))) > 245  # white, not the hidden green
+    png = Image.open(io.BytesIO(encode(image, "png")))
+    assert png.mode == "RGBA" and png.getpixel((7, 7))[3] == 0

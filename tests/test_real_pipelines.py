@@ -5,7 +5,9 @@ folders, and an operator registry file points the built-in entries at them, chan
 native size and default steps so that CPUs make their images in a fraction of a second. Every
 other key is the built-in one, so each entry is asked for everything it advertises, through the
 official SDK: each aspect ratio and resolution (exact sizes), seeds, image counts, negative
-prompts, guidance, steps, reference images, EnhancePrompt and panoramas.
+prompts, guidance, steps, samplers, reference images, EnhancePrompt and panoramas; what it does not
+offer is refused with its Code. Quantized variants run here in the quantizations a CPU can run
+(int8); tests/test_quantization.py measures them against the unquantized model.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from tests.helpers import (
     wait_until_finished,
 )
 from tests.loopback import ImageServer
-from tests.tiny_models import save_tiny
+from tests.lora import make_lora
+from tests.tiny_models import BUILDERS, save_tiny
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +51,21 @@ class Model:
 
 
 MODELS = [
+    Model("Qwen:2512", "QwenImagePipeline", 128, 3),
+    Model("Qwen:2.1", "QwenImage21Pipeline", 128, 3),
+    Model("Qwen:2.1-int8", "QwenImage21Pipeline", 128, 3),
     Model("Hunyuan:3.0", "HunyuanImagePipeline", 128, 3),
-    Model("Hunyuan:dit-v1.2", "HunyuanDiTPipeline", 128, 3),
     Model("Qwen:0925", "QwenImagePipeline", 128, 3),
+    Model("Z-Image:turbo", "ZImagePipeline", 128, 3),
+    Model("Z-Image:turbo-int8", "ZImagePipeline", 128, 3),
+    Model("FLUX.2:klein-4b", "Flux2KleinPipeline", 128, 2),
+    Model("FLUX.2:klein-4b-int8", "Flux2KleinPipeline", 128, 2),
+    Model("Hunyuan:dit-v1.2", "HunyuanDiTPipeline", 128, 3),
     Model("SD-Turbo:1.0", "StableDiffusionPipeline", 64, 1),
     Model("SDXL-Turbo:1.0", "StableDiffusionXLPipeline", 64, 1),
 ]
+# Quantizations no CPU can run: the model refuses to load, with the reason (tests/test_quantization.py).
+GPU_ONLY = {"float8", "nf4"}
 
 
 def entry_of(model: Model) -> ModelEntry:
@@ -67,7 +79,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: ImageServer) -> Ite
     lines = []
     for model in MODELS:
         name, version = model.label.split(":")
-        folder = save_tiny(model.pipeline, folders / model.pipeline)
+        folder = folders / model.pipeline
+        if not folder.exists():
+            save_tiny(model.pipeline, folder)
         lines += [
             "[[models]]",
             f'name = "{name}"',
@@ -79,6 +93,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, images: ImageServer) -> Ite
         ]
         if entry_of(model).image_source:
             lines.append(f'image_source = "{save_tiny("QwenImageEditPlusPipeline", folders / "edit")}"')
+    # An operator's fine-tune: SD-Turbo with a LoRA bound at 0.8 and another one offered.
+    sd = folders / "StableDiffusionPipeline"
+    ink, paper = (make_lora(sd, folders / "loras", name, seed) for seed, name in enumerate(["ink", "paper"]))
+    lines += ["[[models]]", 'name = "SD-Turbo"', 'version = "ink"', 'engine = "diffusers"', f'source = "{sd}"',
+              'pipeline = "StableDiffusionPipeline"', "guidance_scale = 0.0", "negative_prompt = false",
+              "width = 64", "height = 64", "steps = 1", "max_steps = 50", "size_multiple = 8",
+              f'adapters = {{ ink = "{ink}", paper = "{paper}" }}', "loras = { ink = 0.8 }"]  # fmt: skip
     registry = folders / "models.toml"
     registry.write_text("\n".join(lines) + "\n")
     env = {
@@ -144,30 +165,70 @@ def test_seeds_counts_negative_prompts_and_guidance_each_do_what_they_say(server
         base(model, OutputImageCount=entry.max_output_images, AdditionalParameters=seed),
         base(model, AdditionalParameters=seed),
         base(model, AdditionalParameters=json.dumps({"seed": 6})),
-        base(model, AdditionalParameters=json.dumps({"seed": 5, "guidance_scale": guided})),
         base(model, AdditionalParameters=json.dumps({"seed": 5, "steps": model.steps + 1})),
     ]
-    if entry.negative_prompt:
-        requests.append(base(model, NegativePrompt="fog, blur", AdditionalParameters=seed))
+    if entry.guidance:
+        requests.append(base(model, AdditionalParameters=json.dumps({"seed": 5, "guidance_scale": guided})))
+    if entry.negative_prompt:  # against the same guidance without one: guidance must be on for it to apply
+        with_guidance = json.dumps({"seed": 5, "guidance_scale": 4.0})
+        requests.append(base(model, AdditionalParameters=with_guidance))
+        requests.append(base(model, NegativePrompt="fog, blur", AdditionalParameters=with_guidance))
     replies = run_all(server, requests)
-    many, alone, other_seed, more_guidance, more_steps, *negative = [decoded(reply) for reply in replies]
+    many, alone, other_seed, more_steps, *rest = [decoded(reply) for reply in replies]
 
     assert len(many) == entry.max_output_images
     assert len({image.tobytes() for image in many}) == entry.max_output_images  # each its own noise
     assert same_within_rounding(many[0], alone[0])  # image 0 of a count is the single image
     assert not np.array_equal(pixels(alone[0]), pixels(other_seed[0]))
-    assert not np.array_equal(pixels(alone[0]), pixels(more_guidance[0]))
     assert not np.array_equal(pixels(alone[0]), pixels(more_steps[0]))
+    client = sdk_client(server)
+    if entry.guidance:
+        more_guidance = rest.pop(0)
+        assert not np.array_equal(pixels(alone[0]), pixels(more_guidance[0]))
+    else:  # a step-distilled model would ignore it
+        with pytest.raises(TencentCloudSDKException) as refused:
+            client.CreateAigcImageTask(create_request(**base(model, AdditionalParameters='{"guidance_scale": 4}')))
+        assert_error_envelope(refused.value, "InvalidParameter.ModelNotSupported")
     if entry.negative_prompt:
-        assert not np.array_equal(pixels(alone[0]), pixels(negative[0][0]))
+        guided_only, negative = rest
+        assert not np.array_equal(pixels(guided_only[0]), pixels(negative[0]))
+        if entry.guidance_scale is not None and entry.guidance_scale <= 1:  # its default runs without guidance
+            with pytest.raises(TencentCloudSDKException) as refused:
+                client.CreateAigcImageTask(create_request(**base(model, NegativePrompt="fog")))
+            assert_error_envelope(refused.value, "InvalidParameterValue")
     else:
         with pytest.raises(TencentCloudSDKException) as refused:
-            sdk_client(server).CreateAigcImageTask(create_request(**base(model, NegativePrompt="fog")))
+            client.CreateAigcImageTask(create_request(**base(model, NegativePrompt="fog")))
         assert_error_envelope(refused.value, "InvalidParameter.ModelNotSupported")
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.label)
+def test_every_sampler_it_lists_runs_and_others_are_refused(server: LiveServer, model: Model) -> None:
+    entry = entry_of(model)
+    steps = model.steps + 2  # at one step most samplers take the same single step
+    requests = [base(model, AdditionalParameters=json.dumps({"seed": 5, "steps": steps}))]
+    requests += [
+        base(model, AdditionalParameters=json.dumps({"seed": 5, "steps": steps, "sampler": name}))
+        for name in entry.samplers
+    ]
+    own, *chosen = [decoded(reply)[0] for reply in run_all(server, requests)]
+    assert all(image.size == own.size for image in chosen)
+    assert sum(not np.array_equal(pixels(own), pixels(image)) for image in chosen) >= len(chosen) - 1  # one is its own
+    with pytest.raises(TencentCloudSDKException) as refused:
+        sdk_client(server).CreateAigcImageTask(
+            create_request(**base(model, AdditionalParameters=json.dumps({"sampler": "Euler ancestral"})))
+        )
+    assert_error_envelope(refused.value, "InvalidParameterValue")
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.label)
 def test_panoramas_and_enhanced_prompts(server: LiveServer, model: Model) -> None:
+    if not entry_of(model).panorama:
+        with pytest.raises(TencentCloudSDKException) as refused:
+            sdk_client(server).CreateAigcImageTask(create_request(**base(model, SceneType="3d_panorama")))
+        assert_error_envelope(refused.value, "InvalidParameter.ModelNotSupported")
+        decoded(*run_all(server, [base(model, EnhancePrompt=True)]))
+        return
     panorama, enhanced = run_all(server, [base(model, SceneType="3d_panorama"), base(model, EnhancePrompt=True)])
     [image] = decoded(panorama)
     assert image.width == 2 * image.height
@@ -200,8 +261,45 @@ def test_reference_images_up_to_the_models_limit(server: LiveServer, images: Ima
     assert_error_envelope(refused.value, "InvalidParameterValue")
 
 
+def test_lora_adapters_bound_chosen_and_refused_through_the_service(server: LiveServer) -> None:
+    def ask(version: str, **additional: Any) -> dict[str, Any]:
+        return {"Prompt": "a lighthouse at dusk", "ModelName": "SD-Turbo", "ModelVersion": version,
+                "AdditionalParameters": json.dumps({"seed": 8, "steps": 3, **additional})}  # fmt: skip
+
+    requests = [ask("1.0"), ask("ink"), ask("ink", loras={"ink": 0}), ask("ink", loras={"ink": 0, "paper": 1.0})]
+    plain, bound, off, other = [pixels(decoded(reply)[0]) for reply in run_all(server, requests)]
+    assert np.array_equal(off, plain)  # scale 0: the base model's own pixels
+    assert not np.array_equal(bound, plain) and not np.array_equal(other, plain) and not np.array_equal(other, bound)
+    client = sdk_client(server)
+    for version, loras in (("ink", {"watercolor": 1.0}), ("1.0", {"ink": 1.0}), ("ink", {"ink": 9})):
+        with pytest.raises(TencentCloudSDKException) as refused:
+            client.CreateAigcImageTask(create_request(**ask(version, loras=loras)))
+        assert_error_envelope(refused.value, "InvalidParameterValue")
+
+
 def test_the_tiny_models_are_small(tmp_path: Path) -> None:
-    for model in MODELS:
-        folder = save_tiny(model.pipeline, tmp_path / model.pipeline)
+    for pipeline in {model.pipeline for model in MODELS}:
+        folder = save_tiny(pipeline, tmp_path / pipeline)
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-        assert size < 10_000_000, (model.label, size)
+        assert size < 10_000_000, (pipeline, size)
+
+
+def test_every_builtin_model_has_a_tiny_copy_and_runs_here() -> None:
+    """A new built-in entry fails this until its class has a tiny copy and it runs in the tests above
+    (or, for a quantization no CPU can run, until the same model unquantized does)."""
+    served = {model.label: model for model in MODELS}
+    for entry in load_catalog():
+        if entry.engine != "diffusers":
+            continue
+        assert entry.pipeline in BUILDERS, f"{entry.label}: no tiny copy of {entry.pipeline} in tests/tiny_models.py"
+        if entry.image_source:
+            assert entry.image_pipeline in BUILDERS, f"{entry.label}: no tiny copy of {entry.image_pipeline}"
+        if entry.quantization in GPU_ONLY:
+            assert any(served_entry(m).source == entry.source and served_entry(m).quantization == "none"
+                       for m in MODELS), entry.label  # fmt: skip
+        else:
+            assert entry.label in served, f"{entry.label} is not served in tests/test_real_pipelines.py"
+
+
+def served_entry(model: Model) -> ModelEntry:
+    return entry_of(model)

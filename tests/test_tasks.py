@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from aigc_image.tasks import TaskSpec, is_task_id, new_task_id
 
 
@@ -26,3 +28,12 @@ def test_is_task_id_refuses_other_shapes() -> None:
 def test_spec_round_trips_through_json() -> None:
     spec = TaskSpec("tiny-random", "1", '猫 "quoted"', "", 2, "jpeg", 64, 64, 10, None, "ops")
     assert TaskSpec.from_json(spec.to_json()) == spec
+
+
+def test_a_spec_with_a_sampler_and_adapters_round_trips_and_one_stored_before_them_loads() -> None:
+    spec = TaskSpec("SD-Turbo", "1.0", "a cat", "", 1, "png", 64, 64, 4, 0.0, sampler="DDIM", loras=(("ink", 0.8),))
+    assert TaskSpec.from_json(spec.to_json()) == spec
+    stored_before = json.loads(spec.to_json())
+    del stored_before["sampler"], stored_before["loras"]
+    old = TaskSpec.from_json(json.dumps(stored_before))
+    assert (old.sampler, old.loras) == ("", ())

@@ -27,9 +27,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 def api(server: LiveServer, secret_key: str = SECRET_KEY) -> webuiapi.WebUIApi:
     host, port = server.host.rsplit(":", 1)
-    # sampler="": the model's own sampler (webuiapi sends "Euler a" otherwise, which is refused until
-    # samplers can be chosen).
-    return webuiapi.WebUIApi(host=host, port=int(port), username=SECRET_ID, password=secret_key, sampler="")
+    # webuiapi's own default sampler, "Euler a", is one tiny-random offers.
+    return webuiapi.WebUIApi(host=host, port=int(port), username=SECRET_ID, password=secret_key)
 
 
 def test_txt2img_makes_an_ordinary_task_with_a1111s_reply(server: LiveServer) -> None:
@@ -70,7 +69,8 @@ def test_models_options_samplers_and_progress(server: LiveServer) -> None:
     other = httpx.get(f"{server.url}/sdapi/v1/options", auth=(OTHER_ID, "x"))
     assert other.status_code == 401
     client.util_set_model("tiny-random:1", find_closest=False)
-    assert client.get_samplers() == []  # the model's own sampler only, for now
+    names = [sampler["name"] for sampler in client.get_samplers()]
+    assert names[:3] == ["Euler", "Euler a", "Heun"] and "DPM++ 2M Karras" in names
     progress = client.get_progress()
     assert progress["progress"] == 0.0 and progress["state"]["job_count"] == 0
 
@@ -78,7 +78,7 @@ def test_models_options_samplers_and_progress(server: LiveServer) -> None:
 @pytest.mark.parametrize(
     ("payload", "status", "fragment"),
     [
-        ({"prompt": "x", "sampler_name": "Euler a"}, 422, "sampler_name"),
+        ({"prompt": "x", "sampler_name": "Restart"}, 422, "sampler"),
         ({"prompt": "x", "enable_hr": True}, 422, "enable_hr"),
         ({"prompt": "x", "restore_faces": True}, 422, "restore_faces"),
         ({"prompt": "x", "clip_skip": 2}, 422, "clip_skip"),

@@ -21,23 +21,31 @@ import torch
 from diffusers import (
     AdaptiveProjectedMixGuidance,
     AutoencoderKL,
+    AutoencoderKLFlux2,
     AutoencoderKLHunyuanImage,
     AutoencoderKLQwenImage,
+    AutoencoderKLQwenImage21,
     DDPMScheduler,
     DiffusionPipeline,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
+    Flux2KleinPipeline,
+    Flux2Transformer2DModel,
     HunyuanDiT2DModel,
     HunyuanDiTPipeline,
     HunyuanImagePipeline,
     HunyuanImageTransformer2DModel,
+    QwenImage21Pipeline,
+    QwenImage21Transformer2DModel,
     QwenImageEditPlusPipeline,
     QwenImagePipeline,
     QwenImageTransformer2DModel,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
+    ZImagePipeline,
+    ZImageTransformer2DModel,
 )
 from transformers import (
     BertConfig,
@@ -51,12 +59,17 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
     Qwen2Tokenizer,
     Qwen2VLImageProcessor,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    Qwen3Model,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
     T5Config,
     T5EncoderModel,
     T5Tokenizer,
 )
 
-from aigc_image.engines.processors import ImageOnlyQwen2VLProcessor
+from aigc_image.engines.processors import ImageOnlyQwen2VLProcessor, ImageOnlyQwen3VLProcessor
 from aigc_image.engines.tiny_random import build_tokenizer as clip_tokenizer
 from aigc_image.engines.tiny_random import byte_symbols, sd_vae
 
@@ -77,6 +90,30 @@ def qwen_tokenizer() -> Qwen2Tokenizer:
     vocab = {symbol: index for index, symbol in enumerate(byte_symbols())}
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[])
     tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIALS)})
+    return tokenizer
+
+
+# Qwen3's chat template, reduced to what the pipelines use: text or text-and-image turns, and the
+# empty thinking block that enable_thinking=False adds (FLUX.2 klein).
+QWEN3_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}<|im_start|>{{ message['role'] }}\n"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{ part['text'] }}"
+    "{%- else -%}<|vision_start|><|image_pad|><|vision_end|>{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}<|im_end|>\n{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant\n"
+    "{%- if enable_thinking is defined and not enable_thinking -%}<think>\n\n</think>\n\n{%- endif -%}"
+    "{%- endif -%}"
+)
+
+
+def qwen3_tokenizer() -> Qwen2Tokenizer:
+    """Qwen3's tokenizer as Qwen2Tokenizer (its class): bytes, the specials, the thinking tags, the chat template."""
+    vocab = {symbol: index for index, symbol in enumerate(byte_symbols())}
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": [*QWEN_SPECIALS, "<think>", "</think>"]})
+    tokenizer.chat_template = QWEN3_CHAT_TEMPLATE
     return tokenizer
 
 
@@ -357,6 +394,114 @@ def qwen_image_edit_plus() -> QwenImageEditPlusPipeline:
     return QwenImageEditPlusPipeline(transformer=_qwen_transformer(), processor=processor, **parts)
 
 
+def z_image() -> ZImagePipeline:
+    """Z-Image-Turbo's classes: ZImageTransformer2DModel, a Qwen3 text encoder (Qwen3Model) with its
+    tokenizer and chat template, FLUX.1's AutoencoderKL (16 latent channels, scaling and shift), and
+    FlowMatchEuler with the turbo's fixed shift of 3."""
+    tokenizer = qwen3_tokenizer()
+    torch.manual_seed(0)
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1,
+        n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
+        axes_dims=[8, 4, 4], axes_lens=[256, 64, 64],
+    )  # fmt: skip
+    with torch.no_grad():  # made with torch.empty: NaNs here and there unless set
+        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
+        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
+    torch.manual_seed(0)
+    text_encoder = Qwen3Model(_qwen3_config(tokenizer, layers=2)).eval()
+    torch.manual_seed(0)
+    vae = sd_vae(latent_channels=16, block_out_channels=(8, 16, 16, 16), scaling_factor=0.3611, shift_factor=0.1159,
+                 use_quant_conv=False, use_post_quant_conv=False)  # fmt: skip
+    return ZImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=False),
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer.eval(),
+    )  # fmt: skip
+
+
+def flux2_klein() -> Flux2KleinPipeline:
+    """FLUX.2 klein 4B's classes: Flux2Transformer2DModel without guidance embedding (step-distilled),
+    a Qwen3ForCausalLM text encoder read at layers 9, 18 and 27 (so 28 tiny layers), the FLUX.2 VAE
+    with its batch-normalised 2×2-patch latents, and dynamically shifted FlowMatchEuler."""
+    tokenizer = qwen3_tokenizer()
+    torch.manual_seed(0)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=3 * 16, timestep_guidance_channels=32,
+        axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    text_encoder = Qwen3ForCausalLM(_qwen3_config(tokenizer, layers=28)).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8,
+        sample_size=64, mid_block_add_attention=False,
+    )  # fmt: skip
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15, shift=3.0,
+        use_dynamic_shifting=True,
+    )  # fmt: skip
+    return Flux2KleinPipeline(
+        scheduler=scheduler, vae=vae.eval(), text_encoder=text_encoder, tokenizer=tokenizer,
+        transformer=transformer.eval(), is_distilled=True,
+    )  # fmt: skip
+
+
+def qwen_image_21() -> QwenImage21Pipeline:
+    """Qwen-Image 2.1's classes: the single-stream block-causal QwenImage21Transformer2DModel, a
+    Qwen3-VL text encoder that also sees the reference images through its Qwen3VLProcessor, the
+    16×-compressing RGBA AutoencoderKLQwenImage21, and dynamically shifted FlowMatchEuler."""
+    z_dim, hidden = 8, 16
+    tokenizer = qwen3_tokenizer()
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIALS}
+    torch.manual_seed(0)
+    transformer = QwenImage21Transformer2DModel(
+        patch_size=1, in_channels=z_dim, out_channels=z_dim, num_layers=2, attention_head_dim=16,
+        num_attention_heads=2, context_in_dim=hidden, mlp_ratio=2, axes_dims_rope=(4, 6, 6),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    vae = AutoencoderKLQwenImage21(
+        base_dim=4, decoder_base_dim=4, z_dim=z_dim, dim_mult=[1, 1, 1, 1, 1], num_res_blocks=1, attn_scales=[],
+        temperal_downsample=[False, True, True, True], latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    config = Qwen3VLConfig(
+        text_config={
+            "hidden_size": hidden, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "num_key_value_heads": 2, "head_dim": 8, "vocab_size": len(tokenizer),
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]},
+        },
+        vision_config={
+            "depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": hidden,
+            "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0],
+        },
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+    processor = ImageOnlyQwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(
+            patch_size=16, merge_size=2, temporal_patch_size=2, min_pixels=32 * 32, max_pixels=256 * 256
+        ),
+        tokenizer=tokenizer,
+        chat_template=QWEN3_CHAT_TEMPLATE,
+    )
+    return QwenImage21Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(
+            base_image_seq_len=256, base_shift=0.5, max_image_seq_len=4096, max_shift=1.15, use_dynamic_shifting=True
+        ),
+        vae=vae.eval(), text_encoder=Qwen3VLForConditionalGeneration(config).eval(), processor=processor,
+        transformer=transformer.eval(),
+    )  # fmt: skip
+
+
+def _qwen3_config(tokenizer: Qwen2Tokenizer, layers: int) -> Qwen3Config:
+    return Qwen3Config(
+        hidden_size=16, intermediate_size=16, num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
+        head_dim=8, vocab_size=len(tokenizer), max_position_embeddings=1024,
+    )  # fmt: skip
+
+
 def _sd_vae(**config: Any) -> AutoencoderKL:
     torch.manual_seed(0)
     return sd_vae(**config)
@@ -407,18 +552,26 @@ BUILDERS: dict[str, Callable[[], DiffusionPipeline]] = {
     "HunyuanImagePipeline": hunyuan_image,
     "QwenImagePipeline": qwen_image,
     "QwenImageEditPlusPipeline": qwen_image_edit_plus,
+    "QwenImage21Pipeline": qwen_image_21,
+    "ZImagePipeline": z_image,
+    "Flux2KleinPipeline": flux2_klein,
 }
 
 
 def save_tiny(pipeline_class: str, folder: Path) -> Path:
     """Build the tiny ``pipeline_class`` and save it as a diffusers model folder (weights in fp16,
     as the real repositories ship them; the engine loads them in its own dtype)."""
-    BUILDERS[pipeline_class]().to(torch.float16).save_pretrained(folder)
+    return save_pipeline(BUILDERS[pipeline_class]().to(torch.float16), folder)
+
+
+def save_pipeline(pipe: DiffusionPipeline, folder: Path) -> Path:
+    """``pipe`` as a diffusers model folder that loads as the real repository's does."""
+    pipe.save_pretrained(folder)
     index_file = folder / "model_index.json"
     index = json.loads(index_file.read_text())
     if "processor" in index:
-        # Saved without its video half (see ImageOnlyQwen2VLProcessor); listed as the real
+        # Saved without its video half (see engines/processors.py); listed as the real
         # repository lists it, so the folder loads like one.
-        index["processor"] = ["transformers", "Qwen2VLProcessor"]
+        index["processor"] = ["transformers", type(pipe.processor).__mro__[1].__name__]
         index_file.write_text(json.dumps(index, indent=2))
     return folder

@@ -1,7 +1,7 @@
 """The Engine protocol: turn generation requests into images. Knows nothing of tasks.
 
 An engine call takes a batch: one or more requests that can share one pipeline call (same
-model, size, steps, guidance and kind; the worker groups them). Each request keeps its own
+model, size, steps, guidance, sampler, adapters and kind; the worker groups them). Each request keeps its own
 prompt, negative prompt, seed and image count, and gets back exactly its own images.
 """
 
@@ -32,6 +32,8 @@ class GenerationRequest:
     images: tuple[Image.Image, ...] = ()  # reference images: image-to-image or multi-reference editing
     strength: float | None = None  # image-to-image: how far from the reference (None: the pipeline's default)
     panorama: bool = False  # SceneType 3d_panorama: left and right edges join
+    sampler: str | None = None  # AdditionalParameters sampler (None: the model's own scheduler)
+    loras: tuple[tuple[str, float], ...] = ()  # AdditionalParameters loras: adapter scales over the entry's
 
 
 class Engine(Protocol):

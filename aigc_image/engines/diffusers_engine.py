@@ -1,9 +1,11 @@
 """Run diffusers pipelines: load them (engines/loading.py), keep them loaded, call them.
 
 The most recently used models stay loaded, up to ``max_loaded``; a model's editing pipeline
-(``ImageInfos``) stays with it. One call serves a batch of requests (engines/calls.py says how
-each pipeline class is called); out of memory ends the call with ``OutOfMemory`` after the
-memory is freed, so the worker goes on with the next task.
+(``ImageInfos``) stays with it. A model whose registry entry promises what its pipeline cannot do
+(engines/families.py, ``disagreements``) refuses to load, saying which key to change. One call
+serves a batch of requests (engines/calls.py says how each pipeline class is called), with the
+batch's sampler and LoRA adapter scales set for that call only; out of memory ends the call with
+``OutOfMemory`` after the memory is freed, so the worker goes on with the next task.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from PIL import Image
 
 from aigc_image.catalog import ModelEntry
 from aigc_image.engines.accelerate import accelerate, rearm
+from aigc_image.engines.adapters import adapters_set, scales
 from aigc_image.engines.base import GenerationRequest, StepCallback
 from aigc_image.engines.calls import build_call, components_replaced, takes_prompt_lists
+from aigc_image.engines.families import disagreements, family_of
 from aigc_image.engines.loading import load_image_pipeline, load_pipeline, modules, pick_device, place, weight_bytes
+from aigc_image.engines.samplers import sampler_set
 from aigc_image.engines.seamless import LatentRoller, convolutional_parts, seamless_x
-from aigc_image.errors import NotSupported, OutOfMemory
+from aigc_image.errors import ModelUnavailable, NotSupported, OutOfMemory
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,9 @@ class DiffusersEngine:
         log.info("loading %s from %s on %s", entry.label, entry.source or "code", self.device)
         try:
             pipe = load_pipeline(entry, self.device, self._allow_download)
+            if problems := disagreements(entry, pipe):
+                raise ModelUnavailable(f"Model {entry.label}: its registry entry does not fit {type(pipe).__name__}: "
+                                       + "; ".join(problems) + ".")  # fmt: skip
             pipe.set_progress_bar_config(disable=True)
             placement = place(pipe, entry, self.device, self._device_bytes())
             applied = accelerate(pipe, entry)
@@ -134,7 +142,7 @@ class DiffusersEngine:
     ) -> list[list[Image.Image]]:
         first = requests[0]
         pipe = self.pipeline(entry, images=bool(first.images))
-        if len(requests) > 1 and not takes_prompt_lists(pipe):  # one call per request
+        if len(requests) > 1 and not takes_prompt_lists(pipe, editing=bool(first.images)):  # one call per request
             return [images for request in requests for images in self.generate(entry, [request], on_step)]
         call = build_call(pipe, requests)
         rearm(pipe, entry, first.steps)
@@ -153,8 +161,11 @@ class DiffusersEngine:
         call.kwargs["callback_on_step_end"] = step_end
         seam = seamless_x(*convolutional_parts(pipe)) if first.panorama else contextlib.nullcontext()
         large = call.width * call.height > entry.width * entry.height and not first.panorama
+        sampler = sampler_set(pipe, family_of(pipe).schedulers, first.sampler)
+        adapters = adapters_set(pipe, entry, scales(entry, dict(first.loras)))
         try:
-            with torch.inference_mode(), seam, components_replaced(pipe, call.guiders), _vae_tiling(pipe, large):
+            with torch.inference_mode(), seam, components_replaced(pipe, call.guiders), _vae_tiling(pipe, large), \
+                    sampler, adapters:  # fmt: skip
                 images: list[Image.Image] = pipe(**call.kwargs).images
         except torch.OutOfMemoryError:
             self._free()
@@ -182,7 +193,10 @@ class DiffusersEngine:
 
 def _roller(pipe: Any, width: int, height: int, steps: int) -> LatentRoller:
     scale = int(getattr(pipe, "vae_scale_factor", 8))
-    packed = hasattr(pipe, "_pack_latents")  # latents as a sequence of 2×2 patches (Qwen-Image)
+    latents = family_of(pipe).latents
+    if latents == "none":
+        raise NotSupported(f"{family_of(pipe).name} cannot make panoramas.")
+    packed = latents == "packed"  # latents as a sequence of 2×2 patches (Qwen-Image, FLUX.2)
     return LatentRoller(width // scale, steps, packed_patch=2 if packed else 0, latent_height=height // scale)
 
 

@@ -45,15 +45,14 @@ def build_tokenizer() -> CLIPTokenizer:
 
 def sd_vae(**config: Any) -> AutoencoderKL:
     """The SD/SDXL AutoencoderKL: four levels (8× down-sampling), 4 latent channels; small unless
-    ``config`` says otherwise (bench/full_size.py builds the real one with it)."""
+    ``config`` says otherwise (bench/full_size.py builds the real one with it, and FLUX.1's 16-channel one)."""
     small = {"block_out_channels": (8, 16, 16, 16), "layers_per_block": 1, "norm_num_groups": 8, "sample_size": 64,
-             "mid_block_add_attention": False}  # fmt: skip
+             "mid_block_add_attention": False, "latent_channels": 4}  # fmt: skip
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
         **(small | config),
     ).eval()
 

@@ -22,7 +22,18 @@ def encode(image: Image.Image, output_format: str, label: dict[str, str] | None 
         image.save(buffer, format="PNG", compress_level=6, pnginfo=info)
     elif output_format == "jpeg":
         extra = {"xmp": xmp_packet(label)} if label is not None else {}
-        image.convert("RGB").save(buffer, format="JPEG", quality=92, **extra)
+        opaque(image).save(buffer, format="JPEG", quality=92, **extra)
     else:
         raise ValueError(f"unsupported output format {output_format!r}")
     return buffer.getvalue()
+
+
+def opaque(image: Image.Image) -> Image.Image:
+    """The image as JPEG can hold it: transparency (Qwen-Image 2.1 makes RGBA images) over white,
+    rather than dropped, which would show whatever colour the transparent pixels happen to have."""
+    if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    white = Image.new("RGB", rgba.size, (255, 255, 255))
+    white.paste(rgba, mask=rgba.getchannel("A"))
+    return white

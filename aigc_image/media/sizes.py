@@ -10,19 +10,15 @@ resizes to the requested size when the two differ.
 from __future__ import annotations
 
 import math
+from typing import get_args
 
+from aigc_image.tasks import AspectRatio
+
+# "16:9" → (16, 9), for every ratio the API names, in its order.
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
-    "16:9": (16, 9),
-    "9:16": (9, 16),
-    "1:1": (1, 1),
-    "4:3": (4, 3),
-    "3:4": (3, 4),
-    "3:2": (3, 2),
-    "2:3": (2, 3),
-    "21:9": (21, 9),
+    ratio: (int(ratio.split(":")[0]), int(ratio.split(":")[1])) for ratio in get_args(AspectRatio)
 }
 SHORTER_SIDE: dict[str, int] = {"720P": 720, "1K": 1024, "1080P": 1080, "2K": 1440, "4K": 2160}
-STANDARD_RESOLUTIONS = ("720P", "1080P", "2K", "4K")  # 1K only where a model lists it
 
 
 def output_size(aspect_ratio: str, resolution: str) -> tuple[int, int]:

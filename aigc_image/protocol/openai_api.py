@@ -39,6 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aigc_image.bounded import InputRefused, check_text, load_json
+from aigc_image.catalog import ModelLabel
 from aigc_image.errors import Reason, TaskError, UnknownModel
 from aigc_image.metrics import REQUESTS
 from aigc_image.protocol import envelope, errors
@@ -304,10 +305,13 @@ class OpenAIImages:
         if model:
             if not isinstance(model, str):
                 raise OpenAIError(400, "model must be a string: ModelName or ModelName:ModelVersion.", param="model")
-            name, _, version = model.partition(":")
-            params["ModelName"] = name
-            if version:
-                params["ModelVersion"] = version
+            try:
+                label = ModelLabel.parse(model)
+            except ValueError as exc:
+                raise OpenAIError(400, str(exc), param="model") from None
+            params["ModelName"] = label.name
+            if label.version:
+                params["ModelVersion"] = label.version
         size = body.get("size", "auto")
         if size != "auto":
             if not isinstance(size, str):

@@ -119,6 +119,17 @@ def task_spec(
             f"Model {entry.label} edits its reference images as the prompt says; it takes no strength."
         )
 
+    guidance = additional.guidance_scale if additional.guidance_scale is not None else entry.guidance_scale
+    if negative_prompt and guidance is not None and guidance <= 1:  # guidance off: the negative would be unused
+        raise errors.InvalidParameterValue(
+            f"NegativePrompt needs guidance: model {entry.label} runs at guidance_scale {guidance:g}, where a negative "
+            "prompt does nothing; add AdditionalParameters guidance_scale above 1 (e.g. 4)."
+        )
+    if additional.guidance_scale is not None and not entry.guidance:
+        raise errors.ModelNotSupported(
+            f"Model {entry.label} is guidance-distilled: it takes no AdditionalParameters guidance_scale."
+        )
+    check_sampler_and_adapters(entry, additional.sampler, additional.loras or {})
     if additional.steps is not None and additional.steps > entry.max_steps:
         raise errors.InvalidParameterValue(
             f"AdditionalParameters steps must be at most {entry.max_steps} for model {entry.label}; "
@@ -136,7 +147,7 @@ def task_spec(
         width=generated[0],
         height=generated[1],
         steps=additional.steps or entry.steps,
-        guidance_scale=additional.guidance_scale if additional.guidance_scale is not None else entry.guidance_scale,
+        guidance_scale=guidance,
         operator=operator,
         seed=additional.seed if additional.seed is not None else secrets.randbelow(MAX_SEED + 1),
         delivered=delivered if delivered != generated else None,
@@ -149,8 +160,25 @@ def task_spec(
         reference_urls=references,
         strength=additional.strength,
         scene_type=scene_type,
+        sampler=additional.sampler or "",
+        loras=tuple(sorted((additional.loras or {}).items())),
     )
     return spec, entry
+
+
+def check_sampler_and_adapters(entry: ModelEntry, sampler: str | None, loras: dict[str, float]) -> None:
+    """A sampler and LoRA adapters the model offers (its catalogue entry's ``samplers`` and ``adapters``)."""
+    if sampler is not None and sampler not in entry.samplers:
+        offered = f"choose one of {', '.join(entry.samplers)}" if entry.samplers else "it runs its own scheduler only"
+        raise errors.InvalidParameterValue(
+            f"AdditionalParameters sampler {sampler!r} is not offered by model {entry.label}; {offered}."
+        )
+    if unlisted := sorted(set(loras) - set(entry.adapters)):
+        offered = f"its adapters: {', '.join(entry.adapters)}" if entry.adapters else "it has no LoRA adapters"
+        raise errors.InvalidParameterValue(
+            f"AdditionalParameters loras names {', '.join(map(repr, unlisted))}, not offered by model {entry.label}; "
+            f"{offered}."
+        )
 
 
 def user_bucket(cos: dict[str, str], accepts_user_buckets: bool) -> tuple[str, str, str]:

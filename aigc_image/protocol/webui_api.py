@@ -172,26 +172,15 @@ _IMG2IMG = {"init_images", "denoising_strength"}
 
 def sampler_parameter(sampler_name: str) -> dict[str, str]:
     """A1111's ``sampler_name`` as ``AdditionalParameters`` ``sampler``: the one place the two meet.
-
-    Until AdditionalParameters takes ``sampler`` (with the per-model list, from the models work),
-    only the model's own default is served, and another name is refused, not ignored.
-    """
-    if not sampler_name:
-        return {}
-    if "sampler" not in additional.KEYS:
-        raise invalid(
-            f'sampler_name {sampler_name[:40]!r} cannot be chosen on this server yet: leave it empty ("") for the '
-            "model's own sampler (GET /sdapi/v1/samplers lists what can be chosen).",
-            "sampler_name",
-            sampler_name,
-        )
-    return {"sampler": sampler_name}
+    The create checks it against the model's samplers (the catalogue's A1111 names), so a name the
+    model does not offer is refused, never ignored; empty: the model's own scheduler."""
+    return {"sampler": sampler_name} if sampler_name else {}
 
 
 def samplers(entry: ModelEntry) -> list[dict[str, Any]]:
-    """What GET /sdapi/v1/samplers lists for ``entry``: the samplers sampler_parameter accepts
-    (none yet: the model's own default is used, asked for with an empty sampler_name)."""
-    return []
+    """What GET /sdapi/v1/samplers lists for ``entry``: the samplers ``sampler_parameter`` accepts,
+    in A1111's shape."""
+    return [{"name": name, "aliases": [], "options": {}} for name in entry.samplers]
 
 
 class WebUIApi:

@@ -10,12 +10,12 @@ import threading
 import time
 from types import FrameType
 
-from aigc_image.catalog import Catalog, ModelEntry, default_for
+from aigc_image.catalog import Catalog, ModelEntry
 from aigc_image.clock import SystemClock
 from aigc_image.config import Settings
 from aigc_image.deployment import agree_on_default, describe
 from aigc_image.fetch.fetcher import Fetcher
-from aigc_image.hardware import Hardware, pin, probe, require_gpu
+from aigc_image.hardware import Hardware, default_for, fits, pin, probe, require_gpu
 from aigc_image.store import TaskStore, open_store
 from aigc_image.store.base import worker_id
 from aigc_image.wiring import catalog_from, review_from, storage_from
@@ -52,7 +52,7 @@ def _agree_on_default(store: TaskStore, catalog: Catalog, origin: str, torch_dev
     if entry.engine == "tiny-random":
         return
     here = hardware[0] if hardware else probe((torch_device,))
-    if not entry.fits(here):
+    if not fits(entry, here):
         log.warning("the deployment's default model %s does not fit this worker (%s): it will run offloaded or "
                     "not at all here", entry.label, here.describe())  # fmt: skip
 

@@ -45,7 +45,7 @@ from typing import Any
 
 from PIL import Image
 
-from aigc_image.catalog import Catalog, ModelEntry
+from aigc_image.catalog import Catalog, ModelEntry, ModelLabel
 from aigc_image.clock import Clock
 from aigc_image.engines.base import Engine, GenerationRequest
 from aigc_image.errors import (
@@ -138,12 +138,11 @@ class Worker:
         """Load models before the first task. One that cannot load is logged in one line and
         reported (/readyz); the worker serves the others, and tasks for it fail with the reason."""
         for label in labels:
-            name, _, version = label.partition(":")
             started = time.monotonic()
             try:
-                entry = self.catalog.resolve(name, version or None)
+                entry = self.catalog.lookup(ModelLabel.parse(label))
                 self.engine.load(entry)
-            except TaskError as exc:
+            except (TaskError, ValueError) as exc:
                 log.error("preload of %s failed: %s", label, exc)
                 self.failed_models[label] = str(exc)
                 continue
@@ -359,6 +358,8 @@ class Worker:
             images=self._references(spec),
             strength=spec.strength,
             panorama=spec.scene_type == PANORAMA,
+            sampler=spec.sampler or None,
+            loras=spec.loras,
         )
 
     def _settle(self, job: Job, error: Exception) -> None:
