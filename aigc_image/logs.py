@@ -36,9 +36,10 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # transformers and diffusers warn at import about optional packages (torchvision) and
-    # experimental features; their errors still show.
+    # transformers, diffusers and torchao warn at import about optional packages (torchvision,
+    # triton, CUDA kernels built for other Pythons) and deprecations inside PyTorch; their errors
+    # still show.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    for noisy in ("transformers", "diffusers", "jieba"):
+    for noisy in ("transformers", "diffusers", "jieba", "torchao", "torch.utils._pytree"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
