@@ -13,6 +13,8 @@ import string
 import tomllib
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from aigc_image.config import ConfigError, KeyPair, Settings
 
 KEYS_FILE = "keys.toml"
@@ -32,14 +34,22 @@ def data_dir_keys(data_dir: Path) -> tuple[KeyPair, ...]:
         return ()
     try:
         document = tomllib.loads(path.read_text("utf-8"))
-        return tuple(KeyPair(secret_id=k["secret_id"], secret_key=k["secret_key"]) for k in document.get("keys", []))
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        return tuple(
+            KeyPair(secret_id=k["secret_id"], secret_key=k["secret_key"], weight=k.get("weight", 1.0))
+            for k in document.get("keys", [])
+        )
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValidationError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
 
 
 def all_keys(settings: Settings) -> dict[str, str]:
     """SecretId → SecretKey for every configured pair."""
     return {k.secret_id: k.secret_key for k in (*settings.configured_keys(), *data_dir_keys(settings.data_dir))}
+
+
+def key_weights(settings: Settings) -> dict[str, float]:
+    """SecretId → its ``weight``: its share of the workers while keys compete (default 1)."""
+    return {k.secret_id: k.weight for k in (*settings.configured_keys(), *data_dir_keys(settings.data_dir))}
 
 
 def add_key(data_dir: Path, pair: KeyPair) -> Path:

@@ -102,6 +102,7 @@ class NewTask:
     secret_id: str
     spec: TaskSpec
     request_fingerprint: str | None = None
+    weight: float = 1.0  # the key's weight (keys.toml): its share under contention, recorded with the key
 
 
 @dataclass(frozen=True)
@@ -131,3 +132,4 @@ class Claim:
     # Its last attempt never ended: its worker died or stalled, maybe because of this very task.
     # It runs alone, with nothing else in its worker, so that it cannot take other tasks down.
     alone: bool = False
+    weight: float = 1.0  # its key's weight when it was claimed (the metrics' weight class)

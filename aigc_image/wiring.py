@@ -21,7 +21,7 @@ from aigc_image.results.base import ResultStorage
 from aigc_image.results.buckets import Results
 from aigc_image.results.local import LocalStorage
 from aigc_image.results.s3 import S3Storage, s3_client
-from aigc_image.store import TaskStore, open_store
+from aigc_image.store import Scheduling, TaskStore, open_store
 
 
 def catalog_from(settings: Settings, hardware: Hardware | None = None) -> tuple[Catalog, str]:
@@ -74,11 +74,16 @@ def review_from(settings: Settings) -> ContentReview:
     return build_review(moderation.term_files, moderation.default_list, moderation.classifier)
 
 
+def scheduling_from(settings: Settings) -> Scheduling:
+    """The claim order workers follow, and the API estimates queue positions by."""
+    return Scheduling(settings.worker.scheduling, settings.worker.affinity_wait)
+
+
 def build_service(
     settings: Settings, clock: Clock, keys: Mapping[str, str], catalog: Catalog | None = None
 ) -> tuple[Starlette, TaskStore, Results]:
     """The API app over its store and storage (``catalog``: default from ``catalog_from``)."""
-    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
+    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts, scheduling_from(settings))
     storage = storage_from(settings, clock)
     actions = Actions(
         store,

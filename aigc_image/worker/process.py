@@ -15,7 +15,7 @@ from aigc_image.config import Settings
 from aigc_image.fetch.fetcher import Fetcher
 from aigc_image.hardware import pin, require_gpu
 from aigc_image.store import open_store
-from aigc_image.wiring import catalog_from, review_from, storage_from
+from aigc_image.wiring import catalog_from, review_from, scheduling_from, storage_from
 from aigc_image.worker.render import Renderer, render
 from aigc_image.worker.retry import RetryPolicy
 from aigc_image.worker.worker import DELIVERY_THREADS, Worker
@@ -53,7 +53,7 @@ def run_worker(settings: Settings, device: str = "auto", parent_pid: int | None 
     catalog, _ = catalog_from(settings)
     engine = DiffusersEngine(torch_device, settings.models.allow_download, settings.worker.max_loaded_models)
     renderer = Renderer(DELIVERY_THREADS) if engine.device.type == "cuda" else None
-    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
+    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts, scheduling_from(settings))
     worker = Worker(
         store,
         engine,
