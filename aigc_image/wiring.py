@@ -85,6 +85,7 @@ def build_service(
     """The API app over its store and storage (``catalog``: default from ``catalog_from``)."""
     store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts, scheduling_from(settings))
     storage = storage_from(settings, clock)
+    weights = keyfiles.key_weights(settings)
     actions = Actions(
         store,
         catalog or catalog_from(settings)[0],
@@ -100,6 +101,7 @@ def build_service(
         review_from(settings),
         log_prompts=settings.moderation.log_prompts,
         enhancer=enhancer_from(settings),
+        weights=lambda secret_id: weights.get(secret_id, 1.0),
     )
     limiter = RateLimiter(settings.api.rate_limit, settings.api.rate_burst, clock)
     local = storage.own if isinstance(storage.own, LocalStorage) else None  # served by the API itself
