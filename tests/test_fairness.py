@@ -242,6 +242,30 @@ def test_a_key_alternating_two_models_does_not_make_its_worker_switch_at_every_t
     assert swaps([without.claim(1)[0].model for _ in range(40)]) == 39  # the first-come order
 
 
+def test_two_busy_keys_on_two_models_swap_once_per_affinity_wait_and_share_equally() -> None:
+    """Both keys' backlogs are older than affinity_wait, so age alone would let the fair order
+    alternate them (a swap per task); counting from the worker's last swap keeps it on one model for
+    affinity_wait, then the fair order decides again."""
+    queue = Queue()
+    for index in range(200):
+        queue.create(Task("A", "x:1", index * 0.001))
+        queue.create(Task("B", "y:1", index * 0.001))
+    loaded, since, ran = frozenset({"x:1"}), 0.0, []
+    for second in range(1, 121):  # a task a second for two minutes
+        [task] = queue.claim(1, Affinity(loaded, now=float(second), wait=10.0, since=since))
+        if task.model not in loaded:
+            loaded, since = frozenset({task.model}), float(second)
+        ran.append(task)
+    assert swaps([t.model for t in ran]) <= 12  # one per 10 s at most
+    shares = Counter(t.key for t in ran)
+    assert abs(shares["A"] - shares["B"]) <= 10  # still fair, to within one affinity_wait of work
+    plain = Queue()
+    for index in range(200):
+        plain.create(Task("A", "x:1", index * 0.001))
+        plain.create(Task("B", "y:1", index * 0.001))
+    assert swaps([plain.claim(1)[0].model for _ in range(120)]) == 119
+
+
 def test_a_task_for_another_model_waits_at_most_affinity_wait_while_the_loaded_model_has_work() -> None:
     queue = Queue()
     queue.create(Task("B", "y:1", 0.0))

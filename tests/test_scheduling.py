@@ -192,6 +192,25 @@ def test_a_key_alternating_two_models_swaps_once(store: TaskStore, clock: Manual
     assert sum(1 for a, b in itertools.pairwise(models) if a != b) == 1
 
 
+def test_two_busy_keys_on_two_models_do_not_make_a_worker_swap_at_every_task(
+    store: TaskStore, clock: ManualClock
+) -> None:
+    add(store, clock, "A", 40, model="x")
+    add(store, clock, "B", 40, model="y")
+    clock.advance(60)  # both backlogs are older than affinity_wait
+    loaded, since, ran = ["x:1"], clock.now(), []
+    for _ in range(60):
+        [claim] = store.claim("w", 1, lease_seconds=60, loaded=loaded, loaded_since=since)
+        model = f"{claim.task.spec.model_name}:1"
+        if model not in loaded:
+            loaded, since = [model], clock.now()
+        ran.append(claim.task)
+        clock.advance(1.0)  # a task a second
+    assert sum(1 for a, b in itertools.pairwise(ran) if a.spec.model_name != b.spec.model_name) <= 6
+    shares = Counter(task.secret_id for task in ran)
+    assert abs(shares["A"] - shares["B"]) <= 10
+
+
 def idle_worker(store: TaskStore, clock: ManualClock, worker_id: str, loaded: list[str], state: str = "idle") -> None:
     now = clock.now()
     store.record_worker(WorkerRecord(worker_id, "host", "cpu", now, now, state, loaded=loaded))

@@ -137,11 +137,13 @@ class TaskStore(Protocol):
         lease_seconds: float,
         batch_key: str | None = None,
         loaded: Sequence[str] = (),
+        loaded_since: float = 0.0,
     ) -> list[Claim]:
         """Lease up to ``limit`` claimable tasks that share one batch key, in the store's order
-        (fair across keys by default, store/fairness.py; ``loaded``: the worker's models, for
-        affinity), or with ``batch_key``, up to ``limit`` more of that key. A task whose last
-        attempt never ended comes first, and alone (``Claim.alone``)."""
+        (fair across keys by default, store/fairness.py; ``loaded``: the worker's models, and
+        ``loaded_since`` the clock's time when they last changed, for affinity), or with
+        ``batch_key``, up to ``limit`` more of that key. A task whose last attempt never ended comes
+        first, and alone (``Claim.alone``)."""
         ...
 
     def heartbeat(

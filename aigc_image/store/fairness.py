@@ -23,12 +23,16 @@ batch, so a key with one task rides in the next batch of a key with many.
 
 **Model affinity** (``Affinity``): switching the model a worker has loaded costs seconds to
 minutes. A head (a key's claimable tasks of one batch key) for a model the worker has not loaded
-is skipped while its oldest task has waited less than ``affinity_wait`` and either the worker has
-claimable work for a model it has loaded, or the model is loaded on another worker that is alive
-and idle (which will take it). Within a key, tasks for a loaded model go first unless a task for
-another model is more than ``affinity_wait`` older: a task is never overtaken by one created more
-than ``affinity_wait`` after it, and a key alternating two models does not make its worker switch
-at every batch. ``affinity_wait = 0`` turns affinity off.
+is skipped for ``affinity_wait`` seconds, counted from its oldest task's creation or from the
+worker's last change of models, whichever is later, while either the worker has claimable work for
+a model it has loaded, or the model is loaded on another worker that is alive and idle (which will
+take it). Counting from the last change too is what keeps two busy keys on two models from making
+the worker swap at every batch once both have waited long: after a swap, the worker stays with its
+models for ``affinity_wait`` while it has work for them, then follows the fair order again. Within a
+key, tasks for a loaded model go first unless a task for another model is more than
+``affinity_wait`` older: a task is never overtaken by one of its key created more than
+``affinity_wait`` after it, and a key alternating two models does not make its worker switch at
+every batch. ``affinity_wait = 0`` turns affinity off.
 """
 
 from __future__ import annotations
@@ -98,11 +102,12 @@ class Affinity:
     now: float
     wait: float  # worker.affinity_wait
     elsewhere: frozenset[str] = field(default_factory=frozenset)  # loaded on other alive, idle workers
+    since: float = 0.0  # when the claiming worker's loaded models last changed
 
     def defers(self, head: Head, loaded_work: bool) -> bool:
         """Whether ``head`` is skipped by this worker for now (``loaded_work``: whether it has any
         claimable work for a model it has loaded)."""
-        if self.wait <= 0 or head.model in self.loaded or self.now - head.oldest >= self.wait:
+        if self.wait <= 0 or head.model in self.loaded or self.now - max(head.oldest, self.since) >= self.wait:
             return False
         return loaded_work or head.model in self.elsewhere
 

@@ -207,12 +207,14 @@ class SqlStore:
         lease_seconds: float,
         batch_key: str | None = None,
         loaded: Sequence[str] = (),
+        loaded_since: float = 0.0,
     ) -> list[Claim]:
         """Lease up to ``limit`` claimable tasks that share one batch key, in one transaction: by
-        default the fair order (store/fairness.py; ``loaded``: the claiming worker's models, for
-        affinity), with ``worker.scheduling = "fifo"`` the oldest task and the oldest that share its
-        key. With ``batch_key``, up to ``limit`` more of that key. A task whose last attempt never
-        ended comes first, and alone: if it killed its worker, it cannot take a batch with it."""
+        default the fair order (store/fairness.py; ``loaded``: the claiming worker's models, and
+        since when it has had them, for affinity), with ``worker.scheduling = "fifo"`` the oldest
+        task and the oldest that share its key. With ``batch_key``, up to ``limit`` more of that key.
+        A task whose last attempt never ended comes first, and alone: if it killed its worker, it
+        cannot take a batch with it."""
         self.dialect.listen()  # before looking: a task created after this look still wakes us
         now = self._clock.now()
         token = secrets.token_hex(16)
@@ -227,7 +229,8 @@ class SqlStore:
                 rows = self._run(db, "claim" if batch_key is None else "claim_key", **values, key=batch_key).fetchall()
                 tasks, alone = [task_from_row(row) for row in rows], False
             else:
-                tasks, alone = self._claim_fair(db, values, batch_key, frozenset(loaded), tenants), False
+                models = (frozenset(loaded), loaded_since)
+                tasks, alone = self._claim_fair(db, values, batch_key, models, tenants), False
             if fair and tasks:
                 self._charge(db, tasks, tenants)
                 self._run(db, "mark_busy", worker=worker_id)
@@ -235,7 +238,12 @@ class SqlStore:
         return [Claim(task, token, alone, fairness.weight_of(task.secret_id, tenants)) for task in tasks]
 
     def _claim_fair(
-        self, db: Any, values: dict[str, Any], batch_key: str | None, loaded: frozenset[str], tenants: dict[str, Tenant]
+        self,
+        db: Any,
+        values: dict[str, Any],
+        batch_key: str | None,
+        models: tuple[frozenset[str], float],
+        tenants: dict[str, Tenant],
     ) -> list[Task]:
         """The fair order's batch: its first task from the first head of ``fairness.fair_order`` that
         can be locked, its other places by ``fairness.fill``."""
@@ -248,8 +256,9 @@ class SqlStore:
             return []
         taken: list[Task] = []
         if batch_key is None:
-            wait = self.scheduling.affinity_wait
-            affinity = Affinity(loaded, values["now"], wait, self._idle_elsewhere(db, values) if wait else frozenset())
+            wait, (loaded, since) = self.scheduling.affinity_wait, models
+            elsewhere = self._idle_elsewhere(db, values) if wait else frozenset()
+            affinity = Affinity(loaded, values["now"], wait, elsewhere, since)
             for head in fairness.fair_order(heads, tenants, affinity):
                 taken = self._claim_group(db, values, head.secret_id, head.batch_key, 1)
                 if taken:  # on PostgreSQL another worker may hold this head's tasks right now

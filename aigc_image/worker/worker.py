@@ -142,6 +142,7 @@ class Worker:
         self._batches = ThreadPoolExecutor(MAX_IN_DELIVERY, thread_name_prefix="delivery")
         self._deliverers = ThreadPoolExecutor(DELIVERY_THREADS, thread_name_prefix="deliver")
         self.failed_models: dict[str, str] = {}  # model label → why it could not load
+        self._models_changed_at = 0.0  # clock.now() when a model was last loaded (claims' affinity)
 
     def preload(self, labels: list[str]) -> None:
         """Load models before the first task. One that cannot load is logged in one line and
@@ -157,6 +158,7 @@ class Worker:
                 self.failed_models[label] = str(exc)
                 continue
             MODEL_LOADS.labels(entry.label).inc()
+            self._models_changed_at = self.clock.now()
             log.info("preloaded %s in %.1f s", entry.label, time.monotonic() - started)
 
     def run(self) -> None:
@@ -232,8 +234,9 @@ class Worker:
         """Claim and process one batch of compatible tasks; False when none was waiting. With
         ``overlap`` (the run loop), its images may still be in delivery when this returns."""
         claims = self.store.claim(
-            self.worker_id, limit=self.max_batch, lease_seconds=self.lease_seconds, loaded=self.engine.loaded()
-        )
+            self.worker_id, self.max_batch, self.lease_seconds, loaded=self.engine.loaded(),
+            loaded_since=self._models_changed_at,
+        )  # fmt: skip
         alone = bool(claims) and claims[0].alone
         if claims and not alone and len(claims) < self.max_batch and self.batch_wait > 0:
             claims += self._admit_more(claims[0].task.spec.batch_key, self.max_batch - len(claims))
@@ -360,6 +363,7 @@ class Worker:
         self.failed_models.pop(entry.label, None)  # it loads now
         if entry.label not in loaded:
             MODEL_LOADS.labels(entry.label).inc()
+            self._models_changed_at = self.clock.now()
         if self.engine.loaded() != self._reported_models:
             self._report_soon.set()  # /readyz and the operator page learn of a newly loaded model now
         return list(zip(jobs, outputs, strict=True))
