@@ -9,12 +9,13 @@ A key that had nothing waiting or running starts, when it creates a task, at the
 time of the keys that do (``starting_vtime``): idle time banks no credit, and a key that was served
 a lot while others were idle is not punished for it once they come back.
 
-Why no task starves, whatever the others send: the key chosen has the least virtual time, and
-each claim moves it up by one batch's work over its weight, so every key with claimable tasks
-stays within one batch's charge of the least (a newcomer enters at the least). A key at the
-bottom is therefore reached after each other key has had at most about one more batch, and a
-task is reached after the tasks of its own key that are older than it. docs/operations.md states
-the bound; tests/test_fairness.py checks it on random workloads.
+Why no task starves, whatever the others send: a key is chosen before another only while its
+virtual time is not greater, and each claim moves the chosen key up by its batch's work over its
+weight. A key that becomes active enters at the least virtual time, so it waits for at most one
+batch of each other key; a key already waiting, for at most one batch of each plus what it
+received beyond its share (scaled by their weights). A task then waits for the older tasks of its
+own key, and affinity holds it back by at most ``affinity_wait``. docs/operations.md states the
+bound; tests/test_fairness.py checks it on random workloads.
 
 **Batches.** A batch shares one batch key (model, size, steps, ...). The chosen key gives its
 oldest task; the batch's other places go to tasks of the same batch key in fair order too
