@@ -101,6 +101,11 @@ class AddressingStyle(enum.StrEnum):
     VIRTUAL = "virtual"
 
 
+class SchedulingPolicy(enum.StrEnum):
+    FAIR = "fair"
+    FIFO = "fifo"
+
+
 class LogFormat(enum.StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -113,6 +118,7 @@ class _Section(BaseModel):
 class KeyPair(_Section):
     secret_id: str = Field(min_length=1)
     secret_key: str = Field(min_length=1)
+    weight: float = Field(1.0, gt=0, le=1000)  # its share of the workers under contention (docs/operations.md)
 
 
 class ApiSettings(_Section):
@@ -259,6 +265,18 @@ class WorkerSettings(_Section):
         description="Models to load when the worker starts: `Name` or `Name:Version` (a list; comma-separated "
         "in the environment).",
     )
+    scheduling: SchedulingPolicy = Field(
+        SchedulingPolicy.FAIR,
+        description="Order in which workers claim waiting tasks: `fair` (fair shares across keys by their "
+        "`weight`, oldest first within a key, model affinity; docs/operations.md) or `fifo` (oldest task first, "
+        "whoever sent it). The API estimates queue positions by it too.",
+    )
+    affinity_wait: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds a task for a model its worker has not loaded may be passed over by tasks for models "
+        "it has (fair scheduling only); 0 turns model affinity off.",
+    )
 
 
 class StorageSettings(_Section):
@@ -393,7 +411,9 @@ class Settings(_Section):
     secret_id: str = Field("", description="SecretId of one API key pair (with `secret_key`).")
     secret_key: str = Field("", description="SecretKey of that key pair.")
     keys: tuple[KeyPair, ...] = Field(
-        (), description="`[[keys]]` tables with `secret_id` and `secret_key` (file only)."
+        (),
+        description="`[[keys]]` tables with `secret_id`, `secret_key` and optionally `weight` (its share under "
+        "contention, default 1) (file only).",
     )
     api: ApiSettings = ApiSettings()
     worker: WorkerSettings = WorkerSettings()

@@ -56,6 +56,7 @@ class Reason(enum.StrEnum):
     TASK_LIMIT = "task_limit"
     CONFIG = "config"
     WORKER_LOST = "worker_lost"  # the task's worker died or stalled on every attempt
+    CANCELLED = "cancelled"  # its key cancelled it (CancelAigcImageTask)
     INTERNAL = "internal"  # an error nobody named: see the worker's log
 
     @property
@@ -66,7 +67,14 @@ class Reason(enum.StrEnum):
 
 
 _CAUSED_BY_REQUEST = frozenset(
-    {Reason.UNKNOWN_MODEL, Reason.NOT_SUPPORTED, Reason.CONTENT_REFUSED, Reason.BAD_REFERENCE, Reason.TASK_LIMIT}
+    {
+        Reason.UNKNOWN_MODEL,
+        Reason.NOT_SUPPORTED,
+        Reason.CONTENT_REFUSED,
+        Reason.BAD_REFERENCE,
+        Reason.TASK_LIMIT,
+        Reason.CANCELLED,
+    }
 )
 
 

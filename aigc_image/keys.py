@@ -42,7 +42,10 @@ def data_dir_keys(data_dir: Path) -> tuple[KeyPair, ...]:
         return ()
     try:
         document = tomllib.loads(path.read_text("utf-8"))
-        return tuple(KeyPair(secret_id=k["secret_id"], secret_key=k["secret_key"]) for k in document.get("keys", []))
+        return tuple(
+            KeyPair(secret_id=k["secret_id"], secret_key=k["secret_key"], weight=k.get("weight", 1.0))
+            for k in document.get("keys", [])
+        )
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
 
@@ -67,7 +70,10 @@ class KeyRing(Mapping[str, str]):
         self._configured = {k.secret_id: k.secret_key for k in settings.configured_keys()}
         self._path = settings.data_dir / KEYS_FILE
         self._clock = clock
-        self._keys = self._configured | {k.secret_id: k.secret_key for k in data_dir_keys(settings.data_dir)}
+        pairs = data_dir_keys(settings.data_dir)
+        self._keys = self._configured | {k.secret_id: k.secret_key for k in pairs}
+        self._configured_weights = {k.secret_id: k.weight for k in settings.configured_keys()}
+        self._weights = self._configured_weights | {k.secret_id: k.weight for k in pairs}
         self._seen = _signature(self._path)  # the file as last read successfully
         self._refused: tuple[int, ...] | None = None  # the version of the file last logged as unreadable
         self._next_check = clock.monotonic() + self.CHECK_SECONDS
@@ -80,6 +86,11 @@ class KeyRing(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._current())
+
+    def weight(self, secret_id: str) -> float:
+        """The key's ``weight``: its share of the workers while keys compete (default 1)."""
+        self._current()
+        return self._weights.get(secret_id, 1.0)
 
     def _current(self) -> dict[str, str]:
         now = self._clock.monotonic()
@@ -106,6 +117,7 @@ class KeyRing(Mapping[str, str]):
         log.info("keys reloaded from %s: %d added, %d removed, %d in all",
                  self._path, len(added), len(removed), len(keys))  # fmt: skip
         self._keys, self._seen, self._refused = keys, version, None
+        self._weights = self._configured_weights | {k.secret_id: k.weight for k in pairs}
 
 
 def _signature(path: Path) -> tuple[int, ...] | None:
@@ -115,6 +127,11 @@ def _signature(path: Path) -> tuple[int, ...] | None:
     except FileNotFoundError:
         return None
     return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def key_weights(settings: Settings) -> dict[str, float]:
+    """SecretId → its ``weight``: its share of the workers while keys compete (default 1)."""
+    return {k.secret_id: k.weight for k in (*settings.configured_keys(), *data_dir_keys(settings.data_dir))}
 
 
 def add_key(data_dir: Path, pair: KeyPair) -> Path:

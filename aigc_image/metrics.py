@@ -32,7 +32,8 @@ TASKS_FINISHED = Counter("aigc_image_tasks_finished", "Tasks that ended, by mode
 IMAGES = Counter("aigc_image_images", "Images generated and stored, by model.", ["model"])
 QUEUE_WAIT = Histogram(
     "aigc_image_queue_wait_seconds",
-    "Time from a task's creation to its first claim by a worker.",
+    "Time from a task's creation to its first claim by a worker, by its key's weight.",
+    ["weight"],
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
 GENERATION = Histogram(
@@ -44,12 +45,24 @@ GENERATION = Histogram(
 BATCH_SIZE = Histogram(
     "aigc_image_batch_size", "Tasks served by one pipeline call.", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 )
+MODEL_LOADS = Counter(
+    "aigc_image_model_loads", "Models loaded by workers (at start, or swapped in for a task), by model.", ["model"]
+)
+TASKS_CANCELLED = Counter(
+    "aigc_image_tasks_cancelled", "Tasks cancelled by their key, by the status they had (WAIT, RUN).", ["status"]
+)
 GPU_MEMORY = Gauge(
     "aigc_image_gpu_memory_bytes",
     "GPU memory held by a worker's tensors, by device.",
     ["device"],
     multiprocess_mode="livesum",
 )
+
+
+def weight_label(weight: float) -> str:
+    """A key's weight as a label value: ``1``, ``2``, ``0.5``. The weights operators configure are
+    few, so the series per weight are few; SecretIds never become labels."""
+    return f"{weight:g}"
 
 
 class StoreCollector(Collector):
@@ -63,6 +76,16 @@ class StoreCollector(Collector):
         counts = self._store.queue_counts()
         yield GaugeMetricFamily("aigc_image_tasks_waiting", "Tasks waiting for a worker.", counts[Status.WAIT])
         yield GaugeMetricFamily("aigc_image_tasks_running", "Tasks a worker is running.", counts[Status.RUN])
+        by_weight = self._store.waiting_by_weight()
+        keys = GaugeMetricFamily("aigc_image_keys_waiting", "Keys with tasks waiting, by weight.", labels=["weight"])
+        tasks = GaugeMetricFamily(
+            "aigc_image_tasks_waiting_by_weight", "Tasks waiting, by their key's weight.", labels=["weight"]
+        )
+        for weight, (key_count, task_count) in sorted(by_weight.items()):
+            keys.add_metric([weight_label(weight)], key_count)
+            tasks.add_metric([weight_label(weight)], task_count)
+        yield keys
+        yield tasks
         workers = GaugeMetricFamily("aigc_image_workers", "Workers alive, by state.", labels=["state"])
         alive = [w for w in self._store.workers() if w.alive(self._now)]
         for state in WORKER_STATES:

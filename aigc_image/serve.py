@@ -53,7 +53,7 @@ def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) ->
     settings = settings.with_overrides(**{"api.port": port})
     keys = ensure_keys(settings, clock)
     catalog, origin = catalog_from(settings)
-    app, store, storage = build_service(settings, clock, keys, catalog)
+    app, store, storage = build_service(settings, clock, keys, catalog, keys.weight)
     devices = worker_devices(settings.worker.devices) if with_worker else []
     try:
         # Its workers run on this host, so serve may choose for their hardware; an API alone may not.

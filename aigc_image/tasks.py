@@ -120,6 +120,7 @@ class NewTask:
     request_fingerprint: str | None = None
     fingerprint_window: float = 0.0
     joins_earlier: bool = True
+    weight: float = 1.0  # the key's weight (keys.toml): its share under contention, recorded with the key
 
 
 @dataclass(frozen=True)
@@ -149,3 +150,4 @@ class Claim:
     # Its last attempt never ended: its worker died or stalled, maybe because of this very task.
     # It runs alone, with nothing else in its worker, so that it cannot take other tasks down.
     alone: bool = False
+    weight: float = 1.0  # its key's weight when it was claimed (the metrics' weight class)

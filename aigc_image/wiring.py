@@ -3,7 +3,7 @@ choosing which implementation a setting names."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from starlette.applications import Starlette
 
@@ -22,7 +22,7 @@ from aigc_image.results.base import ResultStorage
 from aigc_image.results.buckets import Results
 from aigc_image.results.local import LocalStorage
 from aigc_image.results.s3 import S3Storage, s3_client
-from aigc_image.store import TaskStore, open_store
+from aigc_image.store import Scheduling, TaskStore, open_store
 
 
 def catalog_from(settings: Settings, hardware: Hardware | None = None) -> tuple[Catalog, str]:
@@ -75,15 +75,26 @@ def review_from(settings: Settings) -> ContentReview:
     return build_review(moderation.term_files, moderation.default_list, moderation.classifier)
 
 
+def scheduling_from(settings: Settings) -> Scheduling:
+    """The claim order workers follow, and the API estimates queue positions by."""
+    return Scheduling(settings.worker.scheduling, settings.worker.affinity_wait)
+
+
 def build_service(
-    settings: Settings, clock: Clock, keys: Mapping[str, str], catalog: Catalog | None = None
+    settings: Settings,
+    clock: Clock,
+    keys: Mapping[str, str],
+    catalog: Catalog | None = None,
+    weights: Callable[[str], float] | None = None,
 ) -> tuple[Starlette, TaskStore, Results]:
     """The API app over its store and storage. Its default model is the one the store records for
-    the deployment (deployment.py), else ``catalog``'s (default: the configured one)."""
-    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
+    the deployment (deployment.py), else ``catalog``'s (default: the configured one). ``weights``: each
+    key's weight (serve's KeyRing follows keys.toml; default: the settings' and keys.toml's at start)."""
+    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts, scheduling_from(settings))
     storage = storage_from(settings, clock)
     catalog = catalog or catalog_from(settings)[0]
     default_model = DefaultModel(store, catalog, clock)
+    weight_of = weights or _static_weights(settings)
     actions = Actions(
         store,
         catalog,
@@ -102,8 +113,14 @@ def build_service(
         log_prompts=settings.moderation.log_prompts,
         enhancer=enhancer_from(settings),
         current_catalog=default_model.catalog,
+        weights=weight_of,
     )
     limiter = RateLimiter(settings.api.rate_limit, settings.api.rate_burst, clock)
     local = storage.own if isinstance(storage.own, LocalStorage) else None  # served by the API itself
     app = build_app(actions, keys, limiter, clock, settings.api, local)
     return app, store, storage
+
+
+def _static_weights(settings: Settings) -> Callable[[str], float]:
+    weights = keyfiles.key_weights(settings)
+    return lambda secret_id: weights.get(secret_id, 1.0)

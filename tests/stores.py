@@ -23,10 +23,12 @@ class Backend:
         return open_store(self.url, clock, max_attempts)
 
     def clear(self) -> None:
-        """Delete every task, for tests that reuse one database."""
+        """Delete every task and every key's share, for tests that reuse one database."""
         if self.kind == "sqlite":
             with sqlite3.connect(self.url.removeprefix("sqlite:///")) as db:
                 db.execute("DELETE FROM tasks")
+                db.execute("DELETE FROM tenants")
         else:
             with psycopg.connect(self.url) as db:
                 db.execute("DELETE FROM tasks")
+                db.execute("DELETE FROM tenants")

@@ -414,8 +414,10 @@ def test_tasks_already_waiting_fill_the_batch_without_waiting_for_a_wake_up(
     waits: list[float] = []
     claim = store.claim
 
-    def one_at_first(worker_id: str, limit: int, lease_seconds: float, batch_key: str | None = None) -> Any:
-        return claim(worker_id, 1 if batch_key is None else limit, lease_seconds, batch_key=batch_key)
+    def one_at_first(
+        worker_id: str, limit: int, lease_seconds: float, batch_key: str | None = None, **models: Any
+    ) -> Any:
+        return claim(worker_id, 1 if batch_key is None else limit, lease_seconds, batch_key=batch_key, **models)
 
     spy = {"__getattr__": lambda self, name: getattr(store, name), "claim": staticmethod(one_at_first),
            "wait_for_work": staticmethod(waits.append)}  # fmt: skip

@@ -38,6 +38,7 @@ def test_openapi_describes_every_action() -> None:
     document = json.loads(run("openapi").stdout)
     assert set(document["paths"]) == {
         "/CreateAigcImageTask", "/DescribeAigcImageTask", "/DescribeAigcTaskStatus", "/DescribeAigcTaskList",
+        "/CancelAigcImageTask", "/DeleteAigcImageTask",
         "/v1/images/generations", "/v1/images/edits", "/v1/models", "/v1/models/{model}",
     }  # fmt: skip
     assert document["servers"][0]["url"].startswith("http://127.0.0.1:")

@@ -47,6 +47,9 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ("", {"AIGC_IMAGE_FETCH_ALLOW_NETWORKS": "10.0.0.0/8, not-a-network"}, "AIGC_IMAGE_FETCH_ALLOW_NETWORKS"),
         ("", {"AIGC_IMAGE_API_PROT": "9000"}, "AIGC_IMAGE_API_PROT"),  # a typo is an error, not ignored
         ("", {"AIGC_IMAGE_API_PORT": "-1"}, r"AIGC_IMAGE_API_PORT \(api.port\)"),  # the full key
+        ("[[keys]]\nsecret_id = 'a'\nsecret_key = 'b'\nweight = 0\n", {}, "keys.0.weight"),
+        ("", {"AIGC_IMAGE_WORKER_SCHEDULING": "lottery"}, "AIGC_IMAGE_WORKER_SCHEDULING"),
+        ("", {"AIGC_IMAGE_WORKER_AFFINITY_WAIT": "-1"}, "AIGC_IMAGE_WORKER_AFFINITY_WAIT"),
     ],
 )
 def test_invalid_settings_are_named(tmp_path: Path, text: str, env: dict[str, str], fragment: str) -> None:
@@ -95,3 +98,22 @@ def test_the_settings_file_and_the_registry_are_parsed_within_limits(tmp_path: P
 def test_string_settings_must_hold_a_prompt() -> None:
     with pytest.raises(ConfigError, match="max_string_chars"):
         load_settings(environ={"AIGC_IMAGE_API_MAX_PROMPT_CHARS": "5000", "AIGC_IMAGE_API_MAX_STRING_CHARS": "4000"})
+
+
+def test_key_weights_come_from_the_settings_file_and_the_data_dirs_keys_file(tmp_path: Path) -> None:
+    from aigc_image.keys import key_weights
+
+    config = tmp_path / "c.toml"
+    config.write_text('[[keys]]\nsecret_id = "AKIDa"\nsecret_key = "k"\nweight = 3\n')
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "keys.toml").write_text(
+        '[[keys]]\nsecret_id = "AKIDb"\nsecret_key = "k"\nweight = 0.5\n\n'
+        '[[keys]]\nsecret_id = "AKIDc"\nsecret_key = "k"\n'
+    )
+    settings = load_settings(config, {"AIGC_IMAGE_DATA_DIR": str(data_dir), "AIGC_IMAGE_SECRET_ID": "AKIDd",
+                                      "AIGC_IMAGE_SECRET_KEY": "k"})  # fmt: skip
+    assert key_weights(settings) == {"AKIDd": 1.0, "AKIDa": 3.0, "AKIDb": 0.5, "AKIDc": 1.0}
+    (data_dir / "keys.toml").write_text('[[keys]]\nsecret_id = "AKIDb"\nsecret_key = "k"\nweight = -1\n')
+    with pytest.raises(ConfigError, match="weight"):
+        key_weights(settings)

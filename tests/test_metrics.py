@@ -45,13 +45,17 @@ def test_each_named_series_moves_when_a_task_runs(tmp_path: Path) -> None:
         "finished": value(after, "aigc_image_tasks_finished_total", status="DONE", **model)
         - value(before, "aigc_image_tasks_finished_total", status="DONE", **model),
         "images": value(after, "aigc_image_images_total", **model) - value(before, "aigc_image_images_total", **model),
-        "queue wait": value(after, "aigc_image_queue_wait_seconds_count")
-        - value(before, "aigc_image_queue_wait_seconds_count"),
+        "queue wait": value(after, "aigc_image_queue_wait_seconds_count", weight="1")
+        - value(before, "aigc_image_queue_wait_seconds_count", weight="1"),
+        "model loads": value(after, "aigc_image_model_loads_total", **model)
+        - value(before, "aigc_image_model_loads_total", **model),
         "generation": value(after, "aigc_image_generation_seconds_count", **model)
         - value(before, "aigc_image_generation_seconds_count", **model),
         "batch size": value(after, "aigc_image_batch_size_sum") - value(before, "aigc_image_batch_size_sum"),
     }
-    assert moved == {"requests": 1, "finished": 1, "images": 2, "queue wait": 1, "generation": 1, "batch size": 1}
+    assert moved == {
+        "requests": 1, "finished": 1, "images": 2, "queue wait": 1, "model loads": 1, "generation": 1, "batch size": 1
+    }  # fmt: skip
     assert value(after, "aigc_image_requests_total", action="DescribeAigcImageTask", code="OK") >= 1
     assert ("aigc_image_tasks_waiting", ()) in after and ("aigc_image_tasks_running", ()) in after
     assert value(after, "aigc_image_workers", state="idle") + value(after, "aigc_image_workers", state="busy") == 1

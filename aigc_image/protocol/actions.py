@@ -17,7 +17,9 @@ from aigc_image.bounded import ParseLimits
 from aigc_image.catalog import Catalog
 from aigc_image.clock import Clock
 from aigc_image.enhance import PromptEnhancer
+from aigc_image.errors import Reason
 from aigc_image.fetch.policy import Network
+from aigc_image.metrics import TASKS_CANCELLED
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.protocol import errors
 from aigc_image.protocol import params as p
@@ -34,6 +36,7 @@ audit = logging.getLogger("aigc_image.audit")
 log = logging.getLogger(__name__)
 
 DESCRIBE_PARAMS: dict[str, p.Param] = {"TaskId": p.STRING}
+CANCELLED = "The task was cancelled by its owner (CancelAigcImageTask) before it finished."
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Actions:
         log_prompts: bool = False,
         enhancer: PromptEnhancer | None = None,
         current_catalog: Callable[[], Awaitable[Catalog]] | None = None,
+        weights: Callable[[str], float] | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -80,11 +84,15 @@ class Actions:
         self.review = review
         self.log_prompts = log_prompts
         self.enhancer = enhancer or PromptEnhancer()
+        self.weight_of = weights or (lambda secret_id: 1.0)  # a key's share under contention (keys.toml)
         self.handlers: dict[str, Callable[[Call, str], Awaitable[dict[str, Any]]]] = {
             "CreateAigcImageTask": self.create_aigc_image_task,
             "DescribeAigcImageTask": self.describe_aigc_image_task,
             "DescribeAigcTaskStatus": self.describe_aigc_task_status,
             "DescribeAigcTaskList": self.describe_aigc_task_list,
+            # This server's extensions (docs/protocol.md), in the same envelope and error style.
+            "CancelAigcImageTask": self.cancel_aigc_image_task,
+            "DeleteAigcImageTask": self.delete_aigc_image_task,
         }
 
     async def _static_catalog(self) -> Catalog:
@@ -125,7 +133,13 @@ class Actions:
         if values.get("EnhancePrompt", False):
             spec = await self.enhance(spec, entry.prompt_style, secret_id, request_id)
         new = NewTask(
-            new_task_id(), secret_id, spec, request.fingerprint or None, request.window, request.joins_earlier
+            new_task_id(),
+            secret_id,
+            spec,
+            request.fingerprint or None,
+            request.window,
+            request.joins_earlier,
+            self.weight_of(secret_id),
         )
         try:
             task_id = await self.store.create(new, self.limits.max_active_tasks_per_key)
@@ -206,7 +220,8 @@ class Actions:
     async def describe_aigc_task_status(self, call: Call, request_id: str) -> dict[str, Any]:
         task = await self._own_task(call, views.STATUS_PARAMS)
         urls, message = self.images(task)
-        return views.status_reply(task, urls, message)
+        ahead = await self.store.tasks_ahead(task) if task.status is Status.WAIT else None
+        return views.status_reply(task, urls, message, ahead)
 
     async def describe_aigc_task_list(self, call: Call, request_id: str) -> dict[str, Any]:
         values = self.check(views.LIST_PARAMS, call.params, call.from_strings)
@@ -222,3 +237,43 @@ class Actions:
             "PageSize": query.page_size,
             "Tasks": [views.list_item(task, *self.images(task)) for task in tasks],
         }
+
+    # -- CancelAigcImageTask, DeleteAigcImageTask (extensions) -------------------------------
+
+    async def cancel_aigc_image_task(self, call: Call, request_id: str) -> dict[str, Any]:
+        """End a waiting task at once, a running one at its next step (its worker finds its lease
+        gone and keeps nothing); either way it is FAIL from now. Cancelling it again answers the same."""
+        task = await self._own_task(call, DESCRIBE_PARAMS)
+        before, after = await self.store.cancel(task.task_id, call.secret_id, CANCELLED)
+        if before is None or after is None:  # deleted since we looked
+            raise errors.TaskNotFound(f"Task {task.task_id} does not exist.")
+        if after.reason is not Reason.CANCELLED:
+            raise errors.TaskFinished(f"Task {task.task_id} has already finished ({after.status}); nothing to cancel.")
+        if before.status in (Status.WAIT, Status.RUN):
+            TASKS_CANCELLED.labels(before.status.value).inc()
+            log.info(
+                "task %s: cancelled by its key while %s", task.task_id, before.status, extra={"task_id": task.task_id}
+            )
+        return {"Status": after.status.value, "Message": after.message}
+
+    async def delete_aigc_image_task(self, call: Call, request_id: str) -> dict[str, Any]:
+        """Delete a finished task: its images from this server's storage, then its record. A delete
+        that fails midway (storage unreachable) keeps the record, so calling again finishes it."""
+        task = await self._own_task(call, DESCRIBE_PARAMS)
+        if task.status in (Status.WAIT, Status.RUN):
+            raise errors.TaskNotFinished(
+                f"Task {task.task_id} is {task.status}; cancel it first (CancelAigcImageTask), then delete it."
+            )
+        await asyncio.to_thread(self._delete_images, task)
+        await self.store.delete_task(task.task_id, call.secret_id)  # False: a concurrent delete got there first
+        log.info("task %s: deleted by its key", task.task_id, extra={"task_id": task.task_id})
+        return {}
+
+    def _delete_images(self, task: Task) -> None:
+        """The task's images in this server's storage; those in the user's own bucket (StoreCosParam)
+        are the user's, as at retention."""
+        if task.results_purged:
+            return
+        for location in task.result_keys:
+            if not self.storage.in_user_bucket(location):
+                self.storage.delete(location)

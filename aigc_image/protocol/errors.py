@@ -21,6 +21,8 @@ the request path produces an HTTP 200 error envelope (see ``protocol/envelope.py
     │   ├── ModelNotSupported             (InvalidParameter.ModelNotSupported)
     │   └── ViolationContent              (InvalidParameter.ViolationContent)
     ├── FailedOperation                   (e.g. content review unavailable: fail closed)
+    │   ├── TaskFinished                  (FailedOperation.TaskFinished: nothing left to cancel)
+    │   └── TaskNotFinished               (FailedOperation.TaskNotFinished: cancel before deleting)
     ├── InvalidParameterValue
     ├── UnknownParameter
     ├── RequestSizeLimitExceeded
@@ -143,6 +145,18 @@ class FailedOperation(ApiError):
     """The operation failed; nothing was created."""
 
     code = "FailedOperation"
+
+
+class TaskFinished(FailedOperation):
+    """The task has already finished; there is nothing to cancel."""
+
+    code = "FailedOperation.TaskFinished"
+
+
+class TaskNotFinished(FailedOperation):
+    """The task is waiting or running; cancel it first (CancelAigcImageTask), then delete it."""
+
+    code = "FailedOperation.TaskNotFinished"
 
 
 class InvalidParameterValue(ApiError):

@@ -38,6 +38,9 @@ _RESPONSES: dict[str, dict[str, Any]] = {
         "PageSize": {"type": "integer"},
         "Tasks": {"type": "array", "items": {"type": "object"}},
     },
+    # This server's extensions (docs/protocol.md).
+    "CancelAigcImageTask": {"Status": {"type": "string", "enum": ["FAIL"]}, "Message": {"type": "string"}},
+    "DeleteAigcImageTask": {},
 }
 
 
@@ -247,6 +250,8 @@ def openapi_description(server_url: str = "http://127.0.0.1:8000") -> dict[str, 
             "/DescribeAigcImageTask": _operation("DescribeAigcImageTask", DESCRIBE_PARAMS, ["TaskId"]),
             "/DescribeAigcTaskStatus": _operation("DescribeAigcTaskStatus", STATUS_PARAMS, ["TaskId"]),
             "/DescribeAigcTaskList": _operation("DescribeAigcTaskList", LIST_PARAMS, []),
+            "/CancelAigcImageTask": _operation("CancelAigcImageTask", DESCRIBE_PARAMS, ["TaskId"]),
+            "/DeleteAigcImageTask": _operation("DeleteAigcImageTask", DESCRIBE_PARAMS, ["TaskId"]),
             **_openai_operations(),
         },
     }

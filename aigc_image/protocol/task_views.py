@@ -19,7 +19,8 @@ from aigc_image.tasks import Status, Task, is_task_id
 
 TASK_TYPE = "AigcImage"
 STATUS_NAMES = {Status.WAIT: "PENDING", Status.RUN: "RUNNING", Status.DONE: "FINISHED", Status.FAIL: "FAILED"}
-# Documented statuses that image tasks never reach here (nothing cancels or times them out).
+# Documented statuses that image tasks never reach here: a cancelled task (CancelAigcImageTask) or one
+# stopped by worker.task_timeout ends FAILED, with a message saying so.
 UNREACHED_STATUSES = ("STOP", "TIMEOUT")
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
 MAX_PAGE_SIZE = 100
@@ -43,11 +44,13 @@ def format_time(seconds: float | None) -> str:
     return datetime.fromtimestamp(seconds, UTC).astimezone(CHINA_STANDARD_TIME).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def task_info(task: Task) -> str:
-    """Progress of the current attempt: ``{"step": .., "steps": .., "progress": 0–100}``."""
+def task_info(task: Task, ahead: int | None = None) -> str:
+    """Progress of the current attempt: ``{"step": .., "steps": .., "progress": 0–100}``, and while
+    the task waits (``ahead`` given), ``"tasks_ahead"``: about how many tasks will run before it."""
     steps = task.steps or task.spec.steps
     step = steps if task.status is Status.DONE else min(task.step, steps)
-    return json.dumps({"step": step, "steps": steps, "progress": round(100 * step / steps) if steps else 0})
+    info = {"step": step, "steps": steps, "progress": round(100 * step / steps) if steps else 0}
+    return json.dumps(info if ahead is None else info | {"tasks_ahead": ahead})
 
 
 def request_body(task: Task) -> str:
@@ -100,7 +103,7 @@ def _shown(url: str) -> str:
     return f"{head},... (uploaded, {len(data) * 3 // 4} bytes)"
 
 
-def _common(task: Task, message: str) -> dict[str, Any]:
+def _common(task: Task, message: str, ahead: int | None = None) -> dict[str, Any]:
     return {
         "TaskId": task.task_id,
         "TaskType": TASK_TYPE,
@@ -111,14 +114,15 @@ def _common(task: Task, message: str) -> dict[str, Any]:
         "TaskResultCode": FAILED_RESULT_CODE if task.status is Status.FAIL else 0,
         "TaskResultMsg": message,
         "RequestBody": request_body(task),
-        "TaskInfo": task_info(task),
+        "TaskInfo": task_info(task, ahead),
         "Stage": None,
     }
 
 
-def status_reply(task: Task, urls: list[str], message: str) -> dict[str, Any]:
-    """DescribeAigcTaskStatus: ``OutputUrl`` is the first image's URL (all of them: the List)."""
-    return _common(task, message) | {"OutputUrl": urls[0] if urls else None}
+def status_reply(task: Task, urls: list[str], message: str, ahead: int | None = None) -> dict[str, Any]:
+    """DescribeAigcTaskStatus: ``OutputUrl`` is the first image's URL (all of them: the List);
+    ``ahead``: the waiting task's queue position, in its ``TaskInfo``."""
+    return _common(task, message, ahead) | {"OutputUrl": urls[0] if urls else None}
 
 
 def list_item(task: Task, urls: list[str], message: str) -> dict[str, Any]:

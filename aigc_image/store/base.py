@@ -3,13 +3,16 @@
 State transitions allowed (anything else is refused by the store):
 
     WAIT ──claim──▶ RUN ──complete──▶ DONE
-                     │  ──fail──────▶ FAIL
-                     ├─ retry_later (transient error) ─▶ WAIT until its retry time
-                     ├─ release (shutdown) ─▶ WAIT, the attempt not counted
-                     └─ lease expired ─▶ taken over alone (attempts < max), else FAIL
+      │              │  ──fail──────▶ FAIL
+      │              ├─ retry_later (transient error) ─▶ WAIT until its retry time
+      │              ├─ release (shutdown) ─▶ WAIT, the attempt not counted
+      │              ├─ lease expired ─▶ taken over alone (attempts < max), else FAIL
+      └──────────────┴─ cancel (its key) ─▶ FAIL, reason cancelled, lease token cleared
+
+    DONE, FAIL ──delete_task (its key), or retention──▶ gone
 
 ``complete``, ``fail`` and ``heartbeat`` succeed only with the current lease token, so a
-worker whose lease expired cannot overwrite the outcome of a newer attempt.
+worker whose lease expired, or whose task was cancelled, cannot overwrite the outcome.
 """
 
 from __future__ import annotations
@@ -98,6 +101,24 @@ class TaskStore(Protocol):
 
     async def get(self, task_id: str) -> Task | None: ...
 
+    def get_now(self, task_id: str) -> Task | None:
+        """``get``, from a worker's thread."""
+        ...
+
+    async def cancel(self, task_id: str, secret_id: str, message: str) -> tuple[Task | None, Task | None]:
+        """End a task of ``secret_id`` that is waiting or running (FAIL, reason ``cancelled``).
+        Returns the task before and after; the same when it had already finished (None, None: no
+        such task of this key)."""
+        ...
+
+    async def delete_task(self, task_id: str, secret_id: str) -> bool:
+        """Delete a DONE or FAIL task's record; False if the key has no such finished task."""
+        ...
+
+    async def tasks_ahead(self, task: Task) -> int:
+        """About how many waiting tasks will be claimed before this waiting one (store/fairness.py)."""
+        ...
+
     async def list_tasks(
         self, secret_id: str, status: Status | None, task_id: str | None, offset: int, limit: int
     ) -> tuple[int, list[Task]]:
@@ -112,14 +133,28 @@ class TaskStore(Protocol):
 
     def recent_failures(self, limit: int) -> list[Task]: ...
 
+    def waiting_by_weight(self) -> dict[float, tuple[int, int]]:
+        """Key weight → (keys with tasks waiting, tasks waiting)."""
+        ...
+
     def workers(self, forget_before: float | None = None) -> list[WorkerRecord]:
         """Every worker's last record; with ``forget_before``, rows older than it are deleted first."""
         ...
 
-    def claim(self, worker_id: str, limit: int, lease_seconds: float, batch_key: str | None = None) -> list[Claim]:
-        """Lease up to ``limit`` claimable tasks sharing the oldest one's batch key, oldest first
-        (or, with ``batch_key``, up to ``limit`` more of that key). A task whose last attempt never
-        ended comes first, and alone (``Claim.alone``)."""
+    def claim(
+        self,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        batch_key: str | None = None,
+        loaded: Sequence[str] = (),
+        loaded_since: float = 0.0,
+    ) -> list[Claim]:
+        """Lease up to ``limit`` claimable tasks that share one batch key, in the store's order
+        (fair across keys by default, store/fairness.py; ``loaded``: the worker's models, and
+        ``loaded_since`` the clock's time when they last changed, for affinity), or with
+        ``batch_key``, up to ``limit`` more of that key. A task whose last attempt never ended comes
+        first, and alone (``Claim.alone``)."""
         ...
 
     def heartbeat(

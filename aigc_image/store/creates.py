@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aigc_image.store.base import ActiveTaskLimit
+from aigc_image.store.fairness import work
 from aigc_image.tasks import NewTask
 
 
@@ -83,6 +84,7 @@ def plan_creates(
                 "batch_key": spec.batch_key,
                 "now": now,
                 "fingerprint": fingerprint,
+                "work": work(spec),
             }
         )
         outcomes.append(task.task_id)

@@ -23,6 +23,7 @@ from psycopg.rows import dict_row
 
 from aigc_image.clock import Clock
 from aigc_image.store.base import StoreError, StoreUnavailable
+from aigc_image.store.fairness import Scheduling
 from aigc_image.store.migrations import migrations
 from aigc_image.store.store import SqlStore
 
@@ -154,9 +155,9 @@ class PostgresDialect:
 class PostgresStore(SqlStore):
     """The task store in the PostgreSQL database at ``url``."""
 
-    def __init__(self, url: str, clock: Clock, max_attempts: int = 3) -> None:
+    def __init__(self, url: str, clock: Clock, max_attempts: int = 3, scheduling: Scheduling | None = None) -> None:
         self._url = url
-        super().__init__(PostgresDialect(url), clock, max_attempts)
+        super().__init__(PostgresDialect(url), clock, max_attempts, scheduling)
 
 
 def _first_line(exc: Exception) -> str:

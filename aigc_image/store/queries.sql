@@ -6,8 +6,8 @@
 -- service's clock, never the database's, so one test clock drives both databases.
 
 -- name: insert_task
-INSERT INTO tasks (task_id, secret_id, status, spec, batch_key, created_at, request_fingerprint)
-VALUES (:task_id, :secret_id, 'WAIT', :spec, :batch_key, :now, :fingerprint)
+INSERT INTO tasks (task_id, secret_id, status, spec, batch_key, created_at, request_fingerprint, work)
+VALUES (:task_id, :secret_id, 'WAIT', :spec, :batch_key, :now, :fingerprint, :work)
 
 -- name: stored_fingerprints [sqlite]
 SELECT request_fingerprint, task_id, created_at FROM tasks
@@ -28,8 +28,33 @@ SELECT 1
 -- cap count see every committed create of that key.
 SELECT pg_advisory_xact_lock(hashtext('aigc-image:' || k)) FROM unnest(:keys::text[]) AS k
 
+-- name: key_state
+-- A key's share as recorded (NULLs: never recorded), and whether it has tasks waiting or running.
+SELECT (SELECT weight FROM tenants WHERE secret_id = :secret_id) AS weight,
+       (SELECT vtime FROM tenants WHERE secret_id = :secret_id) AS vtime,
+       EXISTS (SELECT 1 FROM tasks WHERE secret_id = :secret_id AND status IN ('WAIT', 'RUN')) AS active
+
+-- name: virtual_clock
+-- The least virtual time of the keys with tasks waiting or running, and the greatest of all:
+-- where a key that becomes active starts (store/fairness.py: starting_vtime).
+SELECT min(CASE WHEN EXISTS (SELECT 1 FROM tasks WHERE tasks.secret_id = tenants.secret_id
+                                 AND tasks.status IN ('WAIT', 'RUN')) THEN vtime END) AS active,
+       max(vtime) AS latest
+FROM tenants
+
+-- name: set_key_state
+INSERT INTO tenants (secret_id, weight, vtime) VALUES (:secret_id, :weight, :vtime)
+ON CONFLICT (secret_id) DO UPDATE SET weight = excluded.weight, vtime = excluded.vtime
+
 -- name: get_task
 SELECT {columns} FROM tasks WHERE task_id = :task_id
+
+-- name: get_task_for_update [sqlite]
+SELECT {columns} FROM tasks WHERE task_id = :task_id
+
+-- name: get_task_for_update [postgresql]
+-- Held until the transaction ends: a concurrent claim skips the task instead of racing the cancel.
+SELECT {columns} FROM tasks WHERE task_id = :task_id FOR UPDATE
 
 -- name: count_tasks
 -- A key's tasks, optionally of one status or one id (NULL: any).
@@ -110,6 +135,45 @@ UPDATE tasks SET status = 'RUN', attempts = tasks.attempts + 1, worker_id = :wor
 FROM picked WHERE tasks.task_id = picked.task_id
 RETURNING {qualified_columns}
 
+-- name: claimable_heads
+-- Fair scheduling reads the claimable tasks by key and batch key (store/fairness.py: Head).
+SELECT secret_id, batch_key, min(created_at) AS oldest, count(*) AS n, sum(work) AS work
+FROM tasks WHERE {claimable} GROUP BY secret_id, batch_key
+
+-- name: tenants
+SELECT secret_id, weight, vtime FROM tenants
+
+-- name: claim_group [sqlite]
+-- Up to :limit claimable tasks of one key and one batch key, oldest first.
+UPDATE tasks SET status = 'RUN', attempts = attempts + 1, worker_id = :worker, lease_token = :token,
+    lease_expires_at = :expires, started_at = :now, step = 0
+WHERE task_id IN (
+    SELECT task_id FROM tasks WHERE {claimable} AND secret_id = :secret_id AND batch_key = :key
+    ORDER BY created_at, task_id LIMIT :limit
+)
+RETURNING {columns}
+
+-- name: claim_group [postgresql]
+WITH picked AS (
+    SELECT task_id FROM tasks WHERE {claimable} AND secret_id = :secret_id AND batch_key = :key
+    ORDER BY created_at, task_id LIMIT :limit FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks SET status = 'RUN', attempts = tasks.attempts + 1, worker_id = :worker, lease_token = :token,
+    lease_expires_at = :expires, started_at = :now, step = 0
+FROM picked WHERE tasks.task_id = picked.task_id
+RETURNING {qualified_columns}
+
+-- name: charge
+-- A key pays for the tasks it was given: their work over its weight. A key with no record (its
+-- tasks were stored before fair scheduling) starts at :start.
+INSERT INTO tenants (secret_id, weight, vtime) VALUES (:secret_id, 1, :start + :work)
+ON CONFLICT (secret_id) DO UPDATE SET vtime = tenants.vtime + :work / tenants.weight
+
+-- name: mark_busy
+-- A worker that claims is busy from now on: other workers stop leaving it the tasks of the models
+-- it has loaded (store/fairness.py: Affinity) without waiting for its next report to say so.
+UPDATE workers SET state = 'busy' WHERE worker_id = :worker AND state = 'idle'
+
 -- name: heartbeat
 UPDATE tasks SET lease_expires_at = :expires
 WHERE task_id = :task_id AND status = 'RUN' AND lease_token = :token
@@ -172,6 +236,38 @@ DELETE FROM tasks WHERE task_id IN (
     ORDER BY finished_at LIMIT :limit FOR UPDATE SKIP LOCKED
 )
 RETURNING {columns}
+
+-- name: cancel
+-- A task of this key that has not finished ends FAIL at once, its lease token cleared: a worker
+-- running it finds its lease gone at its next renewal and drops it (worker/leases.py).
+UPDATE tasks SET status = 'FAIL', reason = 'cancelled', message = :message, finished_at = :now,
+    lease_token = NULL, retry_at = NULL
+WHERE task_id = :task_id AND secret_id = :secret_id AND status IN ('WAIT', 'RUN')
+RETURNING {columns}
+
+-- name: delete_task
+DELETE FROM tasks WHERE task_id = :task_id AND secret_id = :secret_id AND status IN ('DONE', 'FAIL')
+
+-- name: waiting_ahead
+-- Waiting tasks created before one (the first-come order).
+SELECT count(*) AS n FROM tasks
+WHERE status = 'WAIT' AND (created_at < :created_at OR (created_at = :created_at AND task_id < :task_id))
+
+-- name: waiting_ahead_in_key
+SELECT count(*) AS n, coalesce(sum(work), 0) AS work FROM tasks
+WHERE status = 'WAIT' AND secret_id = :secret_id
+  AND (created_at < :created_at OR (created_at = :created_at AND task_id < :task_id))
+
+-- name: waiting_by_key
+SELECT t.secret_id, count(*) AS n, sum(t.work) AS work, coalesce(k.weight, 1) AS weight, k.vtime
+FROM tasks t LEFT JOIN tenants k ON k.secret_id = t.secret_id
+WHERE t.status = 'WAIT' GROUP BY t.secret_id, k.weight, k.vtime
+
+-- name: waiting_by_weight
+-- For the metrics: waiting tasks, and the keys they belong to, by the keys' weight.
+SELECT coalesce(k.weight, 1) AS weight, count(DISTINCT t.secret_id) AS keys, count(*) AS n
+FROM tasks t LEFT JOIN tenants k ON k.secret_id = t.secret_id
+WHERE t.status = 'WAIT' GROUP BY coalesce(k.weight, 1)
 
 -- name: count_by_status
 SELECT status, count(*) AS n FROM tasks WHERE status IN ('WAIT', 'RUN') GROUP BY status

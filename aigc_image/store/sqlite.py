@@ -24,6 +24,7 @@ from typing import Any
 
 from aigc_image.clock import Clock
 from aigc_image.store.base import StoreError, StoreUnavailable
+from aigc_image.store.fairness import Scheduling
 from aigc_image.store.migrations import migrations
 from aigc_image.store.store import SqlStore
 from aigc_image.store.wake import WakeReceiver, WakeSender, wake_dir
@@ -122,8 +123,8 @@ class SqliteDialect:
 class SqliteStore(SqlStore):
     """The task store on the SQLite file at ``path``."""
 
-    def __init__(self, path: str, clock: Clock, max_attempts: int = 3) -> None:
-        super().__init__(SqliteDialect(path), clock, max_attempts)
+    def __init__(self, path: str, clock: Clock, max_attempts: int = 3, scheduling: Scheduling | None = None) -> None:
+        super().__init__(SqliteDialect(path), clock, max_attempts, scheduling)
 
 
 def _identity(path: str) -> tuple[int, int] | None:

@@ -17,15 +17,19 @@ import asyncio
 import json
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aigc_image.clock import Clock
+from aigc_image.config import SchedulingPolicy
 from aigc_image.errors import Reason
-from aigc_image.store.base import DefaultModelRecord, StoreUnavailable, WorkerRecord
+from aigc_image.store import fairness
+from aigc_image.store.base import ALIVE_WITHIN, DefaultModelRecord, StoreUnavailable, WorkerRecord
 from aigc_image.store.creates import fingerprint_keys, plan_creates
+from aigc_image.store.fairness import Affinity, Backlog, Head, Scheduling, Tenant
 from aigc_image.store.queries import queries
 from aigc_image.tasks import Claim, NewTask, Status, Task, TaskSpec
 
@@ -67,11 +71,14 @@ class _PendingCreate:
 
 
 class SqlStore:
-    def __init__(self, dialect: Dialect, clock: Clock, max_attempts: int = 3) -> None:
+    def __init__(
+        self, dialect: Dialect, clock: Clock, max_attempts: int = 3, scheduling: Scheduling | None = None
+    ) -> None:
         self.dialect = dialect
         self._sql = queries(dialect.name)
         self._clock = clock
         self.max_attempts = max_attempts
+        self.scheduling = scheduling or Scheduling()
         self._pending: list[_PendingCreate] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -124,6 +131,7 @@ class SqlStore:
     def _insert_batch(self, batch: list[tuple[NewTask, int]]) -> list[str | BaseException]:
         with self.dialect.transaction() as db:
             self._run(db, "lock_keys", keys=sorted({task.secret_id for task, _ in batch}))
+            self._record_keys(db, {task.secret_id: task.weight for task, _ in batch})
             now = self._clock.now()
             fingerprints = [key for task, _ in batch for key in fingerprint_keys(task, now)]
             stored: dict[str, tuple[str, float]] = {}
@@ -139,6 +147,22 @@ class SqlStore:
             if plan.rows:
                 self.dialect.execute_many(db, self._sql["insert_task"], plan.rows)
             return list(plan.outcomes)
+
+    def _record_keys(self, db: Any, weights: dict[str, float]) -> None:
+        """Record each creating key's weight; a key with nothing waiting or running starts at the
+        virtual clock (fairness.starting_vtime). Before its new tasks are inserted, so that "active"
+        means what it had before this create."""
+        clock = None
+        for secret_id in sorted(weights):
+            state = self._run(db, "key_state", secret_id=secret_id).fetchone()
+            vtime = state["vtime"]
+            if state["active"] and vtime is not None:
+                if state["weight"] == weights[secret_id]:
+                    continue
+            else:
+                clock = clock or self._run(db, "virtual_clock").fetchone()
+                vtime = fairness.starting_vtime(vtime, clock["active"], clock["latest"])
+            self._run(db, "set_key_state", secret_id=secret_id, weight=weights[secret_id], vtime=vtime)
 
     async def get(self, task_id: str) -> Task | None:
         return await asyncio.to_thread(self.get_now, task_id)
@@ -177,24 +201,107 @@ class SqlStore:
 
     # -- worker side ----------------------------------------------------------------------------
 
-    def claim(self, worker_id: str, limit: int, lease_seconds: float, batch_key: str | None = None) -> list[Claim]:
-        """Lease up to ``limit`` claimable tasks sharing the oldest one's batch key, oldest first
-        (or, with ``batch_key``, up to ``limit`` more of that key). A task whose last attempt never
-        ended comes first, and alone: if it killed its worker, it cannot take a batch with it."""
+    def claim(
+        self,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        batch_key: str | None = None,
+        loaded: Sequence[str] = (),
+        loaded_since: float = 0.0,
+    ) -> list[Claim]:
+        """Lease up to ``limit`` claimable tasks that share one batch key, in one transaction: by
+        default the fair order (store/fairness.py; ``loaded``: the claiming worker's models, and
+        since when it has had them, for affinity), with ``worker.scheduling = "fifo"`` the oldest
+        task and the oldest that share its key. With ``batch_key``, up to ``limit`` more of that key.
+        A task whose last attempt never ended comes first, and alone: if it killed its worker, it
+        cannot take a batch with it."""
         self.dialect.listen()  # before looking: a task created after this look still wakes us
         now = self._clock.now()
         token = secrets.token_hex(16)
         values = {"now": now, "max_attempts": self.max_attempts, "limit": limit, "worker": worker_id,
                   "token": token, "expires": now + lease_seconds}  # fmt: skip
+        fair = self.scheduling.policy is SchedulingPolicy.FAIR
         with self.dialect.transaction() as db:
+            tenants = self._tenants(db)
             if batch_key is None and (orphan := self._run(db, "take_over", **values).fetchone()):
-                return [Claim(task_from_row(orphan), token, alone=True)]
-            if batch_key is None:
-                rows = self._run(db, "claim", **values).fetchall()
+                tasks, alone = [task_from_row(orphan)], True
+            elif not fair:
+                rows = self._run(db, "claim" if batch_key is None else "claim_key", **values, key=batch_key).fetchall()
+                tasks, alone = [task_from_row(row) for row in rows], False
             else:
-                rows = self._run(db, "claim_key", **values, key=batch_key).fetchall()
-        tasks = sorted((task_from_row(row) for row in rows), key=lambda t: (t.created_at, t.task_id))
-        return [Claim(task, token) for task in tasks]
+                models = (frozenset(loaded), loaded_since)
+                tasks, alone = self._claim_fair(db, values, batch_key, models, tenants), False
+            if fair and tasks:
+                self._charge(db, tasks, tenants)
+                self._run(db, "mark_busy", worker=worker_id)
+        tasks.sort(key=lambda t: (t.created_at, t.task_id))
+        return [Claim(task, token, alone, fairness.weight_of(task.secret_id, tenants)) for task in tasks]
+
+    def _claim_fair(
+        self,
+        db: Any,
+        values: dict[str, Any],
+        batch_key: str | None,
+        models: tuple[frozenset[str], float],
+        tenants: dict[str, Tenant],
+    ) -> list[Task]:
+        """The fair order's batch: its first task from the first head of ``fairness.fair_order`` that
+        can be locked, its other places by ``fairness.fill``."""
+        heads = [
+            Head(row["secret_id"], row["batch_key"], row["oldest"], int(row["n"]), float(row["work"]))
+            for row in self._run(db, "claimable_heads", now=values["now"]).fetchall()
+            if batch_key is None or row["batch_key"] == batch_key
+        ]
+        if not heads:
+            return []
+        taken: list[Task] = []
+        if batch_key is None:
+            wait, (loaded, since) = self.scheduling.affinity_wait, models
+            elsewhere = self._idle_elsewhere(db, values) if wait else frozenset()
+            affinity = Affinity(loaded, values["now"], wait, elsewhere, since)
+            for head in fairness.fair_order(heads, tenants, affinity):
+                taken = self._claim_group(db, values, head.secret_id, head.batch_key, 1)
+                if taken:  # on PostgreSQL another worker may hold this head's tasks right now
+                    batch_key = head.batch_key
+                    break
+            else:
+                return []
+        room = values["limit"] - len(taken)
+        for secret_id, count in fairness.fill(heads, batch_key, room, tenants, Counter(t.secret_id for t in taken)):
+            taken += self._claim_group(db, values, secret_id, batch_key, count)
+        return taken
+
+    def _claim_group(self, db: Any, values: dict[str, Any], secret_id: str, batch_key: str, limit: int) -> list[Task]:
+        group = values | {"secret_id": secret_id, "key": batch_key, "limit": limit}
+        return [task_from_row(row) for row in self._run(db, "claim_group", **group).fetchall()]
+
+    def _tenants(self, db: Any) -> dict[str, Tenant]:
+        rows = self._run(db, "tenants").fetchall()
+        return {row["secret_id"]: Tenant(row["secret_id"], row["weight"], row["vtime"]) for row in rows}
+
+    def _idle_elsewhere(self, db: Any, values: dict[str, Any]) -> frozenset[str]:
+        """The models loaded on the other workers that are alive and idle."""
+        return frozenset(
+            model
+            for row in self._run(db, "list_workers").fetchall()
+            if row["worker_id"] != values["worker"] and row["state"] == "idle"
+            and values["now"] - row["seen_at"] <= ALIVE_WITHIN
+            for model in json.loads(row["loaded"])
+        )  # fmt: skip
+
+    def _charge(self, db: Any, tasks: Sequence[Task], tenants: dict[str, Tenant]) -> None:
+        """Each key pays the work of its claimed tasks over its weight (keys in order: no deadlock
+        between two claims on PostgreSQL)."""
+        owed: dict[str, float] = {}
+        for task in tasks:
+            owed[task.secret_id] = owed.get(task.secret_id, 0.0) + fairness.work(task.spec)
+        start = 0.0
+        if any(key not in tenants for key in owed):  # tasks stored before fair scheduling
+            clock = self._run(db, "virtual_clock").fetchone()
+            start = fairness.starting_vtime(None, clock["active"], clock["latest"])
+        for secret_id in sorted(owed):
+            self._run(db, "charge", secret_id=secret_id, work=owed[secret_id], start=start)
 
     def heartbeat(
         self, task_id: str, token: str, lease_seconds: float, progress: tuple[int, int] | None = None
@@ -236,6 +343,61 @@ class SqlStore:
                 return False
             confirm = {"task_id": task_id, "token": token, "status": finished.value}
             return self._run(db, "finished_by", **confirm).fetchone() is not None
+
+    # -- the key's own actions: cancel, delete, queue position ----------------------------------
+
+    async def cancel(self, task_id: str, secret_id: str, message: str) -> tuple[Task | None, Task | None]:
+        """End a task of ``secret_id`` that is waiting or running: FAIL, reason ``cancelled``, its
+        lease token cleared (its worker drops it at its next renewal). Returns the task as it was
+        and as it is now; they are the same when there was nothing to cancel (None: no such task
+        of this key)."""
+        return await asyncio.to_thread(self._cancel, task_id, secret_id, message)
+
+    def _cancel(self, task_id: str, secret_id: str, message: str) -> tuple[Task | None, Task | None]:
+        with self.dialect.transaction() as db:
+            row = self._run(db, "get_task_for_update", task_id=task_id).fetchone()
+            if row is None or row["secret_id"] != secret_id:
+                return None, None
+            before = task_from_row(row)
+            after = self._run(db, "cancel", task_id=task_id, secret_id=secret_id, message=message,
+                              now=self._clock.now()).fetchone()  # fmt: skip
+        return before, task_from_row(after) if after else before
+
+    async def delete_task(self, task_id: str, secret_id: str) -> bool:
+        """Delete a finished (DONE or FAIL) task's record; False if there is no such finished task."""
+        return await asyncio.to_thread(self._delete_task, task_id, secret_id)
+
+    def _delete_task(self, task_id: str, secret_id: str) -> bool:
+        with self.dialect.transaction() as db:
+            return int(self._run(db, "delete_task", task_id=task_id, secret_id=secret_id).rowcount) == 1
+
+    async def tasks_ahead(self, task: Task) -> int:
+        """About how many waiting tasks will be claimed before ``task`` (waiting), by the store's
+        order: fairness.tasks_ahead for the fair order, the older waiting tasks for fifo."""
+        return await asyncio.to_thread(self._tasks_ahead, task)
+
+    def _tasks_ahead(self, task: Task) -> int:
+        where = {"secret_id": task.secret_id, "created_at": task.created_at, "task_id": task.task_id}
+        with self.dialect.transaction(write=False) as db:
+            if self.scheduling.policy is SchedulingPolicy.FIFO:
+                return int(self._run(db, "waiting_ahead", **where).fetchone()["n"])
+            mine = self._run(db, "waiting_ahead_in_key", **where).fetchone()
+            rows = self._run(db, "waiting_by_key").fetchall()
+        floor = min((r["vtime"] for r in rows if r["vtime"] is not None), default=0.0)  # unrecorded keys: the least
+        keys = [
+            Backlog(
+                r["secret_id"], int(r["n"]), float(r["work"]), r["weight"], floor if r["vtime"] is None else r["vtime"]
+            )
+            for r in rows
+        ]
+        own = next((key for key in keys if key.secret_id == task.secret_id), Backlog(task.secret_id, 0, 0.0))
+        return fairness.tasks_ahead(own, (int(mine["n"]), float(mine["work"])), keys)
+
+    def waiting_by_weight(self) -> dict[float, tuple[int, int]]:
+        """Weight → (keys with tasks waiting, tasks waiting), for the metrics."""
+        with self.dialect.transaction(write=False) as db:
+            rows = self._run(db, "waiting_by_weight").fetchall()
+        return {float(row["weight"]): (int(row["keys"]), int(row["n"])) for row in rows}
 
     def fail_exhausted(self) -> int:
         """FAIL tasks whose lease expired after their last allowed attempt; returns how many."""

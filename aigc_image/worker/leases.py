@@ -7,9 +7,10 @@ outlast the lease, and the thread that drives the GPU never waits for the task s
 ``StepWatch``, called by the pipeline after each denoising step, notes the progress in memory and
 decides whether the batch goes on:
 
-* a job whose lease was lost (another worker took its task over after this one stalled) is marked
-  lost; the batch goes on for the others and the lost job's images are thrown away at the end;
-  when every job is lost, the batch stops (LeaseLost);
+* a job whose lease was lost (another worker took its task over after this one stalled, or its
+  key cancelled it, which clears the lease) is marked lost; the batch goes on for the others and
+  the lost job's images are thrown away at the end; when every job is lost, the batch stops
+  (LeaseLost);
 * past shutdown's grace period the batch stops and every job is handed back (Interrupted);
 * past ``worker.task_timeout`` the batch stops and its tasks fail (TaskTimeout).
 
@@ -27,7 +28,7 @@ from typing import Protocol
 
 from aigc_image.clock import Clock
 from aigc_image.engines.base import GenerationRequest
-from aigc_image.errors import TaskTimeout
+from aigc_image.errors import Reason, TaskTimeout
 from aigc_image.store.base import StoreUnavailable, TaskStore
 from aigc_image.tasks import Claim, Task
 
@@ -53,6 +54,11 @@ class Job:
     request: GenerationRequest | None = None
     progress: tuple[int, int] | None = None  # (steps done, steps), written with the next renewal
     renewed_at: float = 0.0  # clock.monotonic() of the last renewal
+    cancelled: bool = False  # the lease was lost because the task's key cancelled it
+
+    @property
+    def why_lost(self) -> str:
+        return "cancelled by its key" if self.cancelled else "lease lost"
 
     @property
     def task(self) -> Task:
@@ -73,10 +79,20 @@ def renew(store: TaskStore, job: Job, lease_seconds: float, clock: Clock) -> Non
         if store.heartbeat(job.task_id, job.claim.token, lease_seconds, job.progress):
             job.renewed_at = clock.monotonic()
         else:
+            job.cancelled = was_cancelled(store, job.task_id)
             job.lost.set()
     except StoreUnavailable as exc:  # keep generating: the next renewal retries, and the lease decides
         log.warning("task %s: heartbeat skipped, store unavailable: %s", job.task_id, exc,
                     extra={"task_id": job.task_id})  # fmt: skip
+
+
+def was_cancelled(store: TaskStore, task_id: str) -> bool:
+    """Whether a task whose lease this worker lost was cancelled by its key (for the log)."""
+    try:
+        task = store.get_now(task_id)
+    except StoreUnavailable:
+        return False
+    return task is not None and task.reason is Reason.CANCELLED
 
 
 class LeaseKeeper:

@@ -18,7 +18,7 @@ from aigc_image.fetch.fetcher import Fetcher
 from aigc_image.hardware import Hardware, default_for, fits, pin, probe, require_gpu
 from aigc_image.store import TaskStore, open_store
 from aigc_image.store.base import worker_id
-from aigc_image.wiring import catalog_from, review_from, storage_from
+from aigc_image.wiring import catalog_from, review_from, scheduling_from, storage_from
 from aigc_image.worker.render import Renderer, render
 from aigc_image.worker.retry import RetryPolicy
 from aigc_image.worker.worker import DELIVERY_THREADS, Worker
@@ -76,7 +76,7 @@ def run_worker(settings: Settings, device: str = "auto", parent_pid: int | None 
 
         torch.set_num_threads(settings.worker.torch_threads)
     catalog, origin = catalog_from(settings)
-    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
+    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts, scheduling_from(settings))
     try:
         _agree_on_default(store, catalog, origin, torch_device, clock)
     except BaseException:

@@ -60,14 +60,23 @@ from aigc_image.errors import (
 from aigc_image.fetch.fetcher import Fetcher, FetchFailed, FetchRefused
 from aigc_image.fetch.images import decode_reference
 from aigc_image.media.labels import implicit_label
-from aigc_image.metrics import BATCH_SIZE, GENERATION, GPU_MEMORY, IMAGES, QUEUE_WAIT, TASKS_FINISHED
+from aigc_image.metrics import (
+    BATCH_SIZE,
+    GENERATION,
+    GPU_MEMORY,
+    IMAGES,
+    MODEL_LOADS,
+    QUEUE_WAIT,
+    TASKS_FINISHED,
+    weight_label,
+)
 from aigc_image.moderation.review import ContentReview, ReviewUnavailable
 from aigc_image.results.base import result_key
 from aigc_image.results.buckets import Results
 from aigc_image.store.base import REPORT_INTERVAL, StoreUnavailable, TaskStore, WorkerRecord
 from aigc_image.store.base import worker_id as local_worker_id
 from aigc_image.tasks import PANORAMA, Claim, TaskSpec
-from aigc_image.worker.leases import Interrupted, Job, LeaseKeeper, LeaseLost, StepWatch
+from aigc_image.worker.leases import Interrupted, Job, LeaseKeeper, LeaseLost, StepWatch, was_cancelled
 from aigc_image.worker.render import render
 from aigc_image.worker.retry import Backoff, RetryPolicy
 
@@ -133,6 +142,7 @@ class Worker:
         self._batches = ThreadPoolExecutor(MAX_IN_DELIVERY, thread_name_prefix="delivery")
         self._deliverers = ThreadPoolExecutor(DELIVERY_THREADS, thread_name_prefix="deliver")
         self.failed_models: dict[str, str] = {}  # model label → why it could not load
+        self._models_changed_at = 0.0  # clock.now() when a model was last loaded (claims' affinity)
 
     def preload(self, labels: list[str]) -> None:
         """Load models before the first task. One that cannot load is logged in one line and
@@ -146,6 +156,8 @@ class Worker:
                 log.error("preload of %s failed: %s", label, exc)
                 self.failed_models[label] = str(exc)
                 continue
+            MODEL_LOADS.labels(entry.label).inc()
+            self._models_changed_at = self.clock.now()
             log.info("preloaded %s in %.1f s", entry.label, time.monotonic() - started)
 
     def run(self) -> None:
@@ -220,7 +232,10 @@ class Worker:
     def run_once(self, overlap: bool = False) -> bool:
         """Claim and process one batch of compatible tasks; False when none was waiting. With
         ``overlap`` (the run loop), its images may still be in delivery when this returns."""
-        claims = self.store.claim(self.worker_id, limit=self.max_batch, lease_seconds=self.lease_seconds)
+        claims = self.store.claim(
+            self.worker_id, self.max_batch, self.lease_seconds, loaded=self.engine.loaded(),
+            loaded_since=self._models_changed_at,
+        )  # fmt: skip
         alone = bool(claims) and claims[0].alone
         if claims and not alone and len(claims) < self.max_batch and self.batch_wait > 0:
             claims += self._admit_more(claims[0].task.spec.batch_key, self.max_batch - len(claims))
@@ -246,7 +261,9 @@ class Worker:
         self._running = [job.task_id for job in jobs]
         for job in jobs:
             if job.task.attempts == 1:
-                QUEUE_WAIT.observe(max(0.0, self.clock.now() - job.task.created_at))
+                QUEUE_WAIT.labels(weight_label(job.claim.weight)).observe(
+                    max(0.0, self.clock.now() - job.task.created_at)
+                )
         keeper = LeaseKeeper(self.store, jobs, self.lease_seconds, self.clock)
         keeper.start()
         try:
@@ -312,7 +329,7 @@ class Worker:
         if not jobs:
             return []
         watch = StepWatch(self.store, jobs, self.clock, self, self.lease_seconds, self.task_timeout)
-        started = time.monotonic()
+        started, loaded = time.monotonic(), self.engine.loaded()
         try:
             outputs = self.engine.generate(entry, [job.request for job in jobs if job.request], watch)
             GENERATION.labels(entry.label).observe(time.monotonic() - started)
@@ -325,8 +342,10 @@ class Worker:
             log.warning("out of memory with a batch of %d; trying halves of %d and %d", len(jobs), half,
                         len(jobs) - half)  # fmt: skip
             return self._generate(entry, jobs[:half]) + self._generate(entry, jobs[half:])
-        except LeaseLost:
-            log.warning("every task of the batch lost its lease; abandoning this attempt")
+        except LeaseLost:  # every task of the batch was cancelled or taken over
+            for job in jobs:
+                log.warning("task %s: %s; abandoning this attempt", job.task_id, job.why_lost,
+                            extra={"task_id": job.task_id})  # fmt: skip
             return []
         except Interrupted:
             for job in jobs:
@@ -341,6 +360,9 @@ class Worker:
                 self._settle(job, exc)
             return []
         self.failed_models.pop(entry.label, None)  # it loads now
+        if entry.label not in loaded:
+            MODEL_LOADS.labels(entry.label).inc()
+            self._models_changed_at = self.clock.now()
         if self.engine.loaded() != self._reported_models:
             self._report_soon.set()  # /readyz and the operator page learn of a newly loaded model now
         return list(zip(jobs, outputs, strict=True))
@@ -381,7 +403,8 @@ class Worker:
         """Review, label, store and complete one task's images."""
         task, spec = job.task, job.task.spec
         if job.lost.is_set():
-            log.warning("task %s: lease lost; abandoning this attempt", task.task_id, extra={"task_id": task.task_id})
+            log.warning("task %s: %s; abandoning this attempt", task.task_id, job.why_lost,
+                        extra={"task_id": task.task_id})  # fmt: skip
             return
         try:
             for image in images:
@@ -410,7 +433,8 @@ class Worker:
             TASKS_FINISHED.labels(model, "DONE").inc()
             IMAGES.labels(model).inc(len(keys))
         elif completed is False:
-            log.warning("task %s: lease lost before completion; discarding this attempt's images", task.task_id,
+            why = "cancelled by its key" if was_cancelled(self.store, task.task_id) else "lease lost"
+            log.warning("task %s: %s before completion; discarding this attempt's images", task.task_id, why,
                         extra={"task_id": task.task_id})  # fmt: skip
             self._discard(keys)
         # None: unknown whether the store recorded it, so the images stay where they are.
