@@ -51,6 +51,16 @@ def test_a_created_key_is_accepted_and_a_removed_one_refused_without_a_restart(
     assert len(keys) == 0
 
 
+def test_a_keys_weight_follows_the_file_too(tmp_path: Path, clock: ManualClock) -> None:
+    path = tmp_path / keyfiles.KEYS_FILE
+    path.write_text('[[keys]]\nsecret_id = "AKIDa"\nsecret_key = "k"\nweight = 2\n')
+    keys = ring(tmp_path, clock, AIGC_IMAGE_SECRET_ID="AKIDenv", AIGC_IMAGE_SECRET_KEY="k")
+    assert (keys.weight("AKIDa"), keys.weight("AKIDenv"), keys.weight("AKIDnone")) == (2.0, 1.0, 1.0)
+    path.write_text('[[keys]]\nsecret_id = "AKIDa"\nsecret_key = "k"\nweight = 0.5\n')
+    clock.advance(CHECK)
+    assert keys.weight("AKIDa") == 0.5  # the next task it creates is recorded with its new weight
+
+
 def test_a_malformed_edit_keeps_the_last_good_keys_and_says_why_once(
     tmp_path: Path, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
