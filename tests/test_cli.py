@@ -51,6 +51,7 @@ def test_openapi_describes_every_action() -> None:
     assert create["properties"]["ExtraParameters"]["properties"]["OutputFormat"] == {
         "type": "string",
         "maxLength": 16384,
+        "pattern": "^[^\\u0000\\ud800-\\udfff]*$",  # no NUL, no lone surrogate: refused in every string
     }
 
 

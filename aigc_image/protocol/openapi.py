@@ -43,13 +43,17 @@ _RESPONSES: dict[str, dict[str, Any]] = {
     "DeleteAigcImageTask": {},
 }
 
+# Every string parameter: no NUL and no lone surrogate (one rule at the boundary, bounded.py).
+NO_NUL_OR_LONE_SURROGATE = "^[^\\u0000\\ud800-\\udfff]*$"
+
 
 def _schema(param: p.Param) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": param.kind}  # the declared kinds are JSON Schema's type names
     if param.kind == "integer":  # within the parse limits (api.max_number_digits)
         schema.update(format="int64", minimum=-(2**63), maximum=2**63 - 1)
-    elif param.kind == "string":  # api.max_string_chars, at its default
+    elif param.kind == "string":  # api.max_string_chars, at its default; the text rule (bounded.py)
         schema["maxLength"] = p.DEFAULT_LIMITS.max_string_chars
+        schema["pattern"] = NO_NUL_OR_LONE_SURROGATE
     if param.kind == "object":
         schema["properties"] = {name: _schema(child) for name, child in param.fields.items()}
         schema["additionalProperties"] = False
