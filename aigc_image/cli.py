@@ -10,14 +10,16 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aigc_image import __version__, logs
 from aigc_image import keys as keyfiles
-from aigc_image.client import ApiClient, ApiClientError
 from aigc_image.config import ConfigError, Settings, check_device, load_settings
 from aigc_image.errors import TaskError
 from aigc_image.store import StoreError
+
+if TYPE_CHECKING:  # imported where used: the client signs with protocol/, which worker processes never load
+    from aigc_image.client import ApiClient, ApiClientError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,6 +230,8 @@ OUTPUT_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
 def _client(args: argparse.Namespace, settings: Settings) -> ApiClient | None:
     """A signed client for the endpoint and key the options name, or the settings' (None: no key)."""
+    from aigc_image.client import ApiClient
+
     secret_id, secret_key = args.secret_id, args.secret_key
     if not (secret_id and secret_key):
         known = keyfiles.all_keys(settings)
@@ -241,6 +245,8 @@ def _client(args: argparse.Namespace, settings: Settings) -> ApiClient | None:
 
 def _failed(client: ApiClient, exc: ApiClientError | OSError) -> int:
     """Say why a call failed, on one line, and give the exit status."""
+    from aigc_image.client import ApiClientError
+
     if isinstance(exc, ApiClientError):
         print(f"aigc-image: {exc.code}: {exc.message}", file=sys.stderr)
     else:
@@ -257,6 +263,8 @@ def endpoint_of(settings: Settings) -> str:
 
 
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
+    from aigc_image.client import ApiClientError
+
     suffix = args.output.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
         print(f"aigc-image: cannot write {args.output.name!r}: name the output .png, .jpg or .jpeg", file=sys.stderr)
@@ -287,6 +295,8 @@ def _tasks(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
+
+    from aigc_image.client import ApiClientError
 
     client = _client(args, settings)
     if client is None:
@@ -358,6 +368,8 @@ def _wait(client: ApiClient, task_id: str, timeout: float) -> dict[str, Any]:
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+
+    from aigc_image.client import ApiClientError
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip

@@ -22,7 +22,8 @@ from aigc_image.hardware import probe, worker_devices
 from aigc_image.protocol.connection import guarded_protocol
 from aigc_image.store import StoreUnavailable, TaskStore
 from aigc_image.store.base import worker_id
-from aigc_image.wiring import build_service, catalog_from
+from aigc_image.wiring import catalog_from, preloaded
+from aigc_image.wiring.api import build_service
 from aigc_image.worker.retention import Sweeper
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) ->
     keys = ensure_keys(settings)
     hardware = None if settings.models.default_model else probe(settings.worker.devices)
     catalog, why = catalog_from(settings, hardware)
+    if with_worker:
+        preloaded(settings, catalog)  # a typo in worker.preload stops serve now, not each worker at start
     print(f"default model: {catalog.default.label}, {why}", flush=True)
     app, store, storage = build_service(settings, clock, keys, catalog)
 

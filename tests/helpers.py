@@ -66,7 +66,7 @@ def in_process_service(data_dir: Path) -> tuple[Any, Any]:
     """The real app and store over SQLite in ``data_dir``, limits off, for fuzzing in-process."""
     from aigc_image.clock import SystemClock
     from aigc_image.config import load_settings
-    from aigc_image.wiring import build_service
+    from aigc_image.wiring.api import build_service
 
     environ = {
         "AIGC_IMAGE_DATA_DIR": str(data_dir),

@@ -232,3 +232,15 @@ def test_a_second_sigterm_exits_at_once_and_the_lease_covers_the_task(tmp_path: 
         assert code == 1, log
         assert "second signal" in log
         assert task_row(backend, task_id)["status"] == "RUN"  # not finished, not handed back: the lease decides
+
+
+@pytest.mark.parametrize("command", ["worker", "serve"])
+def test_a_typo_in_the_models_to_preload_stops_the_start_with_one_line(tmp_path: Path, command: str) -> None:
+    """Not a worker that starts, logs the typo and serves without the model the operator wanted."""
+    env = server_env({"AIGC_IMAGE_WORKER_PRELOAD": "tiny-random,Hunyuan:9"})
+    args = [sys.executable, "-m", "aigc_image", command, "--data-dir", str(tmp_path)]
+    result = subprocess.run(args + (["--port", "0"] if command == "serve" else []), env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("aigc-image: configuration error: worker.preload: 'Hunyuan:9' is not in the model catalogue")

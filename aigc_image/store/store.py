@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from aigc_image.clock import Clock
 from aigc_image.errors import Reason
-from aigc_image.store.base import StoreUnavailable, WorkerRecord
+from aigc_image.store.base import StoreUnavailable, WorkerRecord, WorkerState
 from aigc_image.store.creates import plan_creates
 from aigc_image.store.queries import queries
 from aigc_image.tasks import Claim, NewTask, Status, Task, TaskSpec
@@ -281,7 +281,7 @@ class SqlStore:
                 device=row["device"],
                 started_at=row["started_at"],
                 seen_at=row["seen_at"],
-                state=row["state"],
+                state=WorkerState(row["state"]),
                 loaded=json.loads(row["loaded"]),
                 failed=json.loads(row["failed"]),
                 running=json.loads(row["running"]),

@@ -10,15 +10,10 @@ import threading
 import time
 from types import FrameType
 
-from aigc_image.clock import SystemClock
 from aigc_image.config import Settings
-from aigc_image.fetch.fetcher import Fetcher
 from aigc_image.hardware import pin, require_gpu
-from aigc_image.store import open_store
-from aigc_image.wiring import catalog_from, review_from, storage_from
-from aigc_image.worker.render import Renderer, render
-from aigc_image.worker.retry import RetryPolicy
-from aigc_image.worker.worker import DELIVERY_THREADS, Worker
+from aigc_image.wiring.worker import build_worker
+from aigc_image.worker.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -43,45 +38,14 @@ def run_worker(settings: Settings, device: str = "auto", parent_pid: int | None 
     torch_device = pin(device)  # before anything initialises CUDA
     if torch_device.startswith("cuda"):
         require_gpu(device)
-    from aigc_image.engines.diffusers_engine import DiffusersEngine
-
-    clock = SystemClock()
-    if settings.worker.torch_threads > 0:
-        import torch
-
-        torch.set_num_threads(settings.worker.torch_threads)
-    catalog, _ = catalog_from(settings)
-    engine = DiffusersEngine(torch_device, settings.models.allow_download, settings.worker.max_loaded_models)
-    renderer = Renderer(DELIVERY_THREADS) if engine.device.type == "cuda" else None
-    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
-    worker = Worker(
-        store,
-        engine,
-        catalog,
-        storage_from(settings, clock),
-        clock,
-        lease_seconds=settings.worker.lease_seconds,
-        poll_interval=settings.worker.poll_interval,
-        review=review_from(settings),
-        shutdown_grace=settings.worker.shutdown_grace,
-        retry=RetryPolicy(
-            settings.worker.max_attempts, settings.worker.retry_base_delay, settings.worker.retry_max_delay
-        ),
-        content_producer=settings.content_producer,
-        fetcher=Fetcher(settings.fetch.allow_networks, settings.fetch.max_bytes, settings.fetch.timeout),
-        max_reference_pixels=settings.fetch.max_pixels,
-        task_timeout=settings.worker.task_timeout,
-        max_batch=settings.worker.max_batch,
-        batch_wait=settings.worker.batch_wait_ms / 1000,
-        device=None if device == "auto" else device,
-        render=renderer or render,
-    )
+    built = build_worker(settings, torch_device, device)
+    worker = built.worker
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if worker.stopping:
             log.warning("second signal: exiting now; the task's lease will expire and it will be retried")
             raise SystemExit(1)
-        log.info("signal %d: stopping; the running task has %.0f s to finish", signum, worker.shutdown_grace)
+        log.info("signal %d: stopping; the running task has %.0f s to finish", signum, worker.shutdown.grace)
         worker.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -89,12 +53,12 @@ def run_worker(settings: Settings, device: str = "auto", parent_pid: int | None 
     if parent_pid is not None:
         threading.Thread(target=_stop_when_orphaned, args=(parent_pid, worker), daemon=True).start()
     try:
-        if renderer is not None:
-            renderer.start()
-        worker.preload(list(settings.worker.preload))
+        if built.renderer is not None:
+            built.renderer.start()
+        worker.preload(built.preload)
         worker.run()
     finally:
-        if renderer is not None:
-            renderer.close()
+        if built.renderer is not None:
+            built.renderer.close()
         with contextlib.suppress(Exception):
-            store.close()
+            worker.store.close()

@@ -1,27 +1,24 @@
 """The composition root: builds the service's parts from Settings. No logic of its own beyond
-choosing which implementation a setting names."""
+choosing which implementation a setting names.
+
+The parts both processes use are here; ``wiring.api`` assembles the API (and alone imports the
+HTTP layer), ``wiring.worker`` a worker, so that worker processes never load Starlette or protocol/.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from starlette.applications import Starlette
-
 from aigc_image import keys as keyfiles
-from aigc_image.catalog import Catalog, default_for, load_catalog
+from aigc_image.catalog import Catalog, ModelEntry, default_for, load_catalog
 from aigc_image.clock import Clock
-from aigc_image.config import ConfigError, Settings
+from aigc_image.config import ConfigError, Settings, StorageBackend
 from aigc_image.enhance import LlmEnhancer, PromptEnhancer
+from aigc_image.errors import UnknownModel
 from aigc_image.hardware import Hardware
 from aigc_image.moderation.review import ContentReview, build_review
-from aigc_image.protocol.actions import Actions, Limits
-from aigc_image.protocol.app import build_app
-from aigc_image.protocol.ratelimit import RateLimiter
 from aigc_image.results.base import ResultStorage
 from aigc_image.results.buckets import Results
 from aigc_image.results.local import LocalStorage
 from aigc_image.results.s3 import S3Storage, s3_client
-from aigc_image.store import TaskStore, open_store
 
 
 def catalog_from(settings: Settings, hardware: Hardware | None = None) -> tuple[Catalog, str]:
@@ -36,23 +33,32 @@ def catalog_from(settings: Settings, hardware: Hardware | None = None) -> tuple[
     return catalog.with_default(entry.label), reason
 
 
+def preloaded(settings: Settings, catalog: Catalog) -> list[ModelEntry]:
+    """The models of ``worker.preload``; one the catalogue does not have (a typo) is a ConfigError,
+    so that a worker (or ``serve``) refuses to start instead of only logging it."""
+    entries = []
+    for label in settings.worker.preload:
+        name, _, version = label.partition(":")
+        try:
+            entries.append(catalog.resolve(name, version or None))
+        except UnknownModel as exc:
+            raise ConfigError(f"worker.preload: {label!r} is not in the model catalogue: {exc}") from None
+    return entries
+
+
 def storage_from(settings: Settings, clock: Clock) -> Results:
     """The service's own storage (local disk or an S3 bucket), and StoreCosParam buckets if configured."""
     conf = settings.storage
     own: ResultStorage
-    if conf.backend == "local":
-        own = LocalStorage(
-            settings.data_dir / "results", settings.resolved_public_url, keyfiles.url_signing_key(settings)
-        )
-    elif conf.backend == "s3":
-        if not conf.s3_bucket:
-            raise ConfigError("storage.backend = s3 needs storage.s3_bucket")
+    if conf.backend is StorageBackend.S3:  # config.py has checked that a bucket is named
         client = s3_client(
             conf.s3_endpoint, conf.s3_region, conf.s3_access_key_id, conf.s3_secret_access_key, conf.s3_addressing_style
         )
         own = S3Storage(client, conf.s3_bucket, clock, conf.s3_prefix)
     else:
-        raise ConfigError(f"storage.backend must be local or s3; got {conf.backend!r}")
+        own = LocalStorage(
+            settings.data_dir / "results", settings.resolved_public_url, keyfiles.url_signing_key(settings)
+        )
 
     def user_bucket(region: str, bucket: str) -> S3Storage:
         endpoint = conf.cos_endpoint.replace("{region}", region)
@@ -72,34 +78,3 @@ def enhancer_from(settings: Settings) -> PromptEnhancer:
 def review_from(settings: Settings) -> ContentReview:
     moderation = settings.moderation
     return build_review(moderation.term_files, moderation.default_list, moderation.classifier)
-
-
-def build_service(
-    settings: Settings, clock: Clock, keys: Mapping[str, str], catalog: Catalog | None = None
-) -> tuple[Starlette, TaskStore, Results]:
-    """The API app over its store and storage (``catalog``: default from ``catalog_from``)."""
-    store = open_store(settings.resolved_database_url, clock, settings.worker.max_attempts)
-    storage = storage_from(settings, clock)
-    actions = Actions(
-        store,
-        catalog or catalog_from(settings)[0],
-        storage,
-        clock,
-        Limits(
-            max_prompt_chars=settings.api.max_prompt_chars,
-            url_ttl=settings.storage.url_ttl,
-            max_active_tasks_per_key=settings.api.max_active_tasks_per_key,
-            fetch_allow_networks=settings.fetch.allow_networks,
-            max_upload_bytes=settings.fetch.max_bytes,
-        ),
-        review_from(settings),
-        log_prompts=settings.moderation.log_prompts,
-        enhancer=enhancer_from(settings),
-    )
-    limiter = RateLimiter(settings.api.rate_limit, settings.api.rate_burst, clock)
-    local = storage.own if isinstance(storage.own, LocalStorage) else None  # served by the API itself
-    app = build_app(
-        actions, keys, limiter, clock, settings.api.timestamp_window, local, settings.api.body_timeout,
-        settings.api.allow_unsigned_payload, settings.api.metrics_networks, settings.api.openai_timeout,
-    )  # fmt: skip
-    return app, store, storage
