@@ -138,7 +138,7 @@ def _wait_for_url(process: subprocess.Popen[bytes], log: Path) -> str:
 
     def copy_stdout() -> None:
         assert process.stdout is not None
-        with log.open("ab") as out:
+        with process.stdout, log.open("ab") as out:  # closed here, at the end of the server's output
             for line in process.stdout:
                 out.write(line)
                 out.flush()

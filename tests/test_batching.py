@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from aigc_image.catalog import ModelEntry, load_catalog
-from aigc_image.clock import ManualClock, SystemClock
+from aigc_image.clock import ManualClock
 from aigc_image.engines.base import GenerationRequest, StepCallback
 from aigc_image.engines.diffusers_engine import DiffusersEngine
 from aigc_image.errors import OutOfMemory
@@ -314,20 +314,28 @@ def test_progress_is_recorded_for_every_task_of_the_batch_off_the_generating_thr
 
 
 def test_a_part_filled_batch_waits_for_more_within_the_admission_window(
-    backend: Backend, storage: LocalStorage
+    backend: Backend, storage: LocalStorage, clock: ManualClock
 ) -> None:
-    clock = SystemClock()
+    """A task created while the worker waits in its window joins the batch. The window (30 s of the
+    test's clock, which stands still) can only end by filling, so nothing depends on timing."""
     store = backend.open(clock)
-    first = new_task_id()
+    first, later = new_task_id(), new_task_id()
     create(store, first, "k", spec())
-    later = new_task_id()
-    arrives = threading.Timer(0.2, lambda: create(backend.open(clock), later, "k", spec(prompt="later")))
-    arrives.start()
+    waits: list[float] = []
+
+    def wait_for_work(timeout: float) -> None:
+        if not waits:  # the task arrives from another connection while the worker waits for it
+            other = backend.open(clock)
+            create(other, later, "k", spec(prompt="later"))
+            other.close()
+        waits.append(timeout)
+        store.wait_for_work(timeout)  # the create's wake-up ends it
+
+    spy = {"__getattr__": lambda self, name: getattr(store, name), "wait_for_work": staticmethod(wait_for_work)}
     engine = Counting(DiffusersEngine("cpu"))
-    worker(store, storage, clock, engine, batch_wait=3.0).run_once()
-    arrives.join()
-    assert engine.calls == [2]
-    assert get(store, later).status is Status.DONE
+    worker(type("Spy", (), spy)(), storage, clock, engine, max_batch=2, batch_wait=30.0).run_once()
+    assert waits == [30.0] and engine.calls == [2]
+    assert [get(store, task_id).status for task_id in (first, later)] == [Status.DONE, Status.DONE]
     store.close()
 
 

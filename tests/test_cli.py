@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT, server_env
+
+pytestmark = pytest.mark.slow  # each test runs the aigc-image command
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
