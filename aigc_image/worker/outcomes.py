@@ -88,10 +88,10 @@ class Outcomes:
                 self._reporter.model_failed(model_of(job.task.spec), str(error))
             delay = self._retry.delay(job.task.attempts) if transient else None
             if delay is None:
-                self._fail(job, message, reason, traceback, after_retries=transient)
+                logged = self._fail(job, message, reason, traceback, after_retries=transient)
             else:
-                self._retry_later(job, delay, message, reason, traceback)
-            traceback = None  # once for the tasks one error ended
+                logged = self._retry_later(job, delay, message, reason, traceback)
+            traceback = None if logged else traceback  # once for the tasks one error ended
 
     def handed_back(self, jobs: Sequence[Job]) -> None:
         """Shutdown's grace ran out: back to the queue for another worker, the attempt not counted."""
@@ -110,15 +110,19 @@ class Outcomes:
 
     def _retry_later(
         self, job: Job, delay: float, message: str, reason: Reason, traceback: BaseException | None
-    ) -> None:
+    ) -> bool:
+        """Back to the queue for another attempt after ``delay``; whether it was (and logged)."""
         task_id, attempts = job.task_id, job.task.attempts
-        if self._persist(self._store.retry_later, task_id, job.claim.token, self._clock.now() + delay, message):
-            log.warning("task %s: attempt %d failed (%s); retrying in %.1f s: %s", task_id, attempts, reason, delay,
-                        message, exc_info=traceback, extra={"task_id": task_id})  # fmt: skip
+        if not self._persist(self._store.retry_later, task_id, job.claim.token, self._clock.now() + delay, message):
+            return False
+        log.warning("task %s: attempt %d failed (%s); retrying in %.1f s: %s", task_id, attempts, reason, delay,
+                    message, exc_info=traceback, extra={"task_id": task_id})  # fmt: skip
+        return True
 
     def _fail(
         self, job: Job, message: str, reason: Reason, traceback: BaseException | None, after_retries: bool = False
-    ) -> None:
+    ) -> bool:
+        """FAIL with ``message`` and ``reason``; whether it was (and logged)."""
         task_id, attempts = job.task_id, job.task.attempts
         if after_retries and attempts > 1:
             message = f"{message} (after {attempts} attempts)"
@@ -130,6 +134,7 @@ class Outcomes:
             TASKS_FAILED.labels(reason).inc()
         elif failed is False:
             log.warning("task %s: lease lost before recording failure", task_id, extra={"task_id": task_id})
+        return bool(failed)
 
     def _persist(self, write: Callable[..., bool], task_id: str, *args: Any) -> bool | None:
         """A task's final write, retried while the store is unavailable: what the store answered,
