@@ -12,8 +12,6 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
-from aigc_image.protocol.signing import sign_tc3_headers
-
 
 class ApiClientError(Exception):
     def __init__(self, code: str, message: str, request_id: str = "") -> None:
@@ -34,6 +32,9 @@ class ApiClient:
         self._timeout = timeout
 
     def call(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        # Imported here: `aigc-image worker` imports the CLI, and worker processes never load protocol/.
+        from aigc_image.protocol.signing import sign_tc3_headers
+
         body = json.dumps(params).encode("utf-8")
         headers = sign_tc3_headers(
             secret_id=self._secret_id,

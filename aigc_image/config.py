@@ -6,9 +6,12 @@ TOML file, the environment, command-line flags (applied by the CLI through
 
 Every top-level key ``k`` is also ``AIGC_IMAGE_K``; every key ``k`` of section ``[s]`` is also
 ``AIGC_IMAGE_S_K``. Values are validated by pydantic against the types below (enums, bounds,
-lists; a list given in the environment is comma-separated). Anything wrong stops the program with
-a message naming the full key and, when it came from there, the environment variable: an
-unknown key in the file, an unknown ``AIGC_IMAGE_*`` variable (a typo), a value of the wrong type.
+lists; a list given in the environment is comma-separated), then across fields (a bucket for the
+S3 backend, both halves of a key pair). Anything wrong stops the program with a message naming
+the full key and, when it came from there, the environment variable: an unknown key in the file,
+an unknown ``AIGC_IMAGE_*`` variable (a typo), a value of the wrong type. (The models named by
+``worker.preload`` are checked against the model catalogue where a worker is assembled, at start:
+wiring/.)
 Each field documents itself (``description``); docs/configuration.md's table is printed from them
 (scripts/settings_table.py) and a test keeps the two equal.
 """
@@ -85,6 +88,21 @@ def _devices(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
+def _database_url(url: str) -> str:
+    """Empty (SQLite in the data dir), ``sqlite:///PATH`` or ``postgresql://...``."""
+    if url and not (
+        (url.startswith("sqlite:///") and len(url) > len("sqlite:///"))
+        or url.startswith(("postgresql://", "postgres://"))
+    ):
+        scheme = url.split("://")[0] + "://" if "://" in url else repr(url)
+        raise ValueError(f"{scheme}... is not a task store: use sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB")
+    return url
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
 Names = Annotated[tuple[str, ...], BeforeValidator(_listed)]
 Devices = Annotated[tuple[str, ...], BeforeValidator(_listed), AfterValidator(_devices)]
 Networks = Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], BeforeValidator(_listed)]
@@ -109,6 +127,13 @@ class SchedulingPolicy(enum.StrEnum):
 class LogFormat(enum.StrEnum):
     TEXT = "text"
     JSON = "json"
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 class _Section(BaseModel):
@@ -388,12 +413,14 @@ class LogSettings(_Section):
     format: LogFormat = Field(
         LogFormat.TEXT, description="`text` (a line per event) or `json` (one JSON object per line)."
     )
-    level: str = Field("INFO", description="Lowest level logged: `DEBUG`, `INFO`, `WARNING` or `ERROR`.")
+    level: Annotated[LogLevel, BeforeValidator(_upper)] = Field(
+        LogLevel.INFO, description="Lowest level logged: `DEBUG`, `INFO`, `WARNING` or `ERROR`."
+    )
 
 
 class Settings(_Section):
     data_dir: Path = Field(Path("./aigc-data"), description="Directory for the database, keys and result images.")
-    database_url: str = Field(
+    database_url: Annotated[str, AfterValidator(_database_url)] = Field(
         "",
         description="Task store: `sqlite:///PATH` (one host) or `postgresql://USER:PASSWORD@HOST:PORT/DB` (several "
         "hosts); empty means `sqlite:///<data_dir>/aigc-image.db`.",
@@ -424,6 +451,25 @@ class Settings(_Section):
     moderation: ModerationSettings = ModerationSettings()
     log: LogSettings = LogSettings()
 
+    @model_validator(mode="after")
+    def _fields_agree(self) -> Settings:
+        """What no single field can check: a bucket for the S3 backend, both halves of each key pair."""
+        problems = []
+        if self.storage.backend is StorageBackend.S3 and not self.storage.s3_bucket:
+            problems.append(f"storage.backend = s3 needs {_named('storage.s3_bucket')}")
+        for first, second in _PAIRS:
+            set_first, set_second = bool(self._value(first)), bool(self._value(second))
+            if set_first != set_second:
+                missing = second if set_first else first
+                problems.append(f"{_named(first)} and {_named(second)} go together: {_named(missing)} is not set")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _value(self, key: str) -> Any:
+        section, _, name = key.rpartition(".")
+        return getattr(getattr(self, section) if section else self, name)
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'aigc-image.db'}"
@@ -435,9 +481,7 @@ class Settings(_Section):
     def configured_keys(self) -> tuple[KeyPair, ...]:
         """Key pairs from the environment pair and the file's ``[[keys]]`` tables."""
         pairs = list(self.keys)
-        if self.secret_id or self.secret_key:
-            if not (self.secret_id and self.secret_key):
-                raise ConfigError("AIGC_IMAGE_SECRET_ID and AIGC_IMAGE_SECRET_KEY must be set together")
+        if self.secret_id:  # with its secret_key: checked at load
             pairs.insert(0, KeyPair(secret_id=self.secret_id, secret_key=self.secret_key))
         return tuple(pairs)
 
@@ -450,6 +494,18 @@ class Settings(_Section):
             section, _, name = dotted.rpartition(".")
             (raw[section] if section else raw)[name] = value
         return _validated(raw, {})
+
+
+_PAIRS = [  # settings that make sense only together
+    ("secret_id", "secret_key"),
+    ("storage.s3_access_key_id", "storage.s3_secret_access_key"),
+    ("storage.cos_secret_id", "storage.cos_secret_key"),
+]
+
+
+def _named(key: str) -> str:
+    """A setting as the messages name it: its key and its environment variable."""
+    return f"{key} ({ENV_PREFIX}{key.replace('.', '_').upper()})"
 
 
 SECTIONS = {name: info.annotation for name, info in Settings.model_fields.items() if name not in ("keys",)
@@ -485,6 +541,9 @@ def _validated(raw: dict[str, Any], origins: Mapping[str, str]) -> Settings:
         problems = []
         for error in exc.errors():
             location = [str(part) for part in error["loc"]]
+            if not location:  # a check across fields (Settings._fields_agree): its message names them
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
             depth = 2 if location[0] in SECTIONS else 1  # "api.port", "data_dir"
             key = ".".join(location[:depth])
             detail = ".".join(location[depth:])  # e.g. "0.secret_key" of keys, or a list entry

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from aigc_image.catalog import Catalog, ModelEntry
 from aigc_image.clock import Clock
 from aigc_image.config import ConfigError
+from aigc_image.hardware import Hardware, default_for, fits, probe
 from aigc_image.store.base import DefaultModelRecord, StoreUnavailable, TaskStore
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,29 @@ def agree_on_default(
     if found is not None:
         catalog_with(catalog, found)
     return found
+
+
+def worker_agrees(store: TaskStore, catalog: Catalog, origin: str, torch_device: str, who: str, now: float) -> None:
+    """A worker agrees with the deployment on its default model at start; with none recorded or
+    configured, this worker, the first, chooses the best model for its own device. A default that
+    does not fit this worker's device is logged (it runs offloaded here, or not at all)."""
+    hardware: list[Hardware] = []
+
+    def choose() -> tuple[ModelEntry, str]:
+        hardware.append(probe((torch_device,)))
+        return default_for(catalog, hardware[0])
+
+    recorded = agree_on_default(store, catalog, origin, who, now, choose)
+    if recorded is None:
+        return
+    log.info("the deployment's default model: %s, %s", recorded.label, describe(recorded))
+    entry = catalog.with_default(recorded.label).default
+    if entry.engine == "tiny-random":
+        return
+    here = hardware[0] if hardware else probe((torch_device,))
+    if not fits(entry, here):
+        log.warning("the deployment's default model %s does not fit this worker (%s): it will run offloaded or "
+                    "not at all here", entry.label, here.describe())  # fmt: skip
 
 
 def set_default(store: TaskStore, catalog: Catalog, label: str, who: str, now: float) -> DefaultModelRecord:

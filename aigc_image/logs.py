@@ -12,6 +12,8 @@ import logging
 import os
 from datetime import UTC, datetime
 
+from aigc_image.config import LogFormat, LogLevel
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTEXT = ("request_id", "task_id")
 
@@ -30,16 +32,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure(log_format: str = "text", level: str = "INFO") -> None:
+def configure(log_format: LogFormat = LogFormat.TEXT, level: LogLevel = LogLevel.INFO) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format is LogFormat.JSON else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(level.value)
     # transformers, diffusers and torchao warn at import about optional packages (torchvision,
     # triton, CUDA kernels built for other Pythons) and deprecations inside PyTorch; their errors
     # still show.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    for noisy in ("transformers", "diffusers", "jieba", "torchao", "torch.utils._pytree"):
+    for noisy in ("transformers", "diffusers", "jieba", "torchao", "torch.utils._pytree"):  # with their children
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -19,16 +19,20 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 
-from aigc_image.store.base import TaskStore
+from aigc_image.errors import Reason
+from aigc_image.store.base import TaskStore, WorkerState
 from aigc_image.tasks import Status
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
-WORKER_STATES = ("idle", "busy", "stopping")
 
 REQUESTS = Counter(
     "aigc_image_requests", "API calls answered, by action and Code (OK for success).", ["action", "code"]
 )
 TASKS_FINISHED = Counter("aigc_image_tasks_finished", "Tasks that ended, by model and status.", ["model", "status"])
+# One series per errors.Reason, so the label has a fixed set of values; they start at 0.
+TASKS_FAILED = Counter("aigc_image_tasks_failed", "Tasks that ended FAIL, by reason (errors.Reason).", ["reason"])
+for _reason in Reason:
+    TASKS_FAILED.labels(_reason)
 IMAGES = Counter("aigc_image_images", "Images generated and stored, by model.", ["model"])
 QUEUE_WAIT = Histogram(
     "aigc_image_queue_wait_seconds",
@@ -88,8 +92,8 @@ class StoreCollector(Collector):
         yield tasks
         workers = GaugeMetricFamily("aigc_image_workers", "Workers alive, by state.", labels=["state"])
         alive = [w for w in self._store.workers() if w.alive(self._now)]
-        for state in WORKER_STATES:
-            workers.add_metric([state], sum(1 for w in alive if w.state == state))
+        for state in WorkerState:
+            workers.add_metric([state], sum(1 for w in alive if w.state is state))
         yield workers
 
 

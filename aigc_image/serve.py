@@ -24,7 +24,8 @@ from aigc_image.keys import KeyRing
 from aigc_image.protocol.connection import guarded_protocol
 from aigc_image.store import StoreUnavailable, TaskStore
 from aigc_image.store.base import worker_id
-from aigc_image.wiring import build_service, catalog_from
+from aigc_image.wiring import catalog_from, preloaded
+from aigc_image.wiring.api import build_service
 from aigc_image.worker.retention import Sweeper
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ def serve(settings: Settings, *, with_worker: bool, config_file: Path | None) ->
     settings = settings.with_overrides(**{"api.port": port})
     keys = ensure_keys(settings, clock)
     catalog, origin = catalog_from(settings)
+    if with_worker:
+        preloaded(settings, catalog)  # a typo in worker.preload stops serve now, not each worker at start
     app, store, storage = build_service(settings, clock, keys, catalog, keys.weight)
     devices = worker_devices(settings.worker.devices) if with_worker else []
     try:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +13,36 @@ from tests.helpers import LiveServer, live_server
 from tests.loopback import ImageServer, http_server
 from tests.postgres_server import PostgresServer
 from tests.stores import Backend
+
+# -- every test that starts an aigc-image process is marked slow -----------------------------------
+
+_running: list[pytest.Item] = []  # the test being set up, run or torn down
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> None:
+    _running[:] = [item]
+
+
+def starts_aigc_image(command: Any) -> bool:
+    """Whether ``command`` runs aigc-image (``python -m aigc_image …`` or the ``aigc-image`` script)."""
+    args = [str(arg) for arg in ([command] if isinstance(command, (str, Path)) else command)]
+    text = " ".join(args)
+    return "-m aigc_image" in text or any(Path(arg.split()[0]).name == "aigc-image" for arg in args if arg)
+
+
+class _GuardedPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """subprocess.Popen (and so run, check_output) for the tests: starting aigc-image, in a
+    session fixture too, fails the test that asked for it unless it is marked slow."""
+
+    def __init__(self, args: Sequence[Any] | str, *rest: Any, **options: Any) -> None:
+        test = _running[0] if _running else None
+        if test is not None and starts_aigc_image(args) and test.get_closest_marker("slow") is None:
+            pytest.fail(f"{test.nodeid} starts an aigc-image process: mark it @pytest.mark.slow", pytrace=False)
+        super().__init__(args, *rest, **options)
+
+
+subprocess.Popen = _GuardedPopen  # type: ignore[misc]
 
 
 @pytest.fixture(scope="session")

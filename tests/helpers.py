@@ -66,7 +66,7 @@ def in_process_service(data_dir: Path) -> tuple[Any, Any]:
     """The real app and store over SQLite in ``data_dir``, limits off, for fuzzing in-process."""
     from aigc_image.clock import SystemClock
     from aigc_image.config import load_settings
-    from aigc_image.wiring import build_service
+    from aigc_image.wiring.api import build_service
 
     environ = {
         "AIGC_IMAGE_DATA_DIR": str(data_dir),
@@ -138,7 +138,7 @@ def _wait_for_url(process: subprocess.Popen[bytes], log: Path) -> str:
 
     def copy_stdout() -> None:
         assert process.stdout is not None
-        with log.open("ab") as out:
+        with process.stdout, log.open("ab") as out:  # closed here, at the end of the server's output
             for line in process.stdout:
                 out.write(line)
                 out.flush()

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from aigc_image.catalog import ModelEntry, load_catalog
-from aigc_image.clock import ManualClock, SystemClock
+from aigc_image.clock import ManualClock
 from aigc_image.engines.base import GenerationRequest, StepCallback
 from aigc_image.engines.diffusers_engine import DiffusersEngine
 from aigc_image.errors import OutOfMemory
@@ -26,7 +26,8 @@ from aigc_image.results.buckets import Results
 from aigc_image.results.local import LocalStorage
 from aigc_image.store import TaskStore
 from aigc_image.tasks import Status, TaskSpec, new_task_id
-from aigc_image.worker import worker as worker_module
+from aigc_image.wiring.worker import WorkerOptions, assemble
+from aigc_image.worker.delivery import MAX_IN_DELIVERY
 from aigc_image.worker.worker import Worker
 from tests.helpers import create, get, wait_for
 from tests.stores import Backend
@@ -43,10 +44,14 @@ def storage(tmp_path: Path) -> LocalStorage:
     return LocalStorage(tmp_path / "results", "http://127.0.0.1:9", b"k")
 
 
-def worker(store: TaskStore, storage: LocalStorage, clock: Any, engine: Any = None, **options: Any) -> Worker:
-    return Worker(
-        store, engine or DiffusersEngine("cpu"), load_catalog(default_model="tiny-random"), Results(storage), clock,
-        poll_interval=0.1, **({"max_batch": 8, "lease_seconds": 60} | options),
+def worker(
+    store: Any, storage: LocalStorage | Results, clock: Any, engine: Any = None, review: Any = None, **options: Any
+) -> Worker:
+    """A worker over the real store (or a spy of it) and storage; ``options``: WorkerOptions'."""
+    results = storage if isinstance(storage, Results) else Results(storage)
+    return assemble(
+        store, engine or DiffusersEngine("cpu"), load_catalog(default_model="tiny-random"), results, clock,
+        WorkerOptions(**({"max_batch": 8, "lease_seconds": 60, "poll_interval": 0.1} | options)), review=review,
     )  # fmt: skip
 
 
@@ -158,9 +163,9 @@ def test_a_tasks_images_batched_are_its_images_alone(tiny_models: dict[str, Mode
 
 
 def test_a_worker_runs_compatible_tasks_as_one_call_and_each_gets_its_own_images(
-    backend: Backend, storage: LocalStorage, tmp_path: Path
+    storage: LocalStorage, tmp_path: Path
 ) -> None:
-    """Batched and unbatched runs of the same tasks, on two stores, give the same images."""
+    """Batched and unbatched runs of the same tasks, each over a store of its own, give the same images."""
     specs = [spec(prompt=f"a lighthouse {i}", seed=10 + i, count=1 + i % 3) for i in range(5)]
     results = {}
     for max_batch in (1, 8):
@@ -245,9 +250,7 @@ def test_an_output_refused_by_review_fails_only_its_own_task(
         return "refused" if kind == "output_image" and len(checked) == 2 else None
 
     ids = batch_of(store, clock, 3)
-    run = worker(store, storage, clock)
-    run.review = ContentReview([], refuse_the_second_image)
-    run.run_once()
+    worker(store, storage, clock, review=ContentReview([], refuse_the_second_image)).run_once()
     statuses = [get(store, task_id).status for task_id in ids]
     assert statuses == [Status.DONE, Status.FAIL, Status.DONE]
     assert "refused by content review" in get(store, ids[1]).message
@@ -309,9 +312,8 @@ def test_progress_is_recorded_for_every_task_of_the_batch_off_the_generating_thr
             assert recorded[done - 1].wait(30), f"step {done - 1} was never recorded"
 
     engine = Counting(DiffusersEngine("cpu"), on_step=after_the_last_step_was_recorded)
-    run = worker(store, storage, clock, engine, lease_seconds=0.3)  # renewed every 0.1 s
     spy = {"__getattr__": lambda self, name: getattr(store, name), "heartbeat": staticmethod(heartbeat)}
-    run.store = type("Spy", (), spy)()
+    run = worker(type("Spy", (), spy)(), storage, clock, engine, lease_seconds=0.3)  # renewed every 0.1 s
     run.run_once()
     for task_id in ids:
         assert seen[task_id] == sorted(seen[task_id]) and {(1, 4), (2, 4), (3, 4)} <= set(seen[task_id]), seen
@@ -320,20 +322,28 @@ def test_progress_is_recorded_for_every_task_of_the_batch_off_the_generating_thr
 
 
 def test_a_part_filled_batch_waits_for_more_within_the_admission_window(
-    backend: Backend, storage: LocalStorage
+    backend: Backend, storage: LocalStorage, clock: ManualClock
 ) -> None:
-    clock = SystemClock()
+    """A task created while the worker waits in its window joins the batch. The window (30 s of the
+    test's clock, which stands still) can only end by filling, so nothing depends on timing."""
     store = backend.open(clock)
-    first = new_task_id()
+    first, later = new_task_id(), new_task_id()
     create(store, first, "k", spec())
-    later = new_task_id()
-    arrives = threading.Timer(0.2, lambda: create(backend.open(clock), later, "k", spec(prompt="later")))
-    arrives.start()
+    waits: list[float] = []
+
+    def wait_for_work(timeout: float) -> None:
+        if not waits:  # the task arrives from another connection while the worker waits for it
+            other = backend.open(clock)
+            create(other, later, "k", spec(prompt="later"))
+            other.close()
+        waits.append(timeout)
+        store.wait_for_work(timeout)  # the create's wake-up ends it
+
+    spy = {"__getattr__": lambda self, name: getattr(store, name), "wait_for_work": staticmethod(wait_for_work)}
     engine = Counting(DiffusersEngine("cpu"))
-    worker(store, storage, clock, engine, batch_wait=3.0).run_once()
-    arrives.join()
-    assert engine.calls == [2]
-    assert get(store, later).status is Status.DONE
+    worker(type("Spy", (), spy)(), storage, clock, engine, max_batch=2, batch_wait=30.0).run_once()
+    assert waits == [30.0] and engine.calls == [2]
+    assert [get(store, task_id).status for task_id in (first, later)] == [Status.DONE, Status.DONE]
     store.close()
 
 
@@ -354,8 +364,7 @@ def test_the_next_batch_generates_while_the_last_one_is_stored(
 ) -> None:
     first, second = batch_of(store, clock, 1), batch_of(store, clock, 1, steps=3)  # two batch keys
     engine = Counting(DiffusersEngine("cpu"))
-    run = worker(store, storage, clock, engine)
-    run.storage = slow = SlowResults(storage)
+    run = worker(store, slow := SlowResults(storage), clock, engine)
     assert run.run_once(overlap=True)  # returns with its image still being stored
     assert get(store, first[0]).status is Status.RUN and first[0] in run.record().running
 
@@ -365,7 +374,7 @@ def test_the_next_batch_generates_while_the_last_one_is_stored(
     assert engine.calls == [1, 1] and get(store, first[0]).status is Status.RUN
     slow.release.set()
     nxt.join(30)
-    run.wait_for_delivery()
+    run.stages.delivery.wait()
     assert [get(store, task_id).status for task_id in first + second] == [Status.DONE, Status.DONE]
     assert run.record().running == [] and run.record().state == "idle"
 
@@ -382,8 +391,7 @@ def test_the_tasks_of_a_dead_worker_are_taken_over_one_at_a_time_with_nothing_be
     seen_at_generation: list[list[Status]] = []
     engine = Counting(DiffusersEngine("cpu"),
                       fail=lambda _: seen_at_generation.append([get(store, in_delivery[0]).status]))  # fmt: skip
-    run = worker(store, storage, clock, engine)
-    run.storage = slow = SlowResults(storage)
+    run = worker(store, slow := SlowResults(storage), clock, engine)
     assert run.run_once(overlap=True)  # in_delivery: generated, its image held in storage
     clock.advance(11)  # the dead worker's leases run out
 
@@ -398,7 +406,7 @@ def test_the_tasks_of_a_dead_worker_are_taken_over_one_at_a_time_with_nothing_be
     monkeypatch.setattr(store, "claim", claim_then_store)
     for _ in range(3):
         assert run.run_once(overlap=True)
-    run.wait_for_delivery()
+    run.stages.delivery.wait()
     assert engine.calls == [1, 1, 1, 1]  # no orphan in a batch: not with each other, nor with a waiting task
     assert seen_at_generation[1] == [Status.DONE]  # the first orphan generated only once the held batch was stored
     tasks = [get(store, task_id) for task_id in in_delivery + died_with + waiting]
@@ -422,8 +430,7 @@ def test_tasks_already_waiting_fill_the_batch_without_waiting_for_a_wake_up(
     spy = {"__getattr__": lambda self, name: getattr(store, name), "claim": staticmethod(one_at_first),
            "wait_for_work": staticmethod(waits.append)}  # fmt: skip
     engine = Counting(DiffusersEngine("cpu"))
-    run = worker(store, storage, clock, engine, max_batch=2, batch_wait=30.0)
-    run.store = type("Spy", (), spy)()
+    run = worker(type("Spy", (), spy)(), storage, clock, engine, max_batch=2, batch_wait=30.0)
     assert run.run_once()
     assert engine.calls == [2] and waits == []
     assert [get(store, task_id).status for task_id in ids] == [Status.DONE, Status.DONE]
@@ -432,11 +439,10 @@ def test_tasks_already_waiting_fill_the_batch_without_waiting_for_a_wake_up(
 def test_no_more_batches_wait_for_storage_than_the_limit(
     store: TaskStore, storage: LocalStorage, clock: ManualClock
 ) -> None:
-    limit = worker_module.MAX_IN_DELIVERY
+    limit = MAX_IN_DELIVERY
     ids = [batch_of(store, clock, 1, steps=2 + n)[0] for n in range(limit + 1)]  # one batch key each
     engine = Counting(DiffusersEngine("cpu"))
-    run = worker(store, storage, clock, engine)
-    run.storage = slow = SlowResults(storage)
+    run = worker(store, slow := SlowResults(storage), clock, engine)
     loop = threading.Thread(target=lambda: [run.run_once(overlap=True) for _ in ids])
     loop.start()
     wait_for(lambda: len(engine.calls) == limit + 1, timeout=60)
@@ -444,5 +450,5 @@ def test_no_more_batches_wait_for_storage_than_the_limit(
     assert len(run.record().running) == limit + 1
     slow.release.set()
     loop.join(30)
-    run.wait_for_delivery()
+    run.stages.delivery.wait()
     assert all(get(store, task_id).status is Status.DONE for task_id in ids)

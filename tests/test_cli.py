@@ -21,6 +21,8 @@ from aigc_image.catalog import load_catalog
 from aigc_image.hardware import default_for, probe
 from tests.helpers import ROOT, SECRET_ID, SECRET_KEY, LiveServer, create_request, sdk_client, server_env
 
+pytestmark = pytest.mark.slow  # each test runs the aigc-image command
+
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "aigc_image", *args]

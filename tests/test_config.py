@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from aigc_image.config import ConfigError, KeyPair, load_settings
+from aigc_image.config import ConfigError, KeyPair, LogLevel, load_settings
 
 
 def test_defaults_match_the_documented_contract() -> None:
@@ -59,9 +59,49 @@ def test_invalid_settings_are_named(tmp_path: Path, text: str, env: dict[str, st
         load_settings(config, env)
 
 
-def test_half_a_key_pair_is_refused() -> None:
-    with pytest.raises(ConfigError):
-        load_settings(environ={"AIGC_IMAGE_SECRET_ID": "AKIDonly"}).configured_keys()
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"AIGC_IMAGE_SECRET_ID": "AKIDonly"}, "secret_key (AIGC_IMAGE_SECRET_KEY) is not set"),
+        ({"AIGC_IMAGE_SECRET_KEY": "k"}, "secret_id (AIGC_IMAGE_SECRET_ID) is not set"),
+        ({"AIGC_IMAGE_STORAGE_S3_ACCESS_KEY_ID": "a"}, "AIGC_IMAGE_STORAGE_S3_SECRET_ACCESS_KEY) is not set"),
+        ({"AIGC_IMAGE_STORAGE_COS_SECRET_KEY": "s"}, "AIGC_IMAGE_STORAGE_COS_SECRET_ID) is not set"),
+        ({"AIGC_IMAGE_STORAGE_BACKEND": "s3"}, "storage.backend = s3 needs storage.s3_bucket"),
+        ({"AIGC_IMAGE_LOG_LEVEL": "VERBOSE"}, "AIGC_IMAGE_LOG_LEVEL (log.level)"),
+        ({"AIGC_IMAGE_DATABASE_URL": "mysql://db/tasks"}, "mysql://... is not a task store"),
+        ({"AIGC_IMAGE_DATABASE_URL": "sqlite:///"}, "AIGC_IMAGE_DATABASE_URL"),
+        ({"AIGC_IMAGE_DATABASE_URL": "/var/lib/tasks.db"}, "AIGC_IMAGE_DATABASE_URL"),
+    ],
+)
+def test_settings_that_disagree_or_name_nothing_are_refused_at_load(env: dict[str, str], fragment: str) -> None:
+    """Found when the settings are read, not when the first request or task needs them."""
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        load_settings(environ=env)
+
+
+def test_every_problem_is_named_at_once() -> None:
+    env = {"AIGC_IMAGE_SECRET_ID": "AKIDonly", "AIGC_IMAGE_STORAGE_BACKEND": "s3"}
+    with pytest.raises(ConfigError, match=r"s3_bucket.*; secret_id"):
+        load_settings(environ=env)
+
+
+def test_log_levels_are_case_blind_and_urls_of_both_stores_are_taken() -> None:
+    settings = load_settings(environ={"AIGC_IMAGE_LOG_LEVEL": "warning"})
+    assert settings.log.level is LogLevel.WARNING
+    for url in ("sqlite:///tasks.db", "sqlite:////var/lib/tasks.db", "postgresql://u:p@db:5432/t", "postgres://db/t"):
+        assert load_settings(environ={"AIGC_IMAGE_DATABASE_URL": url}).database_url == url
+
+
+def test_a_preloaded_model_the_catalogue_lacks_is_a_configuration_error() -> None:
+    """Checked where a worker is assembled (wiring/), since config.py knows no catalogue."""
+    from aigc_image.wiring import catalog_from, preloaded
+
+    settings = load_settings(environ={"AIGC_IMAGE_WORKER_PRELOAD": "tiny-random, tiny-randon:1"})
+    catalog, _ = catalog_from(settings)
+    with pytest.raises(ConfigError, match=r"worker.preload: 'tiny-randon:1' is not in the model catalogue"):
+        preloaded(settings, catalog)
+    ok = load_settings(environ={"AIGC_IMAGE_WORKER_PRELOAD": "tiny-random"})
+    assert [entry.label for entry in preloaded(ok, catalog)] == ["tiny-random:1"]
 
 
 def test_lists_come_from_toml_arrays_or_comma_separated_environment_values(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ def test_on_a_host_without_gpus_auto_is_one_cpu_worker_and_a_gpu_is_refused() ->
     assert probe(("cpu", "cpu")).kind == "cpu"
 
 
+@pytest.mark.slow
 def test_a_worker_sent_to_a_gpu_it_cannot_see_stops_at_once(tmp_path: Path) -> None:
     """Not "ready" first, to fail every task it takes later: this host has no GPU."""
     with pytest.raises(ConfigError, match="the worker's device is cuda:3, but this PyTorch is a CPU build"):
@@ -63,6 +64,7 @@ def test_pinning_shows_a_worker_only_its_own_gpu(monkeypatch: pytest.MonkeyPatch
     assert pin("cpu") == "cpu" and pin("auto") == "auto"
 
 
+@pytest.mark.slow
 def test_serve_runs_one_worker_per_device_and_both_take_tasks(tmp_path: Path) -> None:
     env = {"AIGC_IMAGE_WORKER_DEVICES": "cpu,cpu", "AIGC_IMAGE_WORKER_MAX_BATCH": "1"}
     env |= {"AIGC_IMAGE_WORKER_TORCH_THREADS": "1", "AIGC_IMAGE_WORKER_PRELOAD": "tiny-random"}
@@ -84,6 +86,7 @@ def test_serve_runs_one_worker_per_device_and_both_take_tasks(tmp_path: Path) ->
     assert len(ran_on) == 2, "both workers should have taken tasks"
 
 
+@pytest.mark.slow
 def test_a_standalone_worker_reports_the_device_it_was_given(tmp_path: Path) -> None:
     with live_server(tmp_path / "data", "--no-worker") as server:
         command = [sys.executable, "-m", "aigc_image", "worker", "--device", "cpu", "--data-dir", str(server.data_dir)]

@@ -125,6 +125,13 @@ def test_tccli_reports_api_errors(server: LiveServer, tmp_path: Path) -> None:
     assert "code:ResourceNotFound.TaskNotFound" in result.stderr
 
 
+def read_image(path: Path) -> Image.Image:
+    """The image in ``path``, loaded (and the file closed)."""
+    with Image.open(path) as image:
+        image.load()
+        return image
+
+
 def test_generate_command_writes_the_image(server: LiveServer, tmp_path: Path) -> None:
     output = tmp_path / "out.jpg"
     env = {**server_env(), "AIGC_IMAGE_SECRET_ID": SECRET_ID, "AIGC_IMAGE_SECRET_KEY": SECRET_KEY}
@@ -134,8 +141,8 @@ def test_generate_command_writes_the_image(server: LiveServer, tmp_path: Path) -
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert Image.open(output).format == "JPEG"
-    assert Image.open(tmp_path / "out-1.jpg").size == (64, 64)
+    with Image.open(output) as first, Image.open(tmp_path / "out-1.jpg") as second:
+        assert first.format == "JPEG" and second.size == (64, 64)
 
 
 def test_generate_command_passes_sizes_seeds_and_the_logo(server: LiveServer, tmp_path: Path) -> None:
@@ -149,7 +156,7 @@ def test_generate_command_passes_sizes_seeds_and_the_logo(server: LiveServer, tm
             capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
-    labelled, plain, panorama = (Image.open(path) for path in outputs)
+    labelled, plain, panorama = (read_image(path) for path in outputs)
     assert labelled.size == plain.size == (1280, 720) and panorama.size == (96, 48)
     assert labelled.tobytes() != plain.tobytes()  # the mark; the seed made everything else equal
     assert labelled.crop((0, 0, 600, 300)).tobytes() == plain.crop((0, 0, 600, 300)).tobytes()
@@ -196,7 +203,8 @@ def test_generate_takes_the_endpoint_from_the_settings_and_makes_folders(server:
     output = tmp_path / "new" / "folder" / "fox.png"
     result = _cli("generate", "a fox", "-o", str(output), "--config", str(config), "--data-dir", str(tmp_path / "d"))
     assert result.returncode == 0, result.stderr
-    assert Image.open(output).format == "PNG"
+    with Image.open(output) as image:
+        assert image.format == "PNG"
 
 
 def test_generate_refuses_a_file_name_it_cannot_write_before_making_a_task(server: LiveServer, tmp_path: Path) -> None:

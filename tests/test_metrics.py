@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import ROOT, create_request, live_server, sdk_client, server_env, wait_for, wait_until_finished
+
+pytestmark = pytest.mark.slow
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
 

@@ -64,6 +64,7 @@ def test_first_start_creates_and_prints_a_key_pair(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(30)
+        process.stdout.close()
     secret_id = next(line.split()[-1] for line in lines if "SecretId:" in line)
     secret_key = next(line.split()[-1] for line in lines if "SecretKey:" in line)
     assert secret_id.startswith("AKID") and len(secret_key) == 32
@@ -193,14 +194,14 @@ def test_sigterm_hands_a_long_task_back_and_exits_0(tmp_path: Path) -> None:
         task_id = sdk_client(server).CreateAigcImageTask(create_request(Prompt="x", ModelName="slow")).TaskId
         command = [sys.executable, "-m", "aigc_image", "worker", "--data-dir", str(server.data_dir)]
         command += ["--config", str(server.data_dir / "config.toml")]
-        worker = subprocess.Popen(command, env=server_env(env), cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        try:
-            wait_for(lambda: task_row(Backend("sqlite", f"sqlite:///{server.db_path}"), task_id)["status"] == "RUN")
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(60) == 0
-        finally:
-            worker.kill()
-        assert worker.stderr is not None and "handed back to the queue" in worker.stderr.read()
+        with subprocess.Popen(command, env=server_env(env), cwd=ROOT, stderr=subprocess.PIPE, text=True) as worker:
+            try:
+                wait_for(lambda: task_row(Backend("sqlite", f"sqlite:///{server.db_path}"), task_id)["status"] == "RUN")
+                worker.send_signal(signal.SIGTERM)
+                assert worker.wait(60) == 0
+            finally:
+                worker.kill()
+            assert worker.stderr is not None and "handed back to the queue" in worker.stderr.read()
         with sqlite3.connect(server.db_path) as db:
             status, attempts = db.execute("SELECT status, attempts FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         assert (status, attempts) == ("WAIT", 0)
@@ -216,19 +217,31 @@ def test_a_second_sigterm_exits_at_once_and_the_lease_covers_the_task(tmp_path: 
         task_id = sdk_client(server).CreateAigcImageTask(create_request(Prompt="x", ModelName="slow")).TaskId
         command = [sys.executable, "-m", "aigc_image", "worker", "--data-dir", str(server.data_dir)]
         command += ["--config", str(server.data_dir / "config.toml")]
-        worker = subprocess.Popen(command, env=server_env(env), cwd=ROOT, stderr=subprocess.PIPE, text=True)
         backend = Backend("sqlite", f"sqlite:///{server.db_path}")
-        try:
-            wait_for(lambda: task_row(backend, task_id)["status"] == "RUN")
-            worker.send_signal(signal.SIGTERM)
-            with pytest.raises(subprocess.TimeoutExpired):
-                worker.wait(1)  # first signal: the image may finish within the 600 s grace
-            worker.send_signal(signal.SIGTERM)
-            code = worker.wait(30)
-        finally:
-            worker.kill()
-        assert worker.stderr is not None
-        log = worker.stderr.read()
+        with subprocess.Popen(command, env=server_env(env), cwd=ROOT, stderr=subprocess.PIPE, text=True) as worker:
+            try:
+                wait_for(lambda: task_row(backend, task_id)["status"] == "RUN")
+                worker.send_signal(signal.SIGTERM)
+                with pytest.raises(subprocess.TimeoutExpired):
+                    worker.wait(1)  # first signal: the image may finish within the 600 s grace
+                worker.send_signal(signal.SIGTERM)
+                code = worker.wait(30)
+            finally:
+                worker.kill()
+            assert worker.stderr is not None
+            log = worker.stderr.read()
         assert code == 1, log
         assert "second signal" in log
         assert task_row(backend, task_id)["status"] == "RUN"  # not finished, not handed back: the lease decides
+
+
+@pytest.mark.parametrize("command", ["worker", "serve"])
+def test_a_typo_in_the_models_to_preload_stops_the_start_with_one_line(tmp_path: Path, command: str) -> None:
+    """Not a worker that starts, logs the typo and serves without the model the operator wanted."""
+    env = server_env({"AIGC_IMAGE_WORKER_PRELOAD": "tiny-random,Hunyuan:9"})
+    args = [sys.executable, "-m", "aigc_image", command, "--data-dir", str(tmp_path)]
+    result = subprocess.run(args + (["--port", "0"] if command == "serve" else []), env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("aigc-image: configuration error: worker.preload: 'Hunyuan:9' is not in the model catalogue")

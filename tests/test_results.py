@@ -21,7 +21,9 @@ from aigc_image.protocol.signing import sign_tc3_headers
 from aigc_image.results.buckets import Results
 from aigc_image.results.local import LocalStorage
 from aigc_image.store.base import TaskStore
-from aigc_image.wiring import build_service, catalog_from
+from aigc_image.wiring import catalog_from
+from aigc_image.wiring.api import build_service
+from aigc_image.wiring.worker import WorkerOptions, assemble
 from aigc_image.worker.retention import Sweeper
 from aigc_image.worker.worker import Worker
 from tests.helpers import SECRET_ID, SECRET_KEY, assert_error_envelope
@@ -53,9 +55,7 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     )
     clock = ManualClock()
     app, store, storage = build_service(settings, clock, {SECRET_ID: SECRET_KEY})
-    worker = Worker(
-        store, DiffusersEngine("cpu"), catalog_from(settings)[0], storage, clock, lease_seconds=60, poll_interval=1
-    )
+    worker = assemble(store, DiffusersEngine("cpu"), catalog_from(settings)[0], storage, clock, WorkerOptions(60))
     with TestClient(app, base_url="http://testserver") as client:
         assert isinstance(storage.own, LocalStorage)
         yield Harness(client, clock, store, storage.own, worker)

@@ -20,8 +20,8 @@ from aigc_image.engines.diffusers_engine import DiffusersEngine
 from aigc_image.store import open_store
 from aigc_image.tasks import TaskSpec, new_task_id
 from aigc_image.wiring import catalog_from, storage_from
+from aigc_image.wiring.worker import WorkerOptions, assemble
 from aigc_image.worker.retention import Sweeper
-from aigc_image.worker.worker import Worker
 from tests.helpers import (
     LiveServer,
     assert_error_envelope,
@@ -164,9 +164,7 @@ def test_the_sweeper_deletes_the_services_copies_but_never_the_users(tmp_path: P
     clock = ManualClock()
     store = open_store(f"sqlite:///{tmp_path / 'db'}", clock)
     results = storage_from(settings, clock)
-    worker = Worker(
-        store, DiffusersEngine("cpu"), catalog_from(settings)[0], results, clock, lease_seconds=60, poll_interval=1
-    )
+    worker = assemble(store, DiffusersEngine("cpu"), catalog_from(settings)[0], results, clock, WorkerOptions(60))
     spec = TaskSpec("tiny-random", "1", "p", "", 1, "png", 64, 64, 2, 6.0, seed=1)
     mine, theirs = new_task_id(), new_task_id()
     create(store, mine, "k", spec)

@@ -115,6 +115,7 @@ def test_exhausted_tasks_fail_with_a_message(backend: Backend, clock: ManualCloc
     task = get(store, task_id)
     assert task is not None and task.status is Status.FAIL and "2 times" in task.message
     assert task.reason is Reason.WORKER_LOST
+    store.close()
 
 
 def test_claim_batches_only_compatible_tasks_oldest_first(store: TaskStore, clock: ManualClock) -> None:

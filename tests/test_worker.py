@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from aigc_image.catalog import ModelEntry, load_catalog
-from aigc_image.clock import ManualClock, SystemClock
+from aigc_image.clock import ManualClock
 from aigc_image.engines.base import GenerationRequest, StepCallback
 from aigc_image.engines.diffusers_engine import DiffusersEngine
 from aigc_image.errors import ModelUnavailable, Reason
@@ -21,10 +21,10 @@ from aigc_image.results.buckets import Results
 from aigc_image.results.local import LocalStorage
 from aigc_image.store import StoreUnavailable, TaskStore
 from aigc_image.tasks import Status, TaskSpec, new_task_id
+from aigc_image.wiring.worker import WorkerOptions, assemble
 from aigc_image.worker.retry import RetryPolicy
 from aigc_image.worker.worker import Worker
 from tests.helpers import create, get
-from tests.stores import Backend
 
 
 def spec(model: str = "tiny-random", count: int = 1, output_format: str = "png") -> TaskSpec:
@@ -53,11 +53,13 @@ def storage(tmp_path: Path) -> LocalStorage:
     return LocalStorage(tmp_path / "results", "http://127.0.0.1:9", b"k")
 
 
-def make_worker(store: TaskStore, storage: LocalStorage, clock: ManualClock, engine: object = None) -> Worker:
-    catalog = load_catalog(default_model="tiny-random")
-    return Worker(
-        store, engine or DiffusersEngine("cpu"), catalog, Results(storage), clock,  # type: ignore[arg-type]
-        lease_seconds=60, poll_interval=0.1,
+def make_worker(
+    store: TaskStore, storage: LocalStorage, clock: ManualClock, engine: Any = None, review: Any = None, **options: Any
+) -> Worker:
+    """A worker over the real store, tiny pipeline and local storage; ``options``: WorkerOptions'."""
+    return assemble(
+        store, engine or DiffusersEngine("cpu"), load_catalog(default_model="tiny-random"), Results(storage), clock,
+        WorkerOptions(**({"lease_seconds": 60, "poll_interval": 0.1} | options)), review=review,
     )  # fmt: skip
 
 
@@ -93,8 +95,8 @@ def test_a_transient_error_is_retried_with_backoff_then_fails_with_the_reason(
 ) -> None:
     task_id = new_task_id()
     create(store, task_id, "k", spec())
-    worker = make_worker(store, storage, clock, Broken(RuntimeError("CUDA out of memory")))
-    worker.retry = RetryPolicy(max_attempts=3, base_delay=10, max_delay=15)
+    retry = RetryPolicy(max_attempts=3, base_delay=10, max_delay=15)
+    worker = make_worker(store, storage, clock, Broken(RuntimeError("CUDA out of memory")), retry=retry)
     for attempt, longest_wait in [(1, 10), (2, 15)]:
         assert worker.run_once()
         task = get(store, task_id)
@@ -195,9 +197,7 @@ def test_an_output_image_refused_by_the_classifier_is_never_stored(
 
     task_id = new_task_id()
     create(store, task_id, "k", spec())
-    worker = make_worker(store, storage, clock)
-    worker.review = ContentReview([], refuse_images)
-    worker.run_once()
+    make_worker(store, storage, clock, review=ContentReview([], refuse_images)).run_once()
     task = get(store, task_id)
     assert task is not None and task.status is Status.FAIL and "refused by content review" in task.message
     assert task.reason is Reason.CONTENT_REFUSED
@@ -230,9 +230,8 @@ def stopped_mid_task(
 ) -> Worker:
     """A worker that took one task and was asked to stop while running it."""
     engine = StopsMidTask(clock, seconds_per_step)
-    worker = make_worker(store, storage, clock, engine)
+    worker = make_worker(store, storage, clock, engine, shutdown_grace=grace)
     engine.worker = worker
-    worker.shutdown_grace = grace
     assert worker.run_once()
     return worker
 
@@ -267,38 +266,64 @@ class SlowLoad(FakeEngine):
 
     def __init__(self, release: threading.Event) -> None:
         self.release = release
+        self.entered = threading.Event()
         self.inner = DiffusersEngine("cpu")
 
     def generate(
         self, entry: ModelEntry, requests: list[GenerationRequest], on_step: StepCallback
     ) -> list[list[Image.Image]]:
+        self.entered.set()
         assert self.release.wait(30)
         return self.inner.generate(entry, requests, on_step)
 
 
-def test_a_timer_keeps_the_lease_while_no_step_reports(backend: Backend, storage: LocalStorage) -> None:
-    real = SystemClock()
-    store = backend.open(real)
+class Renewals:
+    """The real store; each heartbeat notes the (test's) time it began at, so a test can wait for a
+    renewal made after it moved time on."""
+
+    def __init__(self, store: TaskStore, clock: ManualClock) -> None:
+        self._store = store
+        self._clock = clock
+        self._renewed = threading.Condition()
+        self._latest = float("-inf")
+
+    def heartbeat(self, task_id: str, token: str, lease: float, progress: tuple[int, int] | None = None) -> bool:
+        began = self._clock.now()
+        renewed = self._store.heartbeat(task_id, token, lease, progress)
+        with self._renewed:
+            self._latest = max(self._latest, began) if renewed else self._latest
+            self._renewed.notify_all()
+        return renewed
+
+    def wait_for_renewal_since(self, moment: float) -> None:
+        with self._renewed:
+            assert self._renewed.wait_for(lambda: self._latest >= moment, timeout=30), "no renewal"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_a_timer_keeps_the_lease_while_no_step_reports(
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    """Time moves on the test's clock, a third of a lease at a time, each time once the keeper
+    renewed after the last move: ten moves, over three leases, and no thief gets the task."""
     task_id = new_task_id()
     create(store, task_id, "k", spec())
-    release = threading.Event()
-    worker = Worker(
-        store, SlowLoad(release), load_catalog(default_model="tiny-random"), Results(storage), real,
-        lease_seconds=0.3, poll_interval=0.1,
-    )  # fmt: skip
+    engine = SlowLoad(threading.Event())
+    renewals = Renewals(store, clock)
+    # A 0.3 s lease: the keeper renews every 0.1 s of real time, at whatever time the test's clock says.
+    worker = make_worker(renewals, storage, clock, engine, lease_seconds=0.3)  # type: ignore[arg-type]
     running = threading.Thread(target=worker.run_once)
     running.start()
     try:
-        for _ in range(200):  # until the worker holds the task
-            if get(store, task_id).status is Status.RUN:
-                break
-            release.wait(0.01)
-        deadline = real.monotonic() + 1.5  # five leases long: without the timer it would expire
-        while real.monotonic() < deadline:
+        assert engine.entered.wait(60)
+        for _ in range(10):
+            renewals.wait_for_renewal_since(clock.now())
+            clock.advance(0.1)
             assert store.claim("thief", 1, lease_seconds=60) == [], "the lease expired during the load"
-            release.wait(0.05)
     finally:
-        release.set()
+        engine.release.set()
         running.join(60)
     task = get(store, task_id)
     assert task.status is Status.DONE and task.attempts == 1
@@ -347,9 +372,7 @@ def test_a_task_past_the_time_limit_fails_with_a_clear_message_and_is_not_retrie
 ) -> None:
     task_id = new_task_id()
     create(store, task_id, "k", spec())  # 2 steps of 45 s each; the limit is 60 s
-    worker = make_worker(store, storage, clock, Stepping(clock, 45))
-    worker.task_timeout = 60
-    worker.run_once()
+    make_worker(store, storage, clock, Stepping(clock, 45), task_timeout=60).run_once()
     task = get(store, task_id)
     assert task.status is Status.FAIL and task.attempts == 1
     assert "worker.task_timeout = 60 s" in task.message and "after 2 of 2 steps" in task.message
@@ -360,9 +383,9 @@ def test_a_newly_loaded_model_and_going_idle_are_reported_at_once(
     store: TaskStore, storage: LocalStorage, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """/readyz and the console's operator page learn of them now, not at the next periodic report."""
-    from aigc_image.worker import worker as worker_module
+    from aigc_image.worker import reporting
 
-    monkeypatch.setattr(worker_module, "REPORT_INTERVAL", 3600.0)  # only the prompt reports can come in time
+    monkeypatch.setattr(reporting, "REPORT_INTERVAL", 3600.0)  # only the prompt reports can come in time
     loaded, idle_after = threading.Event(), threading.Event()
     record = store.record_worker
 

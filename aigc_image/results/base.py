@@ -5,16 +5,16 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-from aigc_image.tasks import TASK_ID_PREFIX
-
 EXTENSIONS = {"png": "png", "jpeg": "jpg"}
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
-_KEY = re.compile(re.escape(TASK_ID_PREFIX) + r"[0-9a-f]{32}/[0-9]{1,4}-[0-9]{1,3}\.(png|jpg)")
+# A folder name of letters, digits and dashes (a task id): no dot, no slash, so no way out of the root.
+_KEY = re.compile(r"[0-9A-Za-z][0-9A-Za-z-]{0,63}/[0-9]{1,4}-[0-9]{1,3}\.(png|jpg)")
 
 
-def result_key(task_id: str, attempt: int, index: int, output_format: str) -> str:
-    """``<task id>/<attempt>-<index>.<ext>``: attempts never overwrite each other's files."""
-    key = f"{task_id}/{attempt}-{index}.{EXTENSIONS[output_format]}"
+def result_key(folder: str, attempt: int, index: int, output_format: str) -> str:
+    """``<folder>/<attempt>-<index>.<ext>`` (the worker names the folder after the task): attempts
+    never overwrite each other's files."""
+    key = f"{folder}/{attempt}-{index}.{EXTENSIONS[output_format]}"
     if not is_result_key(key):
         raise ValueError(f"invalid result key {key!r}")
     return key

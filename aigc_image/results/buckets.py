@@ -10,12 +10,21 @@ leftovers of an attempt that lost its lease, which no task references).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aigc_image.results.base import ResultStorage, is_result_key
 from aigc_image.results.s3 import S3Storage, StorageRefused
-from aigc_image.tasks import TaskSpec
 
 USER_BUCKET = "cos://"
+
+
+@dataclass(frozen=True)
+class UserBucket:
+    """A bucket of the user's (``StoreCosParam``): where in it images go."""
+
+    region: str
+    name: str
+    path: str = ""  # a folder in the bucket
 
 
 class UserBucketsDisabled(StorageRefused):
@@ -33,12 +42,12 @@ class Results:
     def accepts_user_buckets(self) -> bool:
         return self._user_bucket is not None
 
-    def location(self, spec: TaskSpec, key: str) -> str:
-        """Where image ``key`` of a task with ``spec`` is stored."""
-        if not spec.cos_bucket:
+    def location(self, key: str, bucket: UserBucket | None = None) -> str:
+        """Where image ``key`` is stored: the service's own storage, or ``bucket``."""
+        if bucket is None:
             return key
-        path = spec.cos_path.strip("/")
-        return f"{USER_BUCKET}{spec.cos_region}/{spec.cos_bucket}/{path + '/' if path else ''}{key}"
+        path = bucket.path.strip("/")
+        return f"{USER_BUCKET}{bucket.region}/{bucket.name}/{path + '/' if path else ''}{key}"
 
     def put(self, location: str, data: bytes) -> None:
         storage, key = self._resolve(location)

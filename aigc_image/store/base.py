@@ -17,6 +17,7 @@ worker whose lease expired, or whose task was cancelled, cannot overwrite the ou
 
 from __future__ import annotations
 
+import enum
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,12 @@ def worker_id(pid: int) -> str:
 ALIVE_WITHIN = 3 * REPORT_INTERVAL  # a worker not heard from for longer is taken for dead
 
 
+class WorkerState(enum.StrEnum):
+    IDLE = "idle"  # waiting for work
+    BUSY = "busy"  # generating or storing images
+    STOPPING = "stopping"  # asked to stop: claims nothing more, finishes or hands back what it has
+
+
 @dataclass(frozen=True)
 class WorkerRecord:
     """What a worker last reported about itself (every REPORT_INTERVAL seconds while it runs)."""
@@ -67,7 +74,7 @@ class WorkerRecord:
     device: str
     started_at: float
     seen_at: float
-    state: str  # "starting", "idle", "busy" or "stopping"
+    state: WorkerState
     loaded: list[str] = field(default_factory=list)  # model labels
     failed: dict[str, str] = field(default_factory=dict)  # model label → why it could not load
     running: list[str] = field(default_factory=list)  # task ids

@@ -27,7 +27,7 @@ from aigc_image.clock import Clock
 from aigc_image.config import SchedulingPolicy
 from aigc_image.errors import Reason
 from aigc_image.store import fairness
-from aigc_image.store.base import ALIVE_WITHIN, DefaultModelRecord, StoreUnavailable, WorkerRecord
+from aigc_image.store.base import ALIVE_WITHIN, DefaultModelRecord, StoreUnavailable, WorkerRecord, WorkerState
 from aigc_image.store.creates import fingerprint_keys, plan_creates
 from aigc_image.store.fairness import Affinity, Backlog, Head, Scheduling, Tenant
 from aigc_image.store.queries import queries
@@ -285,7 +285,7 @@ class SqlStore:
         return frozenset(
             model
             for row in self._run(db, "list_workers").fetchall()
-            if row["worker_id"] != values["worker"] and row["state"] == "idle"
+            if row["worker_id"] != values["worker"] and row["state"] == WorkerState.IDLE
             and values["now"] - row["seen_at"] <= ALIVE_WITHIN
             for model in json.loads(row["loaded"])
         )  # fmt: skip
@@ -459,7 +459,7 @@ class SqlStore:
                 device=row["device"],
                 started_at=row["started_at"],
                 seen_at=row["seen_at"],
-                state=row["state"],
+                state=WorkerState(row["state"]),
                 loaded=json.loads(row["loaded"]),
                 failed=json.loads(row["failed"]),
                 running=json.loads(row["running"]),

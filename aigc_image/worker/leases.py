@@ -26,8 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from PIL import Image
+
 from aigc_image.clock import Clock
-from aigc_image.engines.base import GenerationRequest
 from aigc_image.errors import Reason, TaskTimeout
 from aigc_image.store.base import StoreUnavailable, TaskStore
 from aigc_image.tasks import Claim, Task
@@ -47,11 +48,11 @@ class Interrupted(Exception):
 
 @dataclass
 class Job:
-    """One claimed task: its lease, and the request the engine gets for it."""
+    """One claimed task: its lease, and its reference images once fetched (worker/references.py)."""
 
     claim: Claim
     lost: threading.Event = field(default_factory=threading.Event)
-    request: GenerationRequest | None = None
+    references: tuple[Image.Image, ...] = ()
     progress: tuple[int, int] | None = None  # (steps done, steps), written with the next renewal
     renewed_at: float = 0.0  # clock.monotonic() of the last renewal
     cancelled: bool = False  # the lease was lost because the task's key cancelled it
@@ -70,7 +71,7 @@ class Job:
 
 
 class Stopping(Protocol):
-    def past_grace(self) -> bool: ...
+    def past_grace(self) -> bool: ...  # worker/shutdown.py
 
 
 def renew(store: TaskStore, job: Job, lease_seconds: float, clock: Clock) -> None:
@@ -131,21 +132,21 @@ class StepWatch:
         store: TaskStore,
         jobs: Sequence[Job],
         clock: Clock,
-        worker: Stopping,
+        shutdown: Stopping,
         lease_seconds: float,
         task_timeout: float,
     ) -> None:
         self._store = store
         self._jobs = jobs
         self._clock = clock
-        self._worker = worker
+        self._shutdown = shutdown
         self._lease_seconds = lease_seconds
         self._task_timeout = task_timeout
         self._started = clock.monotonic()
         self._last_try = float("-inf")  # the step watch's own last renewal, when the keeper fell behind
 
     def __call__(self, step: int, steps: int) -> None:
-        if self._worker.past_grace():
+        if self._shutdown.past_grace():
             raise Interrupted()
         live = [job for job in self._jobs if not job.lost.is_set()]
         if not live:
