@@ -38,7 +38,7 @@ from aigc_image.results.buckets import Results
 from aigc_image.results.local import LocalStorage
 from aigc_image.store import TaskStore
 from aigc_image.tasks import Status, TaskSpec, new_task_id
-from aigc_image.wiring import build_service
+from aigc_image.wiring.api import build_service
 from aigc_image.worker.worker import Worker
 from tests.helpers import (
     OTHER_ID,

@@ -14,7 +14,7 @@ from aigc_image.clock import SystemClock
 from aigc_image.config import load_settings
 from aigc_image.errors import ContentRefused, TaskError
 from aigc_image.protocol.replies import ErrorReplies, Reply
-from aigc_image.wiring import build_service
+from aigc_image.wiring.api import build_service
 from tests.helpers import SECRET_ID, SECRET_KEY
 
 

@@ -29,7 +29,7 @@ from aigc_image.clock import SystemClock
 from aigc_image.config import load_settings
 from aigc_image.protocol import signing
 from aigc_image.protocol.validation import CREATE_PARAMS
-from aigc_image.wiring import build_service
+from aigc_image.wiring.api import build_service
 from tests.helpers import SECRET_ID, SECRET_KEY
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
