@@ -39,6 +39,7 @@ from aigc_image.results.local import LocalStorage
 from aigc_image.store import TaskStore
 from aigc_image.tasks import Status, TaskSpec, new_task_id
 from aigc_image.wiring.api import build_service
+from aigc_image.wiring.worker import WorkerOptions, assemble
 from aigc_image.worker.worker import Worker
 from tests.helpers import (
     OTHER_ID,
@@ -95,7 +96,9 @@ def storage(tmp_path: Path) -> LocalStorage:
 
 def worker(store: TaskStore, storage: LocalStorage, clock: ManualClock, engine: Any) -> Worker:
     catalog = load_catalog(default_model="tiny-random")
-    return Worker(store, engine, catalog, Results(storage), clock, lease_seconds=60, poll_interval=0.1, max_batch=8)
+    return assemble(
+        store, engine, catalog, Results(storage), clock, WorkerOptions(lease_seconds=60, poll_interval=0.1, max_batch=8)
+    )
 
 
 def batch(store: TaskStore, clock: ManualClock, count: int, steps: int = 3) -> list[str]:

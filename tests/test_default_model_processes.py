@@ -68,7 +68,7 @@ def test_api_processes_without_gpus_use_the_model_the_first_worker_chose(
         listed = aigc_image("models", "--data-dir", str(data), env=env | {"COLUMNS": "200"})
         assert listed.returncode == 0, listed.stderr
         assert f"* default model: {expected}, chosen by worker " in listed.stdout
-        assert f"{expected} *" in listed.stdout
+        assert f"\n* {expected}  " in listed.stdout  # its line in the listing is marked
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])

@@ -10,6 +10,7 @@ after the call the adapters are turned off again, so nothing carries over to the
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -29,7 +30,9 @@ def load_adapters(pipe: Any, entry: ModelEntry, allow_download: bool) -> None:
         if adapter.weight_name:
             options["weight_name"] = adapter.weight_name
         try:
-            pipe.load_lora_weights(adapter.source, **options)
+            with warnings.catch_warnings():  # each adapter after the first: peft warns of "multiple adapters", as meant
+                warnings.filterwarnings("ignore", "Already found a `peft_config` attribute", UserWarning)
+                pipe.load_lora_weights(adapter.source, **options)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelUnavailable(

@@ -43,8 +43,9 @@ _RESPONSES: dict[str, dict[str, Any]] = {
     "DeleteAigcImageTask": {},
 }
 
-# Every string parameter: no NUL and no lone surrogate (one rule at the boundary, bounded.py).
-NO_NUL_OR_LONE_SURROGATE = "^[^\\u0000\\ud800-\\udfff]*$"
+# Every string parameter: no NUL (bounded.py's text rule; it refuses lone surrogates too, which a
+# pattern cannot portably say, and which JSON text from most encoders never holds).
+NO_NUL = "^[^\\x00]*$"
 
 
 def _schema(param: p.Param) -> dict[str, Any]:
@@ -53,7 +54,7 @@ def _schema(param: p.Param) -> dict[str, Any]:
         schema.update(format="int64", minimum=-(2**63), maximum=2**63 - 1)
     elif param.kind == "string":  # api.max_string_chars, at its default; the text rule (bounded.py)
         schema["maxLength"] = p.DEFAULT_LIMITS.max_string_chars
-        schema["pattern"] = NO_NUL_OR_LONE_SURROGATE
+        schema["pattern"] = NO_NUL
     if param.kind == "object":
         schema["properties"] = {name: _schema(child) for name, child in param.fields.items()}
         schema["additionalProperties"] = False
