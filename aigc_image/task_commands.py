@@ -47,6 +47,9 @@ def follow(client: ApiClient, task_id: str, timeout: float) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True, highlight=False)
+    # Two columns are left free for the terminal's "^C" echo: on a line of the full width it wrapped,
+    # and the bar, no longer where rich put it, stayed on the screen above the Ctrl-C message.
+    console.width = max(console.width - 2, 40)
     # The task id is printed once, above the bar: in the bar it left no room for the steps at 80 columns.
     # While the task waits the bar pulses and the steps column is empty (its total is unknown).
     columns = (TextColumn("{task.description:<10}"), BarColumn(bar_width=None), TextColumn("{task.fields[steps]}"),
