@@ -99,9 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the task (default 600)")
     _client_options(gen)
 
-    # `tasks` alone lists; each action on one task is a subcommand (scheduling adds cancel, delete).
+    # `tasks` alone lists; each action on one task is a subcommand.
     tasks = command("tasks", "The key's tasks, through a running server: list them (the default), or show, "
-                    "wait for or get one.", _tasks_list)  # fmt: skip
+                    "wait for, get, cancel or delete one.", _tasks_list)  # fmt: skip
     _list_options(tasks)
     _client_options(tasks)
     actions = tasks.add_subparsers(metavar="ACTION", title="actions")
@@ -121,7 +121,10 @@ def _parser() -> argparse.ArgumentParser:
                        _tasks_wait)  # fmt: skip
     wait.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
     get = task_action("get", "Save the images of a finished task.", _tasks_get)
-    for sub in (actions.choices["show"], wait, get):
+    cancel = task_action("cancel", "Cancel a waiting or running task: it ends FAILED, keeping no image.",
+                         _tasks_cancel)  # fmt: skip
+    delete = task_action("delete", "Delete a finished or failed task and its images.", _tasks_delete)
+    for sub in (actions.choices["show"], wait, get, cancel, delete):
         sub.add_argument("task_id", metavar="TASK_ID")
     for sub in (wait, get):
         sub.add_argument("-o", "--output", type=Path, default=Path("."),
@@ -418,6 +421,16 @@ def _tasks_wait(args: argparse.Namespace, settings: Settings) -> int:
 def _tasks_get(args: argparse.Namespace, settings: Settings) -> int:
     client = _client(args, settings)
     return 2 if client is None else _remote(client, lambda: commands.get(client, args.task_id, args.output))
+
+
+def _tasks_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    client = _client(args, settings)
+    return 2 if client is None else _remote(client, lambda: commands.cancel(client, args.task_id))
+
+
+def _tasks_delete(args: argparse.Namespace, settings: Settings) -> int:
+    client = _client(args, settings)
+    return 2 if client is None else _remote(client, lambda: commands.delete(client, args.task_id))
 
 
 def _create_request(args: argparse.Namespace) -> dict[str, object]:

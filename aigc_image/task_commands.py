@@ -1,5 +1,6 @@
 """What ``aigc-image generate`` and ``aigc-image tasks`` do through a running server: create a
-task, follow its steps with a progress bar, list the key's tasks, show one, save its images.
+task, follow its place in the queue and then its steps, list the key's tasks, show one, save its
+images, cancel or delete one.
 
 Everything goes through the public API with a signed client (client.py), as any SDK would.
 What a person reads about the task (its id, seed, progress) goes to stderr; the paths of the
@@ -40,28 +41,36 @@ def generate(client: ApiClient, request: dict[str, Any], output: Path, timeout: 
 
 
 def follow(client: ApiClient, task_id: str, timeout: float) -> dict[str, Any]:
-    """Poll until the task ends, with a progress bar of its steps on stderr; the task's
-    DescribeAigcImageTask reply once DONE. Raises Refused if it failed."""
+    """Poll until the task ends, on stderr: how many tasks are ahead of it while it waits, then a
+    progress bar of its steps. The task's DescribeAigcImageTask reply once DONE; Refused if it failed."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True, highlight=False)
+    # Two columns are left free for the terminal's "^C" echo: on a line of the full width it wrapped,
+    # and the bar, no longer where rich put it, stayed on the screen above the Ctrl-C message.
+    console.width = max(console.width - 2, 40)
     # The task id is printed once, above the bar: in the bar it left no room for the steps at 80 columns.
-    columns = (TextColumn("{task.description:<10}"), BarColumn(bar_width=None), MofNCompleteColumn(),
-               TextColumn("steps  ETA"), TimeRemainingColumn())  # fmt: skip
+    # While the task waits the bar pulses and the steps column is empty (its total is unknown).
+    columns = (TextColumn("{task.description:<10}"), BarColumn(bar_width=None), TextColumn("{task.fields[steps]}"),
+               TimeRemainingColumn())  # fmt: skip
     started = time.monotonic()
     introduced = False
     try:
         with Progress(*columns, console=console, transient=True, expand=False) as progress:
-            bar = progress.add_task("queued", total=None)
+            bar = progress.add_task("waiting", total=None, steps="")
             while True:
                 status = client.call("DescribeAigcTaskStatus", {"TaskId": task_id})
                 if not introduced:
                     progress.console.print(introduction(status), markup=False, soft_wrap=True)
                     introduced = True
                 info = json.loads(status.get("TaskInfo") or "{}")
-                state = {"PENDING": "queued", "RUNNING": "generating"}.get(status["TaskStatus"], "done")
-                progress.update(bar, description=state, total=info.get("steps") or None, completed=info.get("step", 0))
+                if status["TaskStatus"] == "PENDING":
+                    progress.update(bar, description=waiting(info))
+                else:
+                    step, steps = info.get("step", 0), info.get("steps") or 0
+                    shown = f"{step:>{len(str(steps))}}/{steps} steps  ETA" if steps else ""
+                    progress.update(bar, description="generating", total=steps or None, completed=step, steps=shown)
                 if status["TaskStatus"] in ("FINISHED", "FAILED"):
                     break
                 if time.monotonic() - started > timeout:
@@ -69,13 +78,25 @@ def follow(client: ApiClient, task_id: str, timeout: float) -> dict[str, Any]:
                                          f"`aigc-image tasks wait {task_id}` waits again")  # fmt: skip
                 time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
-        print(f"stopped waiting; the task goes on. To wait for it again:\n  aigc-image tasks wait {task_id}",
-              file=sys.stderr)  # fmt: skip
+        print(f"stopped waiting; the task goes on. To wait for it again, or to stop it:\n"
+              f"  aigc-image tasks wait {task_id}\n  aigc-image tasks cancel {task_id}", file=sys.stderr)  # fmt: skip
         raise
     reply = client.call("DescribeAigcImageTask", {"TaskId": task_id})
     if reply["Status"] != "DONE":
         raise Refused(f"task {task_id} failed: {reply.get('Message') or 'no reason given'}")
     return reply
+
+
+def waiting(info: dict[str, Any]) -> str:
+    """A waiting task's place in the queue, from its TaskInfo (``tasks_ahead``: by the fair order)."""
+    ahead = info.get("tasks_ahead")
+    if ahead is None:  # a server without queue positions
+        return "waiting"
+    return f"waiting, {queue_position(ahead)}"
+
+
+def queue_position(ahead: int) -> str:
+    return "next in line" if ahead == 0 else f"{ahead} task{'' if ahead == 1 else 's'} ahead"
 
 
 def introduction(status: dict[str, Any]) -> str:
@@ -105,6 +126,8 @@ def show(client: ApiClient, task_id: str) -> str:
     state = status["TaskStatus"]
     if state == "RUNNING" and info.get("steps"):
         state += f", step {info.get('step', 0)} of {info['steps']}"
+    if state == "PENDING" and info.get("tasks_ahead") is not None:
+        state += f", {queue_position(info['tasks_ahead'])}"
     guidance = extra.get("guidance_scale")
     lines = [
         ("Task", status["TaskId"]),
@@ -130,6 +153,26 @@ def show(client: ApiClient, task_id: str) -> str:
 def wait(client: ApiClient, task_id: str, output: Path, timeout: float) -> list[Path]:
     reply = follow(client, task_id, timeout)
     return save(client, task_id, reply["ImageUrls"], output)
+
+
+def cancel(client: ApiClient, task_id: str) -> str:
+    """Cancel a waiting or running task of the key (CancelAigcImageTask); it ends FAILED, reason cancelled.
+    Cancelling a cancelled task answers the same; a finished one is FailedOperation.TaskFinished."""
+    client.call("CancelAigcImageTask", {"TaskId": task_id})
+    return f"task {task_id} cancelled"
+
+
+def delete(client: ApiClient, task_id: str) -> str:
+    """Delete a finished task of the key and its images in the server's storage (DeleteAigcImageTask)."""
+    try:
+        client.call("DeleteAigcImageTask", {"TaskId": task_id})
+    except ApiClientError as exc:
+        if exc.code != "FailedOperation.TaskNotFinished":
+            raise
+        # The server names its API action; a person at this prompt needs the command.
+        raise ApiClientError(exc.code, f"task {task_id} has not finished: `aigc-image tasks cancel {task_id}` "
+                             "stops it, then delete it", exc.request_id) from None  # fmt: skip
+    return f"task {task_id} deleted"
 
 
 def get(client: ApiClient, task_id: str, output: Path) -> list[Path]:

@@ -7,19 +7,35 @@ import json
 import os
 import pty
 import re
+import select
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import termios
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 
 from aigc_image.catalog import load_catalog
 from aigc_image.hardware import default_for, probe
-from tests.helpers import ROOT, SECRET_ID, SECRET_KEY, LiveServer, create_request, sdk_client, server_env
+from tests.helpers import (
+    OTHER_ID,
+    OTHER_KEY,
+    ROOT,
+    SECRET_ID,
+    SECRET_KEY,
+    LiveServer,
+    create_request,
+    describe,
+    sdk_client,
+    server_env,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow  # each test runs the aigc-image command
 
@@ -208,27 +224,159 @@ def test_the_progress_line_fits_80_columns(server: LiveServer, tmp_path: Path) -
     assert "…" not in screen
 
 
+# A task that keeps the session server's one worker busy for minutes on a CPU, until it is cancelled.
+LONG_TASK = '{"steps": 999, "size": "512x512"}'
+
+
+@pytest.mark.slow
+def test_tasks_cancel_and_delete_say_what_happened_on_one_line(server: LiveServer) -> None:
+    """Every answer: cancelled (waiting, running, again), finished, not finished, unknown, another key's."""
+    client = sdk_client(server)
+    running = client.CreateAigcImageTask(create_request(Prompt="long", AdditionalParameters=LONG_TASK)).TaskId
+    try:
+        wait_for(lambda: describe(client, running).Status == "RUN", timeout=120)
+        waiting = client.CreateAigcImageTask(create_request(Prompt="behind it")).TaskId
+        assert "Status:   PENDING, next in line\n" in run("tasks", "show", waiting, *client_options(server)).stdout
+
+        early = run("tasks", "delete", waiting, *client_options(server))
+        assert (early.returncode, early.stdout) == (1, "")
+        assert early.stderr == f"aigc-image: FailedOperation.TaskNotFinished: task {waiting} has not finished: " \
+            f"`aigc-image tasks cancel {waiting}` stops it, then delete it\n"  # fmt: skip
+        for task_id in (waiting, running, running):  # cancelling a cancelled task answers the same
+            cancelled = run("tasks", "cancel", task_id, *client_options(server))
+            assert (cancelled.returncode, cancelled.stdout, cancelled.stderr) == (0, f"task {task_id} cancelled\n", "")
+        shown = run("tasks", "show", running, *client_options(server)).stdout
+        assert "Failed:   The task was cancelled by its owner (CancelAigcImageTask) before it finished." in shown
+    finally:
+        run("tasks", "cancel", running, *client_options(server))  # nothing left running for the next test
+
+    done = client.CreateAigcImageTask(create_request(Prompt="short", AdditionalParameters='{"steps": 1}')).TaskId
+    wait_for(lambda: describe(client, done).Status == "DONE", timeout=120)
+    url = describe(client, done).ImageUrls[0]
+    assert httpx.get(url).status_code == 200
+    late = run("tasks", "cancel", done, *client_options(server))
+    assert (late.returncode, late.stdout) == (1, "")
+    assert late.stderr == f"aigc-image: FailedOperation.TaskFinished: Task {done} has already finished (DONE); " \
+        "nothing to cancel.\n"  # fmt: skip
+    deleted = run("tasks", "delete", done, *client_options(server))
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, f"task {done} deleted\n", "")
+    assert httpx.get(url).status_code == 403 and not (server.data_dir / "results" / done).exists()  # its image too
+    for action in ("delete", "cancel", "show"):
+        gone = run("tasks", action, done, *client_options(server))
+        assert gone.returncode == 1
+        assert gone.stderr == f"aigc-image: ResourceNotFound.TaskNotFound: Task {done} does not exist.\n"
+
+    theirs = sdk_client(server, OTHER_ID, OTHER_KEY).CreateAigcImageTask(create_request(Prompt="theirs")).TaskId
+    for action in ("cancel", "delete"):
+        refused = run("tasks", action, theirs, *client_options(server))
+        assert (refused.returncode, refused.stderr) == (1, f"aigc-image: ResourceNotFound.TaskNotFound: Task {theirs} "
+                                                           "does not exist.\n")  # fmt: skip
+    malformed = run("tasks", "cancel", "not-a-task", *client_options(server))
+    assert malformed.returncode == 1 and malformed.stderr.startswith("aigc-image: InvalidParameterValue")
+
+
+@pytest.mark.slow
+def test_generate_shows_the_tasks_ahead_then_the_steps_and_ctrl_c_says_how_to_wait_or_cancel(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """In an 80-column terminal: a task behind a long one and one more waits with "1 task ahead";
+    Ctrl-C leaves it queued and names both commands; `tasks wait` follows it as each task ahead is
+    cancelled, to its steps and its image."""
+    client = sdk_client(server)
+    long = client.CreateAigcImageTask(create_request(Prompt="long", AdditionalParameters=LONG_TASK)).TaskId
+    ahead = ""
+    try:
+        wait_for(lambda: describe(client, long).Status == "RUN", timeout=120)
+        ahead = client.CreateAigcImageTask(create_request(Prompt="ahead", AdditionalParameters='{"steps": 998}')).TaskId
+        generate_args = ["generate", "a harbour", "-o", str(tmp_path / "h.png"), "--steps", "5"]
+        with Terminal([*generate_args, *client_options(server)], columns=80) as generate:
+            task_id = generate.expect(r"^task (4-AigcImage-[0-9a-f]{32})$")[1]
+            generate.expect(r"waiting, 1 task ahead ")
+            assert "PENDING, 1 task ahead" in run("tasks", "show", task_id, *client_options(server)).stdout
+            generate.process.send_signal(signal.SIGINT)
+            assert generate.finish() == 130
+        said = generate.text.split("stopped waiting", 1)[1]
+        assert said.splitlines() == [
+            "; the task goes on. To wait for it again, or to stop it:",
+            f"  aigc-image tasks wait {task_id}",
+            f"  aigc-image tasks cancel {task_id}",
+        ]
+        assert all(len(line) <= 80 for line in said.splitlines())
+
+        with Terminal(["tasks", "wait", task_id, "-o", str(tmp_path), *client_options(server)], columns=80) as waited:
+            waited.expect(r"waiting, 1 task ahead ")
+            assert run("tasks", "cancel", long, *client_options(server)).returncode == 0
+            waited.expect(r"waiting, next in line ")  # the other task runs now
+            assert run("tasks", "cancel", ahead, *client_options(server)).returncode == 0
+            waited.expect(r"generating .{0,60}?\d/5 steps  ETA")
+            assert waited.finish() == 0
+        assert (tmp_path / f"{task_id}-0.png").is_file() and "…" not in waited.text
+    finally:  # nothing left running for the next test, whatever failed
+        for task_id in (long, ahead):
+            if task_id:
+                run("tasks", "cancel", task_id, *client_options(server))
+
+
 def client_options(server: LiveServer) -> list[str]:
     return ["--endpoint", server.url, "--secret-id", SECRET_ID, "--secret-key", SECRET_KEY]
 
 
-def in_terminal(args: list[str], columns: int) -> str:
-    """What ``aigc-image ARGS`` writes to a pseudo-terminal of ``columns`` columns."""
-    main, child = pty.openpty()
-    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    env = {k: v for k, v in server_env().items() if k not in ("COLUMNS", "LINES")} | {"TERM": "xterm-256color"}
-    process = subprocess.Popen([sys.executable, "-m", "aigc_image", *args], stdin=child, stdout=child, stderr=child,
-                               env=env, cwd=ROOT)  # fmt: skip
-    os.close(child)
-    chunks = []
-    while True:
+class Terminal:
+    """``aigc-image ARGS`` in a pseudo-terminal of ``columns`` columns, read as it writes."""
+
+    def __init__(self, args: list[str], columns: int) -> None:
+        self.main, child = pty.openpty()
+        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+        env = {k: v for k, v in server_env().items() if k not in ("COLUMNS", "LINES")} | {"TERM": "xterm-256color"}
+        self.process = subprocess.Popen([sys.executable, "-m", "aigc_image", *args], stdin=child, stdout=child,
+                                        stderr=child, env=env, cwd=ROOT)  # fmt: skip
+        os.close(child)
+        self.raw = b""
+
+    @property
+    def text(self) -> str:
+        """What it wrote so far, without the terminal's control sequences; carriage returns as new lines."""
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", self.raw.decode("utf-8", "replace"))
+        return text.replace("\r\n", "\n").replace("\r", "\n")
+
+    def _read(self, timeout: float) -> bool:
+        """One chunk, waiting up to ``timeout``; False once the terminal is closed (the process ended)."""
+        ready, _, _ = select.select([self.main], [], [], timeout)
+        if not ready:
+            return True
         try:
-            chunk = os.read(main, 65536)
-        except OSError:  # the terminal closed: the process ended
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    assert process.wait(120) == 0
-    os.close(main)
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
+            chunk = os.read(self.main, 65536)
+        except OSError:
+            return False
+        self.raw += chunk
+        return bool(chunk)
+
+    def expect(self, pattern: str, timeout: float = 120) -> re.Match[str]:
+        """Read until ``pattern`` appears (bounded)."""
+        deadline = time.monotonic() + timeout
+        while not (found := re.search(pattern, self.text, re.MULTILINE)):
+            assert time.monotonic() < deadline and self._read(deadline - time.monotonic()), (pattern, self.text)
+        return found
+
+    def finish(self) -> int:
+        """Read to the end; the exit status."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and self._read(deadline - time.monotonic()):
+            pass
+        return self.process.wait(10)
+
+    def __enter__(self) -> Terminal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:  # a failed test: nothing left behind
+            self.process.kill()
+            self.process.wait()
+        os.close(self.main)
+
+
+def in_terminal(args: list[str], columns: int) -> str:
+    """What ``aigc-image ARGS`` writes to a pseudo-terminal of ``columns`` columns, once it has ended."""
+    with Terminal(args, columns) as terminal:
+        assert terminal.finish() == 0
+        return terminal.text

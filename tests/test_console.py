@@ -76,6 +76,37 @@ def test_the_gallery_follows_running_tasks_and_says_why_one_failed(tmp_path: Pat
     assert page.count(found["failedMessage"]) == 1, "one failure is told once on the operator page"
 
 
+def test_waiting_tasks_show_their_place_and_tasks_are_cancelled_and_deleted_in_chromium(tmp_path: Path) -> None:
+    """A long task runs, two wait behind it; each is cancelled or deleted from the console, and the
+    server's refusals (a cancel of a task that had finished, a delete of one deleted meanwhile) shown."""
+    found = console_findings(tmp_path)
+    long, next_ = found["queueTasks"]["long"], found["queueTasks"]["next"]
+    assert found["running"] == {"deleteShown": False, "rerunShown": False}  # Cancel only: waited for above
+    assert found["waiting"] == {"message": "waiting for a worker · 1 task ahead", "progressShown": False,
+                                "cancelShown": True}  # fmt: skip
+    assert found["galleryPositions"] == ["next in line", "1 task ahead"]
+
+    cancelled = "The task was cancelled by its owner (CancelAigcImageTask) before it finished."
+    assert found["cancelledWaiting"] == {"failure": f"Why it failed: {cancelled}", "focus": "delete-task",
+                                         "cancelShown": False, "deleteShown": True}  # fmt: skip
+    assert found["galleryCancel"] == {"notice": f"Task {long} cancelled.", "why": cancelled, "button": "Delete"}
+    refused = found["cancelRefused"]  # the running task cancelled, the next one ran and finished
+    assert refused["error"] == f"Refused: FailedOperation.TaskFinished: Task {next_} has already finished (DONE); " \
+        "nothing to cancel."  # fmt: skip
+    assert refused["status"] == "FINISHED" and refused["deleteShown"]
+
+    assert found["confirm"] == {"focus": "Keep it", "afterEscape": {"hash": f"#/task/{next_}", "focus": "delete-task"},
+                                "tabbedTo": "Delete"}  # fmt: skip
+    assert found["deleted"]["notice"] == f"Task {next_} deleted."
+    assert found["deleted"]["reopened"].startswith("ResourceNotFound.TaskNotFound:")
+    assert found["galleryDelete"]["notice"] == f"Task {long} deleted."
+    assert found["galleryDelete"]["focus"].startswith("4-AigcImage-") and found["galleryDelete"]["focus"] != long
+    assert found["deleteRefused"] == {
+        "error": f"Refused: ResourceNotFound.TaskNotFound: Task {long} does not exist.",
+        "hash": f"#/task/{long}",
+    }
+
+
 def test_the_console_offers_what_the_model_takes_in_local_time_with_labels_read_back(tmp_path: Path) -> None:
     found = console_findings(tmp_path)
     models = {model["label"]: model for model in found["models"]["models"]}
@@ -89,7 +120,8 @@ def test_the_console_offers_what_the_model_takes_in_local_time_with_labels_read_
     assert found["favicon"] == "favicon.ico"
 
 
-PAGES = ("signin", "gallery", "create", "task", "task-failed", "operator")
+PAGES = ("signin", "gallery", "create", "task", "task-failed", "task-running", "task-waiting", "task-cancelled",
+         "task-confirm", "operator")  # fmt: skip
 _FINDINGS: dict[str, Any] = {}
 
 

@@ -1,7 +1,8 @@
 // The console: sign in with a key, create tasks with every CreateAigcImageTask parameter, watch
-// them run, browse and filter the key's tasks, open one, run it again, download its images, and a
-// read-only operator page. Every call is a signed call of the public API (tc3.js); the models the
-// create form offers come from models.json (the catalogue, and the deployment's default model).
+// them wait (how many tasks are ahead) and run, browse and filter the key's tasks, open one, run it
+// again, download its images, cancel or delete it, and a read-only operator page. Every call is a
+// signed call of the public API (tc3.js); the models the create form offers come from models.json
+// (the catalogue, and the deployment's default model).
 
 import { signedHeaders, usesWebCrypto } from "./tc3.js";
 
@@ -11,9 +12,14 @@ const STORED_KEY = "aigc-image.console.key";
 const TASK_POLL_MS = 700;
 const GALLERY_REFRESH_MS = 2000; // while a task shown in the gallery is waiting or running
 const PAGE_SIZE = 24;
+// Queue positions the gallery asks for per refresh (one DescribeAigcTaskStatus each): a few, so the
+// console never spends much of the key's rate limit (api.rate_limit is per key and action).
+const GALLERY_POSITIONS = 6;
 const UNFINISHED = new Set(["PENDING", "RUNNING"]);
 const $ = (id) => document.getElementById(id);
-const state = { key: null, clockOffset: 0, pollTimer: null, galleryTimer: null, page: 1, tasks: [], models: null, returnTo: null };
+const state = {
+  key: null, clockOffset: 0, pollTimer: null, galleryTimer: null, page: 1, tasks: [], models: null, returnTo: null, notice: "",
+};
 
 class ApiError extends Error {
   constructor(code, message, requestId) {
@@ -42,6 +48,22 @@ async function call(action, params = {}, retried = false) {
     throw new ApiError(reply.Error.Code, reply.Error.Message, reply.RequestId);
   }
   return reply;
+}
+
+// A cancel or a delete: "" when done, else what the server said (its Code and message).
+async function attempt(action, taskId) {
+  try {
+    await call(action, { TaskId: taskId });
+    return "";
+  } catch (error) {
+    return error instanceof ApiError ? `Refused: ${error.message}` : `Failed: ${error}`;
+  }
+}
+
+// A waiting task's place in the queue (TaskInfo's tasks_ahead, by the server's fair order).
+function queuePosition(info) {
+  if (info.tasks_ahead === undefined) return "";
+  return info.tasks_ahead === 0 ? "next in line" : `${info.tasks_ahead} task${info.tasks_ahead === 1 ? "" : "s"} ahead`;
 }
 
 // The API writes times in UTC+8 (as MPS does); people read them in their own time zone, named.
@@ -214,15 +236,18 @@ function clearTask(taskId) {
   $("task-running").hidden = false;
   $("task-images").replaceChildren();
   $("task-details").replaceChildren();
-  $("rerun").hidden = true;
+  $("rerun").hidden = $("cancel-task").hidden = $("delete-task").hidden = true;
+  $("task-error").textContent = "";
   $("task-label").textContent = "";
   $("task-label-source").textContent = "The implicit label (GB 45438-2025) is read from the first image once it is done.";
 }
 
-async function showTask(taskId) {
+// Shows the task and, while it waits or runs, reads it again every TASK_POLL_MS. ``opened``: the
+// person opened it (a refusal shown before is cleared), not a poll.
+async function showTask(taskId, opened = true) {
   clearTimeout(state.pollTimer);
   if ($("task").dataset.taskId !== taskId) clearTask(taskId);
-  $("task-error").textContent = "";
+  if (opened) $("task-error").textContent = "";
   let task;
   try {
     task = await call("DescribeAigcTaskStatus", { TaskId: taskId });
@@ -236,14 +261,17 @@ async function showTask(taskId) {
   $("task-status").textContent = status;
   $("task-status").className = `status ${status}`;
   const failed = status === "FAILED";
-  $("task-message").textContent = failed ? "" : { PENDING: "waiting for a worker", RUNNING: "generating" }[status] || "";
+  const waiting = ["waiting for a worker", queuePosition(info)].filter(Boolean).join(" · ");
+  setText($("task-message"), { PENDING: waiting, RUNNING: "generating" }[status] || ""); // read out when it changes
   $("task-failure").hidden = !failed;
   $("task-failure").textContent = failed ? `Why it failed: ${task.TaskResultMsg || "no reason was recorded."}` : "";
-  $("task-running").hidden = !UNFINISHED.has(status);
+  $("task-running").hidden = status !== "RUNNING"; // while it waits, its place in the queue says more
   if (failed) $("task-label-source").textContent = "A failed task has no image, so no label.";
   $("task-progress").value = info.progress || 0;
   $("task-steps").textContent = info.steps ? `step ${info.step} of ${info.steps}` : "";
   $("rerun").hidden = status !== "FINISHED"; // a failed task would fail again; a running one is still running
+  $("cancel-task").hidden = !UNFINISHED.has(status);
+  $("delete-task").hidden = UNFINISHED.has(status); // a waiting or running task is cancelled first
   const body = JSON.parse(task.RequestBody || "{}");
   const additional = JSON.parse(body.AdditionalParameters || "{}");
   const details = $("task-details");
@@ -266,8 +294,51 @@ async function showTask(taskId) {
     $("task-images").replaceChildren();
   }
   if (status === "PENDING" || status === "RUNNING") {
-    state.pollTimer = setTimeout(() => showTask(taskId), TASK_POLL_MS);
+    state.pollTimer = setTimeout(() => showTask(taskId, false), TASK_POLL_MS);
   }
+}
+
+function setText(element, text) {
+  if (element.textContent !== text) element.textContent = text;
+}
+
+// Cancel: a waiting task ends at once, a running one at its next step; either way it is FAILED from
+// now, with the server's message. A refusal (it had finished meanwhile) is shown under the buttons.
+$("cancel-task").addEventListener("click", async () => {
+  const taskId = $("task").dataset.taskId;
+  const button = $("cancel-task");
+  const focused = document.activeElement === button; // a disabled button loses the focus
+  button.disabled = true;
+  const refused = await attempt("CancelAigcImageTask", taskId);
+  button.disabled = false;
+  await showTask(taskId);
+  $("task-error").textContent = refused;
+  if (focused) (button.hidden ? $("delete-task") : button).focus(); // the keyboard stays where it was
+});
+
+$("delete-task").addEventListener("click", async () => {
+  const taskId = $("task").dataset.taskId;
+  if (!(await confirmDelete(taskId))) return;
+  const refused = await attempt("DeleteAigcImageTask", taskId);
+  if (refused) {
+    await showTask(taskId);
+    $("task-error").textContent = refused;
+    return;
+  }
+  state.notice = `Task ${taskId} deleted.`;
+  location.hash = "#/gallery"; // which reads the gallery again
+});
+
+// Asks before a delete; true when the person confirms. "Keep it" has the focus first, and Escape keeps
+// the task too; on closing, the dialog gives the focus back to the button that opened it.
+function confirmDelete(taskId) {
+  const dialog = $("confirm-delete");
+  $("confirm-delete-id").textContent = taskId;
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "delete"), { once: true });
+  });
 }
 
 function showImages(urls, format, taskId) {
@@ -360,8 +431,12 @@ $("rerun").addEventListener("click", () => {
 async function showGallery(more = false) {
   clearTimeout(state.galleryTimer);
   state.page = more ? state.page + 1 : 1;
+  $("gallery-notice").textContent = state.notice; // e.g. the task just deleted on its page
+  $("gallery-error").textContent = "";
+  state.notice = "";
   const reply = await call("DescribeAigcTaskList", galleryQuery(state.page, PAGE_SIZE));
   state.tasks = more ? state.tasks.concat(reply.Tasks) : reply.Tasks;
+  await readQueuePositions(state.tasks);
   renderGallery(reply.Total);
 }
 
@@ -371,11 +446,27 @@ async function refreshGallery() {
   try {
     const reply = await call("DescribeAigcTaskList", galleryQuery(1, Math.min(state.page * PAGE_SIZE, 100)));
     state.tasks = reply.Tasks.concat(state.tasks.slice(reply.Tasks.length));
+    await readQueuePositions(state.tasks);
+    if ($("gallery").hidden) return;
     renderGallery(reply.Total);
   } catch (error) {
     console.error(error);
     state.galleryTimer = setTimeout(refreshGallery, GALLERY_REFRESH_MS);
   }
+}
+
+// The list carries no queue positions: they are read for the waiting tasks nearest their turn (the
+// oldest shown), a few per refresh; the others show none.
+async function readQueuePositions(tasks) {
+  const waiting = tasks.filter((task) => task.TaskStatus === "PENDING").slice(-GALLERY_POSITIONS);
+  await Promise.all(waiting.map(async (task) => {
+    try {
+      const status = await call("DescribeAigcTaskStatus", { TaskId: task.TaskId });
+      if (status.TaskStatus === "PENDING") task.TaskInfo = status.TaskInfo;
+    } catch (error) {
+      console.error(error); // the card shows no position
+    }
+  }));
 }
 
 function galleryQuery(page, size) {
@@ -415,17 +506,24 @@ function placeCards(tasks) {
   for (const element of existing.values()) element.remove();
 }
 
+// A card: a link to the task (Tab reaches it, Enter opens it), then one button, Cancel while the task
+// waits or runs and Delete once it has finished; the same button, relabelled, so it keeps the focus.
 function newCard(taskId) {
-  const card = document.createElement("a"); // a link: Tab reaches it, Enter opens it
+  const card = document.createElement("article");
   card.className = "card";
-  card.href = `#/task/${taskId}`;
   card.dataset.taskId = taskId;
+  const link = Object.assign(document.createElement("a"), { className: "open", href: `#/task/${taskId}` });
+  const button = Object.assign(document.createElement("button"), { type: "button", className: "small" });
+  const actions = document.createElement("div");
+  actions.className = "card-actions";
+  actions.append(button);
+  card.append(link, actions);
   return card;
 }
 
 function fillCard(card, task) {
   const info = JSON.parse(task.TaskInfo || "{}");
-  const signature = JSON.stringify([task.TaskStatus, info.step, task.Urls, task.TaskResultMsg]);
+  const signature = JSON.stringify([task.TaskStatus, info.step, info.tasks_ahead, task.Urls, task.TaskResultMsg]);
   if (card.dataset.signature === signature) return;
   card.dataset.signature = signature;
   card.dataset.status = task.TaskStatus;
@@ -443,6 +541,10 @@ function fillCard(card, task) {
     const what = document.createElement("strong");
     what.textContent = { PENDING: "Waiting for a worker", RUNNING: "Generating", FAILED: "Failed" }[task.TaskStatus] || task.TaskStatus;
     thumb.append(what);
+    if (task.TaskStatus === "PENDING" && queuePosition(info)) {
+      const position = Object.assign(document.createElement("span"), { className: "ahead", textContent: queuePosition(info) });
+      thumb.append(position);
+    }
     if (task.TaskStatus === "RUNNING") {
       const progress = Object.assign(document.createElement("progress"), { max: 100, value: info.progress || 0 });
       progress.setAttribute("aria-hidden", "true");
@@ -465,7 +567,38 @@ function fillCard(card, task) {
   status.textContent = task.TaskStatus;
   const when = document.createElement("small");
   when.textContent = ` ${localTime(task.CreateTime)}`;
-  card.replaceChildren(thumb, prompt, status, when);
+  card.querySelector("a.open").replaceChildren(thumb, prompt, status, when);
+  const button = card.querySelector(".card-actions button");
+  const action = UNFINISHED.has(task.TaskStatus) ? "Cancel" : "Delete";
+  button.dataset.action = action.toLowerCase();
+  button.textContent = action;
+  button.setAttribute("aria-label", `${action} task: ${prompt.textContent}`); // which of the many buttons
+}
+
+// A card's Cancel or Delete (after a confirmation); the gallery is read again, and a refusal shown.
+$("gallery-cards").addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  const card = button.closest(".card");
+  const { taskId } = card.dataset;
+  const deleting = button.dataset.action === "delete";
+  $("gallery-notice").textContent = $("gallery-error").textContent = "";
+  if (deleting && !(await confirmDelete(taskId))) return;
+  const focused = document.activeElement === button; // a disabled button loses the focus
+  button.disabled = true;
+  const refused = await attempt(deleting ? "DeleteAigcImageTask" : "CancelAigcImageTask", taskId);
+  button.disabled = false;
+  $("gallery-error").textContent = refused;
+  if (!refused) $("gallery-notice").textContent = `Task ${taskId} ${deleting ? "deleted" : "cancelled"}.`;
+  const gone = deleting && !refused;
+  const next = gone ? (card.nextElementSibling || card.previousElementSibling)?.dataset.taskId : null;
+  await refreshGallery();
+  if (gone) (cardLink(next) || $("gallery").querySelector("h2")).focus(); // the keyboard goes on at its neighbour
+  else if (focused && button.isConnected) button.focus();
+});
+
+function cardLink(taskId) {
+  return taskId ? document.querySelector(`.card[data-task-id="${CSS.escape(taskId)}"] a.open`) : null;
 }
 
 $("gallery-filters").addEventListener("submit", (event) => {
@@ -573,13 +706,15 @@ async function route(event) {
     console.error(error);
   }
   if (name === "gallery" && state.returnTo) { // back from a task: the keyboard is where it was
-    document.querySelector(`.card[data-task-id="${CSS.escape(state.returnTo)}"]`)?.focus();
+    cardLink(state.returnTo)?.focus();
     state.returnTo = null;
   }
 }
 
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && !$("task").hidden && !event.defaultPrevented) location.hash = "#/gallery";
+  if (event.key === "Escape" && !$("task").hidden && !event.defaultPrevented && !$("confirm-delete").open) {
+    location.hash = "#/gallery"; // not when Escape closes the confirmation
+  }
 });
 
 async function start() {

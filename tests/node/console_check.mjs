@@ -2,8 +2,10 @@
 // person would: a wrong key is refused; sign in; submit a task; watch it finish; open its detail;
 // run it again with the same seed (same pixels); filter the gallery; watch a running card finish
 // in the gallery; open a card with the keyboard and come back with Escape; a failed task and a
-// JPEG one; the operator page; every page checked by axe-core and at 390 px wide; and the whole
-// flow again from an origin that is not a secure context, where the page signs without WebCrypto.
+// JPEG one; the operator page; tasks waiting behind a long one with their place in the queue,
+// cancelled (waiting, running) and deleted (after a confirmation, by keyboard), and the server's
+// refusals shown; every page checked by axe-core and at 390 px wide; and the whole flow again from
+// an origin that is not a secure context, where the page signs without WebCrypto.
 // Prints one JSON object of findings; screenshots go to OUT_DIR.
 //
 //   node console_check.mjs URL SECRET_ID SECRET_KEY OUT_DIR
@@ -101,6 +103,16 @@ async function look(page, name, width) {
   await page.screenshot({ path: `${outDir}/${name}-${width}.png`, fullPage: true });
 }
 
+// A state that passes (a task waiting or running), looked at on a desktop and on a phone at once.
+async function looks(page, name) {
+  await look(page, name, 1280);
+  await page.setViewportSize({ width: 390, height: 844 });
+  await look(page, name, 390);
+  await page.setViewportSize({ width: 1280, height: 900 });
+}
+
+const cardOf = (taskId) => `.card[data-task-id="${taskId}"]`;
+
 try {
   // 1. On 127.0.0.1 (a secure context: WebCrypto signs), in Tokyo's time zone: the console shows
   //    local times with the zone's name, not the API's unlabelled UTC+8.
@@ -195,14 +207,15 @@ try {
   findings.slowCardLast = await page.getAttribute(card, "data-status");
   findings.failedCardReason = await page.textContent(`.card[data-task-id="${failing}"] .why`);
   await look(page, "gallery", 1280);
-  await page.focus(card);
+  await page.focus(`${card} a.open`);
   await page.keyboard.press("Enter");
   await page.waitForURL((target) => target.hash === `#/task/${slow}`);
   await finished(page, slow);
   await page.keyboard.press("Escape");
-  await page.waitForFunction((id) => document.activeElement?.dataset?.taskId === id, slow);
-  findings.keyboard = { opened: slow, focusedAfterEscape: await page.evaluate(() => document.activeElement.dataset.taskId) };
-  const tabbable = await page.evaluate(() => document.querySelector(".card").tabIndex);
+  const focusedCard = () => document.activeElement?.closest(".card")?.dataset.taskId;
+  await page.waitForFunction((id) => document.activeElement?.closest(".card")?.dataset.taskId === id, slow);
+  findings.keyboard = { opened: slow, focusedAfterEscape: await page.evaluate(focusedCard) };
+  const tabbable = await page.evaluate(() => document.querySelector(".card a.open").tabIndex);
   findings.cardsTabbable = tabbable === 0;
 
   await page.goto(`${url}/console/#/operator`); // a worker reports a model the moment it has loaded it
@@ -214,10 +227,127 @@ try {
   await page.screenshot({ path: `${outDir}/operator.png`, fullPage: true });
   await look(page, "operator", 1280);
 
+  // Cancel, delete and the queue. A task of 999 steps at 512x512 keeps the one worker busy for
+  // minutes on a CPU, until it is cancelled; two more wait behind it.
+  const long = await create(page, "a long exposure of the sea", { "#steps": 999, "input[name=size]": "512x512" });
+  await page.waitForSelector("#task-status.RUNNING", { timeout: 120000 });
+  await page.waitForSelector("#cancel-task:not([hidden])");
+  findings.running = { deleteShown: await page.isVisible("#delete-task"), rerunShown: await page.isVisible("#rerun") };
+  await looks(page, "task-running");
+  const next = await create(page, "a fox in the snow", { "#steps": 3 });
+  const behind = await create(page, "a red kite over the hills", { "#steps": 4 });
+  findings.queueTasks = { long, next, behind };
+  await page.waitForFunction(() => document.querySelector("#task-message").textContent.includes("ahead"));
+  findings.waiting = {
+    message: await page.textContent("#task-message"),
+    progressShown: await page.isVisible("#task-running"),
+    cancelShown: await page.isVisible("#cancel-task"),
+  };
+  await looks(page, "task-waiting");
+  await page.goto(`${url}/console/#/gallery`);
+  await page.waitForFunction((ids) => ids.every((id) => document.querySelector(`.card[data-task-id="${id}"] .ahead`)), [next, behind]);
+  findings.galleryPositions = [await page.textContent(`${cardOf(next)} .ahead`), await page.textContent(`${cardOf(behind)} .ahead`)];
+
+  // A second person (another browser) looks at the first waiting task; their page stops reading it
+  // again (its clock paused), as a page looked at just before the task finished would show it.
+  const stale = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  await stale.clock.install(); // real time until paused
+  const watcher = await stale.newPage();
+  watcher.on("pageerror", (error) => errors.push(String(error)));
+  await watcher.goto(`${url}/console/`);
+  await watcher.waitForSelector("body[data-ready=yes]");
+  await signIn(watcher, secretKey);
+  await watcher.waitForSelector("#gallery:not([hidden])");
+  await watcher.goto(`${url}/console/#/task/${next}`);
+  await watcher.waitForFunction((id) => document.querySelector("#task").dataset.taskId === id &&
+    document.querySelector("#task-status").classList.contains("PENDING"), next);
+  await stale.clock.pauseAt((await watcher.evaluate(() => Date.now())) + 100);
+
+  // The last waiting task, cancelled by keyboard on its page: FAILED with the server's message.
+  await page.goto(`${url}/console/#/task/${behind}`);
+  await page.waitForSelector("#cancel-task:not([hidden])");
+  await page.focus("#cancel-task");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("#task-status.FAILED");
+  findings.cancelledWaiting = {
+    failure: await page.textContent("#task-failure"),
+    focus: await page.evaluate(() => document.activeElement.id),
+    cancelShown: await page.isVisible("#cancel-task"),
+    deleteShown: await page.isVisible("#delete-task"),
+  };
+  await look(page, "task-cancelled", 1280);
+
+  // The running one, cancelled from its gallery card: the worker drops it, and the next one runs.
+  await page.goto(`${url}/console/#/gallery`);
+  await page.waitForSelector(`${cardOf(long)} button[data-action=cancel]`);
+  await page.click(`${cardOf(long)} button[data-action=cancel]`);
+  await page.waitForFunction((selector) => document.querySelector(selector).dataset.status === "FAILED", cardOf(long));
+  findings.galleryCancel = {
+    notice: await page.textContent("#gallery-notice"),
+    why: await page.textContent(`${cardOf(long)} .why`),
+    button: await page.textContent(`${cardOf(long)} button`),
+  };
+  await page.goto(`${url}/console/#/task/${next}`);
+  await finished(page, next);
+
+  // The paused page still offers to cancel it: the server refuses, the page says so and shows it finished.
+  await watcher.click("#cancel-task");
+  await watcher.waitForFunction(() => document.querySelector("#task-error").textContent);
+  findings.cancelRefused = {
+    error: await watcher.textContent("#task-error"),
+    status: await watcher.textContent("#task-status"),
+    deleteShown: await watcher.isVisible("#delete-task"),
+  };
+  await watcher.screenshot({ path: `${outDir}/task-cancel-refused-1280.png`, fullPage: true });
+  await stale.clock.resume();
+
+  // Delete, by keyboard: Delete asks first, "Keep it" has the focus, Escape keeps the task (and stays
+  // on its page); then Tab to Delete, Enter: back in the gallery, which no longer shows it.
+  await page.focus("#delete-task");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("#confirm-delete[open]");
+  findings.confirm = { focus: await page.evaluate(() => document.activeElement.textContent) };
+  await looks(page, "task-confirm");
+  await page.keyboard.press("Escape");
+  await page.waitForFunction(() => !document.querySelector("#confirm-delete").open);
+  findings.confirm.afterEscape = await page.evaluate(() => ({ hash: location.hash, focus: document.activeElement.id }));
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("#confirm-delete[open]");
+  await page.keyboard.press("Tab");
+  findings.confirm.tabbedTo = await page.evaluate(() => document.activeElement.textContent);
+  await page.keyboard.press("Enter");
+  await page.waitForURL((target) => target.hash === "#/gallery");
+  await page.waitForFunction((selector) => !document.querySelector(selector) && document.querySelector(".card"), cardOf(next));
+  findings.deleted = { notice: await page.textContent("#gallery-notice") };
+  await page.goto(`${url}/console/#/task/${next}`);
+  await page.waitForFunction(() => document.querySelector("#task-error").textContent);
+  findings.deleted.reopened = await page.textContent("#task-error");
+
+  // The cancelled running task, open on the other page, deleted here from its card (confirmed with
+  // the mouse); the other page's Delete is then refused, and it says why.
+  await watcher.goto(`${url}/console/#/task/${long}`);
+  await watcher.waitForSelector("#delete-task:not([hidden])");
+  await page.goto(`${url}/console/#/gallery`);
+  await page.click(`${cardOf(long)} button[data-action=delete]`);
+  await page.waitForSelector("#confirm-delete[open]");
+  await page.click("#confirm-delete-yes");
+  await page.waitForFunction((selector) => !document.querySelector(selector), cardOf(long));
+  findings.galleryDelete = {
+    notice: await page.textContent("#gallery-notice"),
+    focus: await page.evaluate(() => document.activeElement.closest(".card")?.dataset.taskId || document.activeElement.tagName),
+  };
+  await watcher.click("#delete-task");
+  await watcher.waitForSelector("#confirm-delete[open]");
+  await watcher.click("#confirm-delete-yes");
+  await watcher.waitForFunction(() => document.querySelector("#task-error").textContent);
+  findings.deleteRefused = { error: await watcher.textContent("#task-error"), hash: new URL(watcher.url()).hash };
+  await watcher.screenshot({ path: `${outDir}/task-delete-refused-1280.png`, fullPage: true });
+  await stale.close();
+
   // 390 × 844, a phone: every page fits its width and passes axe-core there too.
   await page.setViewportSize({ width: 390, height: 844 });
   for (const [name, hash] of [["gallery", "#/gallery"], ["create", "#/create"], ["task", `#/task/${first}`],
-    ["task-failed", `#/task/${failing}`], ["operator", "#/operator"]]) {
+    ["task-failed", `#/task/${failing}`], ["task-cancelled", `#/task/${behind}`], ["operator", "#/operator"]]) {
     await page.goto(`${url}/console/${hash}`);
     await page.waitForSelector(`#${name.split("-")[0]}:not([hidden])`);
     await page.waitForLoadState("networkidle");
