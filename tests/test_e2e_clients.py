@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -228,8 +229,17 @@ def test_tasks_lists_the_keys_recent_tasks_and_keys_says_when_there_are_none(
     narrow = _cli("tasks", "--endpoint", server.url, "--status", "done", env=env | {"COLUMNS": "80"})
     assert f"{task_id}  FINISHED  tiny-random:1\n" in narrow.stdout  # whole ids, not a squeezed table
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
-    failed = _cli("tasks", "--endpoint", server.url, "--status", "failed", env=env)
-    assert "no tasks failed for this key" in failed.stdout
+    # A key of its own (the session server's keys have other tests' tasks): serve reads keys.toml again.
+    created = _cli("keys", "--create", "--data-dir", str(server.data_dir))
+    fresh = dict(re.findall(r"(SecretId|SecretKey): +(\S+)", created.stdout))
+    fresh_env = env | {"AIGC_IMAGE_SECRET_ID": fresh["SecretId"], "AIGC_IMAGE_SECRET_KEY": fresh["SecretKey"]}
+    failed = _cli("tasks", "--endpoint", server.url, "--status", "failed", env=fresh_env)
+    for _ in range(20):  # KeyRing.CHECK_SECONDS: accepted within a second or so
+        if "AuthFailure" not in failed.stdout + failed.stderr:
+            break
+        time.sleep(0.25)
+        failed = _cli("tasks", "--endpoint", server.url, "--status", "failed", env=fresh_env)
+    assert "no tasks failed for this key" in failed.stdout, failed.stdout + failed.stderr
     empty = {k: v for k, v in server_env().items() if not k.startswith("AIGC_IMAGE_SECRET")}
     none = _cli("keys", "--data-dir", str(tmp_path / "empty"), env=empty)
     assert none.returncode == 0 and none.stdout.startswith("no API keys")
