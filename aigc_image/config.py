@@ -361,6 +361,24 @@ class FetchSettings(_Section):
     timeout: float = Field(
         30.0, gt=0, description="Seconds one reference image download may take in all (connect, head, body, redirects)."
     )
+    max_total_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a task's reference images may take to download over all its attempts; past it the "
+        "task ends FAIL (`reference_unreachable`).",
+    )
+    workers: int = Field(
+        16,
+        ge=1,
+        description="Tasks whose reference images a worker fetches at once, on threads of their own, before they "
+        "hold its device.",
+    )
+    per_key: int = Field(
+        4,
+        ge=1,
+        description="Of those, most tasks of one key (so one key's slow image server cannot take them all); a "
+        "batch of tasks with reference images holds at most this many.",
+    )
 
 
 class EnhanceSettings(_Section):

@@ -19,6 +19,7 @@ things, and nothing reads them any other way:
     │   └── TaskTimeout     generation ran past worker.task_timeout    yes  timeout
     ├── FetchRefused        fetch/: a reference image cannot be used   yes  bad_reference
     ├── FetchFailed         fetch/: the fetch did not work this time   no   reference_unreachable
+    │   └── FetchTimeSpent  worker/references.py: fetch.max_total_seconds spent  yes  reference_unreachable
     ├── ReviewUnavailable   moderation/: the review could not run      no   review_unavailable
     ├── StorageRefused      results/: the storage said no              yes  storage_refused
     │   └── UserBucketsDisabled  StoreCosParam without credentials     yes  storage_refused

@@ -103,6 +103,13 @@ class TaskSpec:
         return cls(**values)
 
 
+def has_references(batch_key: str) -> bool:
+    """Whether the tasks of ``batch_key`` take reference images (``TaskSpec.batch_key``'s kind), which a
+    worker fetches before they hold its device. The parts before the kind come from the catalogue
+    and checked numbers, never from free text."""
+    return "|refs=" in batch_key
+
+
 @dataclass(frozen=True)
 class NewTask:
     """A task about to be stored, with the fingerprint of the request that asked for it.
@@ -139,6 +146,8 @@ class Task:
     results_purged: bool = False
     step: int = 0  # progress of the current attempt: denoising steps done of ``steps``
     steps: int = 0
+    queued_at: float = 0.0  # its place in the queue: created_at, or the retry time after a failed fetch
+    fetch_seconds: float = 0.0  # spent fetching its reference images, over its earlier attempts
 
 
 @dataclass(frozen=True)

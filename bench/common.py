@@ -46,13 +46,13 @@ def _environment(env: dict[str, str] | None) -> dict[str, str]:
 
 
 @contextmanager
-def server(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run ``aigc-image serve --port 0``; yields its base URL."""
+def server(data_dir: Path, *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> Iterator[str]:
+    """Run ``aigc-image serve --port 0`` (from the source tree ``cwd``); yields its base URL."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "server.log"
     command = [sys.executable, "-m", "aigc_image", "serve", "--port", "0", "--data-dir", str(data_dir), *args]
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=_environment(env), cwd=ROOT)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=_environment(env), cwd=cwd)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -82,8 +82,9 @@ class Client:
         self.key = key
         self.connection = http.client.HTTPConnection(self.host, timeout=60)
 
-    def create(self, prompt: str, model: str = "bench") -> str:
-        body = json.dumps({"Prompt": prompt, "ModelName": model, "ModelVersion": "1"}).encode()
+    def create(self, prompt: str, model: str = "bench", **fields: object) -> str:
+        """A CreateAigcImageTask of ``model`` (``fields``: other parameters); its TaskId."""
+        body = json.dumps({"Prompt": prompt, "ModelName": model, "ModelVersion": "1", **fields}).encode()
         headers = sign_tc3_headers(
             secret_id=self.key[0], secret_key=self.key[1], action="CreateAigcImageTask", body=body, host=self.host,
             timestamp=int(time.time()),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import http.server
 import io
+import socketserver
 import ssl
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -62,3 +64,72 @@ class ImageServer:
         Image.new("RGB", size, color).save(buffer, "PNG")
         self.images[name] = buffer.getvalue()
         return f"http://127.0.0.1:{self.port}/{name}"
+
+
+class SlowServer:
+    """A real socket on 127.0.0.1 that answers every request with an image one byte a second (the
+    status line and headers too), until the client hangs up or ``stop``. It records how many
+    connections are open, and when each one ended (``time.time()``, the service's clock)."""
+
+    def __init__(self, body: bytes, interval: float = 1.0) -> None:
+        self._response = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(body),
+            body,
+        )
+        self._interval = interval
+        self._stop = threading.Event()
+        self._changed = threading.Condition()
+        self.open = 0
+        self.requests = 0
+        self.closed_at: list[float] = []
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), self._handler(), bind_and_activate=True)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def _handler(self) -> type[socketserver.BaseRequestHandler]:
+        slow = self
+
+        class Drip(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                self.request.recv(65536)  # the request (one small GET)
+                with slow._changed:
+                    slow.open += 1
+                    slow.requests += 1
+                    slow._changed.notify_all()
+                try:
+                    for byte in slow._response:
+                        self.request.sendall(bytes([byte]))
+                        if slow._stop.wait(slow._interval):
+                            return
+                except OSError:
+                    pass  # the client hung up
+                finally:
+                    with slow._changed:
+                        slow.open -= 1
+                        slow.closed_at.append(time.time())
+                        slow._changed.notify_all()
+
+        return Drip
+
+    def wait_for(self, predicate: Callable[[SlowServer], bool], timeout: float = 60) -> bool:
+        """Until ``predicate(self)`` holds (checked whenever a connection opens or ends)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self), timeout)
+
+    def __enter__(self) -> SlowServer:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def png(size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()

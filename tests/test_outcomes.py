@@ -124,7 +124,7 @@ def test_one_error_that_ends_a_batch_logs_its_traceback_once(
 class BrokenFetcher:
     """A fetcher with a bug: what a task's preparation may meet that nobody named."""
 
-    def fetch(self, url: str) -> bytes:
+    def fetch(self, url: str, timeout: float | None = None, abort: object = None) -> bytes:
         raise AttributeError("'NoneType' object has no attribute 'getaddrinfo'")
 
 

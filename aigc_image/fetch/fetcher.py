@@ -9,6 +9,7 @@ certificate against the host name. Proxy settings of the environment are never u
 capped at ``max_bytes`` while it streams. ``timeout`` bounds the whole fetch (connecting, the
 response head, the body, every redirect): a watchdog shuts the socket down when it passes, since
 a socket timeout bounds only each read and a server that drips a byte at a time would evade it.
+The same watchdog ends a fetch at once when its ``Abort`` is set (the worker is stopping).
 A malformed URL is refused, not retried.
 """
 
@@ -63,9 +64,14 @@ class Fetcher:
     resolver: Resolver = system_resolver
     tls: ssl.SSLContext | None = None  # None: the system's trusted certificates
 
-    def fetch(self, url: str) -> bytes:
-        deadline = time.monotonic() + self.timeout
+    def fetch(self, url: str, timeout: float | None = None, abort: Abort | None = None) -> bytes:
+        """The body of ``url``; ``timeout``: less than ``self.timeout`` for this fetch (what is left of
+        a task's allowance); ``abort``: ends it early (FetchFailed)."""
+        timeout = self.timeout if timeout is None else min(timeout, self.timeout)
+        deadline = time.monotonic() + timeout
         watchdog = _Watchdog(deadline)
+        if abort is not None:
+            abort.watch(watchdog)
         try:
             for _ in range(self.max_redirects + 1):
                 status, location, body = self._get(url, deadline, watchdog)
@@ -78,8 +84,16 @@ class Fetcher:
                     raise FetchRefused(f"{_shown(url)} redirected without a Location")
                 url = urljoin(url, location)
             raise FetchRefused(f"more than {self.max_redirects} redirects")
+        except FetchFailed:
+            if abort is not None and abort.is_set():
+                raise FetchFailed("the fetch was stopped: the worker is stopping") from None
+            if watchdog.fired:
+                raise FetchFailed(f"fetching {_shown(url)} took longer than {timeout:.3g} s") from None
+            raise
         finally:
             watchdog.stop()
+            if abort is not None:
+                abort.forget(watchdog)
 
     def _get(self, url: str, deadline: float, watchdog: _Watchdog) -> tuple[int, str, bytes]:
         if any(char.isspace() or not char.isprintable() for char in url):
@@ -116,7 +130,8 @@ class Fetcher:
             raise FetchRefused(f"{_shown(url)} is not a valid URL: {exc}") from None
         except (OSError, http.client.HTTPException) as exc:
             if watchdog.fired or time.monotonic() >= deadline:
-                raise FetchFailed(f"fetching {_shown(url)} took longer than {self.timeout:g} s") from None
+                watchdog.fired = True  # fetch() names the limit that ended it
+                raise FetchFailed(f"fetching {_shown(url)} took too long") from None
             raise FetchFailed(f"fetching {_shown(url)} failed: {type(exc).__name__}: {exc}") from None
         finally:
             if connection is not None:
@@ -155,6 +170,36 @@ class Fetcher:
             chunks.append(chunk)
 
 
+class Abort:
+    """Ends the fetches that watch it, at once and for good (``set``): a worker that is stopping."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._watchdogs: set[_Watchdog] = set()
+
+    def set(self) -> None:
+        with self._lock:
+            self._set = True
+            watchdogs = list(self._watchdogs)
+        for watchdog in watchdogs:
+            watchdog.fire()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def watch(self, watchdog: _Watchdog) -> None:
+        with self._lock:
+            self._watchdogs.add(watchdog)
+            aborted = self._set
+        if aborted:
+            watchdog.fire()
+
+    def forget(self, watchdog: _Watchdog) -> None:
+        with self._lock:
+            self._watchdogs.discard(watchdog)
+
+
 class _Watchdog:
     """Shuts the fetch's socket down when its deadline passes, whatever the server is sending."""
 
@@ -173,8 +218,11 @@ class _Watchdog:
                 _shut(sock)
 
     def _wait(self) -> None:
-        if self._stopped.wait(max(0.0, self._deadline - time.monotonic())):
-            return
+        if not self._stopped.wait(max(0.0, self._deadline - time.monotonic())):
+            self.fire()
+
+    def fire(self) -> None:
+        """Shut the socket down now (and the next one, should it connect after)."""
         with self._lock:
             self.fired = True
             if self._socket is not None:

@@ -4,7 +4,8 @@ State transitions allowed (anything else is refused by the store):
 
     WAIT ──claim──▶ RUN ──complete──▶ DONE
       │              │  ──fail──────▶ FAIL
-      │              ├─ retry_later (transient error) ─▶ WAIT until its retry time
+      │              ├─ retry_later (transient error) ─▶ WAIT until its retry time (a failed
+      │              │    fetch of its reference images: queued again at that time)
       │              ├─ release (shutdown) ─▶ WAIT, the attempt not counted
       │              ├─ lease expired ─▶ taken over alone (attempts < max), else FAIL
       └──────────────┴─ cancel (its key) ─▶ FAIL, reason cancelled, lease token cleared
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from aigc_image.errors import Reason, ServiceError
+from aigc_image.store.fairness import UNLIMITED, FetchRoom
 from aigc_image.tasks import Claim, NewTask, Status, Task
 
 
@@ -61,7 +63,7 @@ ALIVE_WITHIN = 3 * REPORT_INTERVAL  # a worker not heard from for longer is take
 
 class WorkerState(enum.StrEnum):
     IDLE = "idle"  # waiting for work
-    BUSY = "busy"  # generating or storing images
+    BUSY = "busy"  # generating or storing images, or fetching reference images
     STOPPING = "stopping"  # asked to stop: claims nothing more, finishes or hands back what it has
 
 
@@ -156,12 +158,14 @@ class TaskStore(Protocol):
         batch_key: str | None = None,
         loaded: Sequence[str] = (),
         loaded_since: float = 0.0,
+        fetch: FetchRoom = UNLIMITED,
     ) -> list[Claim]:
         """Lease up to ``limit`` claimable tasks that share one batch key, in the store's order
         (fair across keys by default, store/fairness.py; ``loaded``: the worker's models, and
         ``loaded_since`` the clock's time when they last changed, for affinity), or with
-        ``batch_key``, up to ``limit`` more of that key. A task whose last attempt never ended comes
-        first, and alone (``Claim.alone``)."""
+        ``batch_key``, up to ``limit`` more of that key. Tasks with reference images: only as many
+        as ``fetch`` leaves the worker room to fetch, and one key's only in a batch. A task whose
+        last attempt never ended comes first, and alone (``Claim.alone``)."""
         ...
 
     def heartbeat(
@@ -172,12 +176,24 @@ class TaskStore(Protocol):
 
     def complete(self, task_id: str, token: str, result_keys: Sequence[str]) -> bool: ...
 
-    def fail(self, task_id: str, token: str, message: str, reason: Reason) -> bool:
-        """FAIL the task with ``message`` (what its client sees) and ``reason`` (errors.Reason)."""
+    def fail(self, task_id: str, token: str, message: str, reason: Reason, fetch_seconds: float = 0.0) -> bool:
+        """FAIL the task with ``message`` (what its client sees) and ``reason`` (errors.Reason);
+        ``fetch_seconds``: this attempt's fetching of reference images, added to the task's."""
         ...
 
-    def retry_later(self, task_id: str, token: str, retry_at: float, message: str) -> bool:
-        """Back to WAIT after a transient failure, claimable again from ``retry_at``."""
+    def retry_later(
+        self,
+        task_id: str,
+        token: str,
+        retry_at: float,
+        message: str,
+        fetch_seconds: float = 0.0,
+        requeue: bool = False,
+    ) -> bool:
+        """Back to WAIT after a transient failure, claimable again from ``retry_at``, with
+        ``fetch_seconds`` added to the time spent fetching its reference images. ``requeue`` (its
+        references could not be fetched): it goes behind the work queued meanwhile, and under the
+        fair order its key pays its work once more."""
         ...
 
     def release(self, task_id: str, token: str) -> bool:
@@ -217,7 +233,12 @@ class TaskStore(Protocol):
         ...
 
     def wait_for_work(self, timeout: float) -> None:
-        """Block until a task may be claimable, or ``timeout`` seconds pass."""
+        """Block until a task may be claimable, or ``timeout`` seconds pass, or ``interrupt_wait``."""
+        ...
+
+    def interrupt_wait(self) -> None:
+        """End this store's ``wait_for_work`` now, or its next one at once: the worker has work of
+        its own (a batch whose reference images were fetched). Safe from any thread."""
         ...
 
     def close(self) -> None: ...

@@ -34,6 +34,16 @@ key, tasks for a loaded model go first unless a task for another model is more t
 ``affinity_wait`` older: a task is never overtaken by one of its key created more than
 ``affinity_wait`` after it, and a key alternating two models does not make its worker switch at
 every batch. ``affinity_wait = 0`` turns affinity off.
+
+**Reference images** (``FetchRoom``): a worker fetches a task's reference images before the task
+holds its device, a few tasks at a time, so that one key's slow image server delays only that key's
+tasks. A claim hands a worker no more tasks with references than it has room to fetch, in all and
+for each key, and a batch of such tasks holds one key's tasks only (so that no task waits for
+another key's server). A task whose fetch failed is retried behind the work queued meanwhile
+(``Head.oldest`` is the time it was queued again) and its key pays its work once more.
+
+**The first-come order** (``fifo_order``, ``worker.scheduling = "fifo"``): the first queued head
+first, whoever sent it; no shares, no affinity.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aigc_image.config import SchedulingPolicy
-from aigc_image.tasks import TaskSpec
+from aigc_image.tasks import TaskSpec, has_references
 
 
 @dataclass(frozen=True)
@@ -73,13 +83,18 @@ class Head:
 
     secret_id: str
     batch_key: str
-    oldest: float  # created_at of the oldest
+    oldest: float  # when the first queued of them was queued (created, or queued again after a failed fetch)
     count: int
     work: float  # their summed work
 
     @property
     def model(self) -> str:
         return model_of(self.batch_key)
+
+    @property
+    def references(self) -> bool:
+        """Whether its tasks take reference images (fetched before they hold a device)."""
+        return has_references(self.batch_key)
 
     @property
     def mean_work(self) -> float:
@@ -121,6 +136,42 @@ class Affinity:
 NO_AFFINITY = Affinity(frozenset(), now=0.0, wait=0.0)
 
 
+@dataclass(frozen=True)
+class FetchRoom:
+    """How many more tasks with reference images the claiming worker may take: it fetches at most
+    ``total`` tasks' references at once (``fetch.workers``), at most ``per_key`` of one key
+    (``fetch.per_key``); ``fetching`` counts, by key, those it is fetching now. ``only``: a batch of
+    that key's is being filled, and no other key's task may join it."""
+
+    total: int
+    per_key: int
+    fetching: Mapping[str, int] = field(default_factory=dict)
+    only: str | None = None
+
+    @property
+    def free(self) -> int:
+        """How many more tasks with references it may take now, of any keys."""
+        return max(0, self.total - sum(self.fetching.values()))
+
+    def room(self, secret_id: str) -> int:
+        """How many more tasks with references of ``secret_id`` it may take now."""
+        if self.only is not None and secret_id != self.only:
+            return 0
+        return max(0, min(self.free, self.per_key - self.fetching.get(secret_id, 0)))
+
+    def admits(self, head: Head) -> bool:
+        return not head.references or self.room(head.secret_id) > 0
+
+    def for_batch(self, secret_id: str, taken: int) -> FetchRoom:
+        """The room left for a batch of ``secret_id``'s that already has ``taken`` tasks: only its key."""
+        fetching = dict(self.fetching)
+        fetching[secret_id] = fetching.get(secret_id, 0) + taken
+        return FetchRoom(self.total, self.per_key, fetching, only=secret_id)
+
+
+UNLIMITED = FetchRoom(total=1 << 30, per_key=1 << 30)  # a claim with no fetching worker behind it (tests, tools)
+
+
 def starting_vtime(own: float | None, least_active: float | None, greatest: float | None) -> float:
     """The virtual time of a key that becomes active (had no task waiting or running): the least
     of the active keys' (no credit for idle time), never less than its own (no escape from what it
@@ -160,15 +211,29 @@ def fair_order(heads: Sequence[Head], tenants: Mapping[str, Tenant], affinity: A
     )
 
 
+def fifo_order(heads: Sequence[Head]) -> list[Head]:
+    """The heads a batch may start from in the first-come order: the first queued first."""
+    return sorted(heads, key=lambda h: (h.oldest, h.secret_id, h.batch_key))
+
+
 def fill(
-    heads: Sequence[Head], batch_key: str, room: int, tenants: Mapping[str, Tenant], taken: Mapping[str, int]
+    heads: Sequence[Head],
+    batch_key: str,
+    room: int,
+    tenants: Mapping[str, Tenant],
+    taken: Mapping[str, int],
+    fetch: FetchRoom = UNLIMITED,
 ) -> list[tuple[str, int]]:
     """How many more tasks of ``batch_key`` each key gives to fill ``room`` places of a batch, in
     fair order: place by place, to the key with the least virtual time counting what it already
-    has in the batch (``taken``: tasks per key). Keys in the order they first get a place."""
+    has in the batch (``taken``: tasks per key). Keys in the order they first get a place. Tasks
+    with reference images: no more of a key than ``fetch`` has room for (``taken`` counted in it)."""
     candidates = [head for head in heads if head.batch_key == batch_key]
     vtimes = _vtimes(candidates, tenants)
     left = {head.secret_id: head.count - taken.get(head.secret_id, 0) for head in candidates}
+    if has_references(batch_key):
+        left = {key: min(n, fetch.room(key) - taken.get(key, 0)) for key, n in left.items()}
+        room = min(room, fetch.free - sum(taken.values()))
     for head in candidates:
         vtimes[head.secret_id] += taken.get(head.secret_id, 0) * head.mean_work / weight_of(head.secret_id, tenants)
     oldest = {head.secret_id: head.oldest for head in candidates}

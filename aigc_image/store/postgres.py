@@ -4,6 +4,9 @@ Claims lock rows with ``FOR UPDATE SKIP LOCKED``, so concurrent workers never wa
 other nor take the same task (queries.sql). Idle workers ``LISTEN``; whatever makes a task
 claimable sends ``NOTIFY`` after it commits.
 
+A worker's own events (a batch whose reference images were fetched) end its wait through a pipe
+the wait watches beside the listening connection (``interrupt_wait``).
+
 A lost connection (a database restart, a network cut) raises StoreUnavailable and the next
 call reconnects: the API answers ``InternalError`` meanwhile and workers back off (see
 worker.py). Times are the service's clock, like SQLite's, so hosts must keep their clocks
@@ -12,7 +15,10 @@ in sync (NTP); leases are tens of seconds, so a skew well under a second is harm
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import select
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -59,6 +65,9 @@ class PostgresDialect:
             self.migrate()
         except (StoreUnavailable, psycopg.Error) as exc:
             raise StoreError(f"cannot open PostgreSQL database {_redacted(url)}: {exc}") from exc
+        self._interrupted, self._interrupt = os.pipe()  # interrupt_wait writes a byte; wait_for_work reads it
+        os.set_blocking(self._interrupted, False)
+        os.set_blocking(self._interrupt, False)
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
         given = psycopg.conninfo.conninfo_to_dict(self.url)
@@ -117,16 +126,28 @@ class PostgresDialect:
         self.listen()
         assert self._listener is not None
         try:
-            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-                pass
-            for _ in self._listener.notifies(timeout=0):  # drain: one wake-up per wait is enough
-                pass
+            if not self._drain():  # none received already (psycopg keeps those that came meanwhile)
+                ready, _, _ = select.select([self._listener.fileno(), self._interrupted], [], [], timeout)
+                if self._interrupted in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(self._interrupted, 4096):  # every interrupt so far: one wait ended
+                            pass
+                self._drain()  # one wake-up per wait is enough
         except _LOST:
             self._listener.close()
             self._listener = None
             # Listen again (StoreUnavailable while the server is still down). Notifications sent
             # while we were away are lost, so return now and let the caller look for work.
             self.listen()
+
+    def _drain(self) -> bool:
+        """Consume the wake-ups received so far; whether there were any."""
+        assert self._listener is not None
+        return bool(list(self._listener.notifies(timeout=0)))
+
+    def interrupt_wait(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # the pipe is full: an interrupt is pending already
+            os.write(self._interrupt, b"!")
 
     def migrate(self) -> None:
         with self.transaction() as db:
@@ -150,6 +171,9 @@ class PostgresDialect:
                 if conn is not None:
                     conn.close()
             self._conn = self._listener = None
+        for end in (self._interrupted, self._interrupt):
+            with contextlib.suppress(OSError):
+                os.close(end)
 
 
 class PostgresStore(SqlStore):

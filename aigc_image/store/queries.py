@@ -8,7 +8,7 @@ from importlib import resources
 
 COLUMNS = (
     "task_id, secret_id, status, spec, created_at, started_at, finished_at, "
-    "attempts, message, reason, result_keys, results_purged, step, steps"
+    "attempts, message, reason, result_keys, results_purged, step, steps, queued_at, fetch_seconds"
 )
 CLAIMABLE = "status = 'WAIT' AND (retry_at IS NULL OR retry_at <= :now)"
 # A task whose last attempt never ended (its worker died or stalled past the lease): taken over

@@ -6,8 +6,8 @@
 -- service's clock, never the database's, so one test clock drives both databases.
 
 -- name: insert_task
-INSERT INTO tasks (task_id, secret_id, status, spec, batch_key, created_at, request_fingerprint, work)
-VALUES (:task_id, :secret_id, 'WAIT', :spec, :batch_key, :now, :fingerprint, :work)
+INSERT INTO tasks (task_id, secret_id, status, spec, batch_key, created_at, queued_at, request_fingerprint, work)
+VALUES (:task_id, :secret_id, 'WAIT', :spec, :batch_key, :now, :now, :fingerprint, :work)
 
 -- name: stored_fingerprints [sqlite]
 SELECT request_fingerprint, task_id, created_at FROM tasks
@@ -70,36 +70,6 @@ WHERE secret_id = :secret_id
   AND (CAST(:task_id AS TEXT) IS NULL OR task_id = :task_id)
 ORDER BY created_at DESC, task_id DESC LIMIT :limit OFFSET :offset
 
--- name: claim [sqlite]
--- Up to :limit claimable tasks sharing the oldest claimable task's batch key, oldest first: the
--- oldest task is always among them, so none waits behind a stream of others. BEGIN IMMEDIATE
--- makes it atomic.
-UPDATE tasks SET status = 'RUN', attempts = attempts + 1, worker_id = :worker, lease_token = :token,
-    lease_expires_at = :expires, started_at = :now, step = 0
-WHERE task_id IN (
-    SELECT task_id FROM tasks WHERE {claimable} AND batch_key = (
-        SELECT batch_key FROM tasks WHERE {claimable} ORDER BY created_at, task_id LIMIT 1
-    )
-    ORDER BY created_at, task_id LIMIT :limit
-)
-RETURNING {columns}
-
--- name: claim [postgresql]
--- The same, with row locks skipped rather than waited for: concurrent workers never block each
--- other nor take the same task.
-WITH picked AS (
-    SELECT task_id FROM tasks
-    WHERE {claimable} AND batch_key = (
-        SELECT batch_key FROM tasks WHERE {claimable}
-        ORDER BY created_at, task_id LIMIT 1 FOR UPDATE SKIP LOCKED
-    )
-    ORDER BY created_at, task_id LIMIT :limit FOR UPDATE SKIP LOCKED
-)
-UPDATE tasks SET status = 'RUN', attempts = tasks.attempts + 1, worker_id = :worker, lease_token = :token,
-    lease_expires_at = :expires, started_at = :now, step = 0
-FROM picked WHERE tasks.task_id = picked.task_id
-RETURNING {qualified_columns}
-
 -- name: take_over [sqlite]
 -- The oldest task whose last attempt never ended, alone.
 UPDATE tasks SET attempts = attempts + 1, worker_id = :worker, lease_token = :token, lease_expires_at = :expires,
@@ -117,18 +87,21 @@ FROM picked WHERE tasks.task_id = picked.task_id
 RETURNING {qualified_columns}
 
 -- name: claim_key [sqlite]
--- Up to :limit more claimable tasks of one batch key, oldest first (a batch being filled).
+-- Up to :limit claimable tasks of one batch key, first queued first, whoever sent them (the first-come
+-- order's batch). BEGIN IMMEDIATE makes it atomic.
 UPDATE tasks SET status = 'RUN', attempts = attempts + 1, worker_id = :worker, lease_token = :token,
     lease_expires_at = :expires, started_at = :now, step = 0
 WHERE task_id IN (
-    SELECT task_id FROM tasks WHERE {claimable} AND batch_key = :key ORDER BY created_at, task_id LIMIT :limit
+    SELECT task_id FROM tasks WHERE {claimable} AND batch_key = :key ORDER BY queued_at, task_id LIMIT :limit
 )
 RETURNING {columns}
 
 -- name: claim_key [postgresql]
+-- Row locks are skipped rather than waited for: concurrent workers never block each other nor take
+-- the same task.
 WITH picked AS (
     SELECT task_id FROM tasks WHERE {claimable} AND batch_key = :key
-    ORDER BY created_at, task_id LIMIT :limit FOR UPDATE SKIP LOCKED
+    ORDER BY queued_at, task_id LIMIT :limit FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks SET status = 'RUN', attempts = tasks.attempts + 1, worker_id = :worker, lease_token = :token,
     lease_expires_at = :expires, started_at = :now, step = 0
@@ -136,27 +109,27 @@ FROM picked WHERE tasks.task_id = picked.task_id
 RETURNING {qualified_columns}
 
 -- name: claimable_heads
--- Fair scheduling reads the claimable tasks by key and batch key (store/fairness.py: Head).
-SELECT secret_id, batch_key, min(created_at) AS oldest, count(*) AS n, sum(work) AS work
+-- A claim reads the claimable tasks by key and batch key (store/fairness.py: Head).
+SELECT secret_id, batch_key, min(queued_at) AS oldest, count(*) AS n, sum(work) AS work
 FROM tasks WHERE {claimable} GROUP BY secret_id, batch_key
 
 -- name: tenants
 SELECT secret_id, weight, vtime FROM tenants
 
 -- name: claim_group [sqlite]
--- Up to :limit claimable tasks of one key and one batch key, oldest first.
+-- Up to :limit claimable tasks of one key and one batch key, first queued first.
 UPDATE tasks SET status = 'RUN', attempts = attempts + 1, worker_id = :worker, lease_token = :token,
     lease_expires_at = :expires, started_at = :now, step = 0
 WHERE task_id IN (
     SELECT task_id FROM tasks WHERE {claimable} AND secret_id = :secret_id AND batch_key = :key
-    ORDER BY created_at, task_id LIMIT :limit
+    ORDER BY queued_at, task_id LIMIT :limit
 )
 RETURNING {columns}
 
 -- name: claim_group [postgresql]
 WITH picked AS (
     SELECT task_id FROM tasks WHERE {claimable} AND secret_id = :secret_id AND batch_key = :key
-    ORDER BY created_at, task_id LIMIT :limit FOR UPDATE SKIP LOCKED
+    ORDER BY queued_at, task_id LIMIT :limit FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks SET status = 'RUN', attempts = tasks.attempts + 1, worker_id = :worker, lease_token = :token,
     lease_expires_at = :expires, started_at = :now, step = 0
@@ -187,7 +160,8 @@ UPDATE tasks SET status = 'DONE', message = 'ok', result_keys = :keys, finished_
 WHERE task_id = :task_id AND status = 'RUN' AND lease_token = :token
 
 -- name: fail
-UPDATE tasks SET status = 'FAIL', message = :message, reason = :reason, finished_at = :now
+UPDATE tasks SET status = 'FAIL', message = :message, reason = :reason, finished_at = :now,
+    fetch_seconds = fetch_seconds + :fetch_seconds
 WHERE task_id = :task_id AND status = 'RUN' AND lease_token = :token
 
 -- name: finished_by
@@ -196,9 +170,18 @@ WHERE task_id = :task_id AND status = 'RUN' AND lease_token = :token
 SELECT 1 AS finished FROM tasks WHERE task_id = :task_id AND status = :status AND lease_token = :token
 
 -- name: retry_later
+-- Back to WAIT until :retry_at, with the time this attempt spent fetching reference images added; with
+-- :requeue (its references could not be fetched) it goes behind the work queued meanwhile.
 UPDATE tasks SET status = 'WAIT', retry_at = :retry_at, message = :message, worker_id = NULL,
-    lease_token = NULL, lease_expires_at = NULL
+    lease_token = NULL, lease_expires_at = NULL, fetch_seconds = fetch_seconds + :fetch_seconds,
+    queued_at = CASE WHEN :requeue THEN :retry_at ELSE queued_at END
 WHERE task_id = :task_id AND status = 'RUN' AND lease_token = :token
+RETURNING secret_id, work
+
+-- name: charge_again
+-- A key whose task is retried because its reference images could not be fetched pays the task's
+-- work once more (its weight as recorded): the fair order puts its retry behind the others' work.
+UPDATE tenants SET vtime = vtime + :work / weight WHERE secret_id = :secret_id
 
 -- name: release
 UPDATE tasks SET status = 'WAIT', attempts = attempts - 1, worker_id = NULL, lease_token = NULL,
@@ -249,14 +232,14 @@ RETURNING {columns}
 DELETE FROM tasks WHERE task_id = :task_id AND secret_id = :secret_id AND status IN ('DONE', 'FAIL')
 
 -- name: waiting_ahead
--- Waiting tasks created before one (the first-come order).
+-- Waiting tasks queued before one (the first-come order).
 SELECT count(*) AS n FROM tasks
-WHERE status = 'WAIT' AND (created_at < :created_at OR (created_at = :created_at AND task_id < :task_id))
+WHERE status = 'WAIT' AND (queued_at < :queued_at OR (queued_at = :queued_at AND task_id < :task_id))
 
 -- name: waiting_ahead_in_key
 SELECT count(*) AS n, coalesce(sum(work), 0) AS work FROM tasks
 WHERE status = 'WAIT' AND secret_id = :secret_id
-  AND (created_at < :created_at OR (created_at = :created_at AND task_id < :task_id))
+  AND (queued_at < :queued_at OR (queued_at = :queued_at AND task_id < :task_id))
 
 -- name: waiting_by_key
 SELECT t.secret_id, count(*) AS n, sum(t.work) AS work, coalesce(k.weight, 1) AS weight, k.vtime

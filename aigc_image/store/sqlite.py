@@ -98,6 +98,10 @@ class SqliteDialect:
         assert self._receiver is not None
         self._receiver.wait(timeout)
 
+    def interrupt_wait(self) -> None:
+        if self._receiver is not None:  # None: this store has never waited, nor claimed, so none is waiting
+            self._receiver.interrupt()
+
     def migrate(self) -> None:
         with self.transaction() as db:
             current = db.execute("PRAGMA user_version").fetchone()[0]

@@ -29,9 +29,9 @@ from aigc_image.errors import Reason
 from aigc_image.store import fairness
 from aigc_image.store.base import ALIVE_WITHIN, DefaultModelRecord, StoreUnavailable, WorkerRecord, WorkerState
 from aigc_image.store.creates import fingerprint_keys, plan_creates
-from aigc_image.store.fairness import Affinity, Backlog, Head, Scheduling, Tenant
+from aigc_image.store.fairness import UNLIMITED, Affinity, Backlog, FetchRoom, Head, Scheduling, Tenant
 from aigc_image.store.queries import queries
-from aigc_image.tasks import Claim, NewTask, Status, Task, TaskSpec
+from aigc_image.tasks import Claim, NewTask, Status, Task, TaskSpec, has_references
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,10 @@ class Dialect(Protocol):
         ...
 
     def wait_for_work(self, timeout: float) -> None: ...
+
+    def interrupt_wait(self) -> None:
+        """End this process's ``wait_for_work`` now, or its next one at once (from another thread)."""
+        ...
 
     def migrate(self) -> None: ...
 
@@ -209,13 +213,15 @@ class SqlStore:
         batch_key: str | None = None,
         loaded: Sequence[str] = (),
         loaded_since: float = 0.0,
+        fetch: FetchRoom = UNLIMITED,
     ) -> list[Claim]:
         """Lease up to ``limit`` claimable tasks that share one batch key, in one transaction: by
         default the fair order (store/fairness.py; ``loaded``: the claiming worker's models, and
-        since when it has had them, for affinity), with ``worker.scheduling = "fifo"`` the oldest
-        task and the oldest that share its key. With ``batch_key``, up to ``limit`` more of that key.
-        A task whose last attempt never ended comes first, and alone: if it killed its worker, it
-        cannot take a batch with it."""
+        since when it has had them, for affinity), with ``worker.scheduling = "fifo"`` the first
+        queued task and the first queued that share its key. With ``batch_key``, up to ``limit`` more
+        of that key. Tasks with reference images: no more than ``fetch`` leaves room for, and one
+        key's only in a batch. A task whose last attempt never ended comes first, and alone: if it
+        killed its worker, it cannot take a batch with it."""
         self.dialect.listen()  # before looking: a task created after this look still wakes us
         now = self._clock.now()
         token = secrets.token_hex(16)
@@ -226,51 +232,77 @@ class SqlStore:
             tenants = self._tenants(db)
             if batch_key is None and (orphan := self._run(db, "take_over", **values).fetchone()):
                 tasks, alone = [task_from_row(orphan)], True
-            elif not fair:
-                rows = self._run(db, "claim" if batch_key is None else "claim_key", **values, key=batch_key).fetchall()
-                tasks, alone = [task_from_row(row) for row in rows], False
             else:
                 models = (frozenset(loaded), loaded_since)
-                tasks, alone = self._claim_fair(db, values, batch_key, models, tenants), False
+                tasks, alone = self._claim_ordered(db, values, batch_key, models, tenants, fetch), False
             if fair and tasks:
                 self._charge(db, tasks, tenants)
                 self._run(db, "mark_busy", worker=worker_id)
-        tasks.sort(key=lambda t: (t.created_at, t.task_id))
+        tasks.sort(key=lambda t: (t.queued_at, t.task_id))
         return [Claim(task, token, alone, fairness.weight_of(task.secret_id, tenants)) for task in tasks]
 
-    def _claim_fair(
+    def _claim_ordered(
         self,
         db: Any,
         values: dict[str, Any],
         batch_key: str | None,
         models: tuple[frozenset[str], float],
         tenants: dict[str, Tenant],
+        fetch: FetchRoom,
     ) -> list[Task]:
-        """The fair order's batch: its first task from the first head of ``fairness.fair_order`` that
-        can be locked, its other places by ``fairness.fill``."""
+        """A batch in the store's order: its first task from the first head of the order whose tasks
+        can be locked (on PostgreSQL another worker may hold them right now), its other places from
+        the same batch key (``_fill``). With ``batch_key``: only the filling."""
         heads = [
             Head(row["secret_id"], row["batch_key"], row["oldest"], int(row["n"]), float(row["work"]))
             for row in self._run(db, "claimable_heads", now=values["now"]).fetchall()
             if batch_key is None or row["batch_key"] == batch_key
         ]
-        if not heads:
-            return []
-        taken: list[Task] = []
-        if batch_key is None:
+        heads = [head for head in heads if fetch.admits(head)]
+        if batch_key is not None:
+            return self._fill(db, values, heads, batch_key, tenants, fetch, [])
+        fair = self.scheduling.policy is SchedulingPolicy.FAIR
+        if fair:
             wait, (loaded, since) = self.scheduling.affinity_wait, models
-            elsewhere = self._idle_elsewhere(db, values) if wait else frozenset()
-            affinity = Affinity(loaded, values["now"], wait, elsewhere, since)
-            for head in fairness.fair_order(heads, tenants, affinity):
-                taken = self._claim_group(db, values, head.secret_id, head.batch_key, 1)
-                if taken:  # on PostgreSQL another worker may hold this head's tasks right now
-                    batch_key = head.batch_key
-                    break
-            else:
-                return []
+            elsewhere = self._idle_elsewhere(db, values) if wait and heads else frozenset()
+            order = fairness.fair_order(heads, tenants, Affinity(loaded, values["now"], wait, elsewhere, since))
+        else:
+            order = fairness.fifo_order(heads)
+        for head in order:
+            if not fair and not head.references:  # first come, whoever sent it: its batch key's first queued
+                if taken := self._claim_key(db, values, head.batch_key, values["limit"]):
+                    return taken
+            elif first := self._claim_group(db, values, head.secret_id, head.batch_key, 1):
+                # a batch with references holds one key's tasks: none waits for another key's image server
+                room = fetch.for_batch(head.secret_id, 0) if head.references else fetch
+                return self._fill(db, values, heads, head.batch_key, tenants, room, first)
+        return []
+
+    def _fill(
+        self,
+        db: Any,
+        values: dict[str, Any],
+        heads: list[Head],
+        batch_key: str,
+        tenants: dict[str, Tenant],
+        fetch: FetchRoom,
+        taken: list[Task],
+    ) -> list[Task]:
+        """``taken`` and the batch's other places, from tasks of ``batch_key``: in fair order
+        (``fairness.fill``), or first queued first; tasks with references as ``fetch`` leaves room."""
         room = values["limit"] - len(taken)
-        for secret_id, count in fairness.fill(heads, batch_key, room, tenants, Counter(t.secret_id for t in taken)):
+        if room <= 0:
+            return taken
+        if self.scheduling.policy is SchedulingPolicy.FIFO and not has_references(batch_key):
+            return taken + self._claim_key(db, values, batch_key, room)
+        counts = Counter(task.secret_id for task in taken)
+        for secret_id, count in fairness.fill(heads, batch_key, room, tenants, counts, fetch):
             taken += self._claim_group(db, values, secret_id, batch_key, count)
         return taken
+
+    def _claim_key(self, db: Any, values: dict[str, Any], batch_key: str, limit: int) -> list[Task]:
+        group = values | {"key": batch_key, "limit": limit}
+        return [task_from_row(row) for row in self._run(db, "claim_key", **group).fetchall()]
 
     def _claim_group(self, db: Any, values: dict[str, Any], secret_id: str, batch_key: str, limit: int) -> list[Task]:
         group = values | {"secret_id": secret_id, "key": batch_key, "limit": limit}
@@ -317,14 +349,33 @@ class SqlStore:
         keys = json.dumps(list(result_keys))
         return self._leased("complete", task_id, token, Status.DONE, keys=keys, now=self._clock.now())
 
-    def fail(self, task_id: str, token: str, message: str, reason: Reason) -> bool:
+    def fail(self, task_id: str, token: str, message: str, reason: Reason, fetch_seconds: float = 0.0) -> bool:
         return self._leased(
-            "fail", task_id, token, Status.FAIL, message=message, reason=reason.value, now=self._clock.now()
-        )
+            "fail", task_id, token, Status.FAIL, message=message, reason=reason.value, now=self._clock.now(),
+            fetch_seconds=fetch_seconds,
+        )  # fmt: skip
 
-    def retry_later(self, task_id: str, token: str, retry_at: float, message: str) -> bool:
-        """Back to WAIT after a transient failure, claimable again from ``retry_at``."""
-        return self._leased("retry_later", task_id, token, None, retry_at=retry_at, message=message)
+    def retry_later(
+        self,
+        task_id: str,
+        token: str,
+        retry_at: float,
+        message: str,
+        fetch_seconds: float = 0.0,
+        requeue: bool = False,
+    ) -> bool:
+        """Back to WAIT after a transient failure, claimable again from ``retry_at``; ``fetch_seconds``
+        (this attempt's fetching of reference images) is added to the task's. With ``requeue`` (its
+        references could not be fetched) it goes behind the work queued meanwhile, and under the
+        fair order its key pays its work once more."""
+        with self.dialect.transaction() as db:
+            row = self._run(
+                db, "retry_later", task_id=task_id, token=token, retry_at=retry_at, message=message,
+                fetch_seconds=fetch_seconds, requeue=requeue,
+            ).fetchone()  # fmt: skip
+            if row is not None and requeue and self.scheduling.policy is SchedulingPolicy.FAIR:
+                self._run(db, "charge_again", secret_id=row["secret_id"], work=row["work"])
+        return row is not None
 
     def release(self, task_id: str, token: str) -> bool:
         """Hand a running task back to WAIT (a worker shutting down); the attempt is not counted."""
@@ -377,7 +428,7 @@ class SqlStore:
         return await asyncio.to_thread(self._tasks_ahead, task)
 
     def _tasks_ahead(self, task: Task) -> int:
-        where = {"secret_id": task.secret_id, "created_at": task.created_at, "task_id": task.task_id}
+        where = {"secret_id": task.secret_id, "queued_at": task.queued_at, "task_id": task.task_id}
         with self.dialect.transaction(write=False) as db:
             if self.scheduling.policy is SchedulingPolicy.FIFO:
                 return int(self._run(db, "waiting_ahead", **where).fetchone()["n"])
@@ -413,8 +464,12 @@ class SqlStore:
         return expired
 
     def wait_for_work(self, timeout: float) -> None:
-        """Block until a task may be claimable, or ``timeout`` seconds pass."""
+        """Block until a task may be claimable, or ``timeout`` seconds pass, or ``interrupt_wait``."""
         self.dialect.wait_for_work(timeout)
+
+    def interrupt_wait(self) -> None:
+        """End ``wait_for_work`` now, or the next one at once: the worker has work of its own."""
+        self.dialect.interrupt_wait()
 
     # -- workers ----------------------------------------------------------------------------------
 
@@ -509,4 +564,6 @@ def task_from_row(row: Any) -> Task:
         results_purged=bool(row["results_purged"]),
         step=row["step"],
         steps=row["steps"],
+        queued_at=row["queued_at"],
+        fetch_seconds=row["fetch_seconds"],
     )

@@ -5,6 +5,9 @@ using the same database file; ``create`` sends one byte to each. A worker that m
 wake-up still finds the task on its next poll, so a lost datagram costs latency,
 never a task. (The PostgreSQL store uses LISTEN/NOTIFY instead: store/postgres.py.)
 
+A worker also wakes itself through its own socket (``WakeReceiver.interrupt``) when it has work of
+its own: a batch whose reference images were fetched on another thread.
+
 The directory lives under the system temp dir, named by a hash of the database path,
 because Unix socket paths are limited to about 100 bytes.
 """
@@ -57,6 +60,13 @@ class WakeReceiver:
             self._path.unlink()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.bind(str(self._path))
+        self._interrupts = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # sent from other threads
+        self._interrupts.setblocking(False)
+
+    def interrupt(self) -> None:
+        """End the wait in progress now, or the next one at once (a datagram to its own socket)."""
+        with contextlib.suppress(BlockingIOError, OSError):  # a full buffer: a wake-up is pending already
+            self._interrupts.sendto(b"!", str(self._path))
 
     def wait(self, timeout: float) -> None:
         self._sock.settimeout(timeout)
@@ -71,5 +81,6 @@ class WakeReceiver:
 
     def close(self) -> None:
         self._sock.close()
+        self._interrupts.close()
         with contextlib.suppress(FileNotFoundError):
             self._path.unlink()

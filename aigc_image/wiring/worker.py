@@ -45,6 +45,9 @@ class WorkerOptions:
     batch_wait: float = 0.0  # seconds
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_reference_pixels: int = 4096 * 4096
+    fetch_workers: int = 16  # fetch.workers
+    fetch_per_key: int = 4  # fetch.per_key
+    fetch_max_total: float = 60.0  # fetch.max_total_seconds
     content_producer: str = "aigc-image"
 
 
@@ -59,6 +62,9 @@ def options_from(settings: Settings) -> WorkerOptions:
         batch_wait=conf.batch_wait_ms / 1000,
         retry=RetryPolicy(conf.max_attempts, conf.retry_base_delay, conf.retry_max_delay),
         max_reference_pixels=settings.fetch.max_pixels,
+        fetch_workers=settings.fetch.workers,
+        fetch_per_key=settings.fetch.per_key,
+        fetch_max_total=settings.fetch.max_total_seconds,
         content_producer=settings.content_producer,
     )
 
@@ -92,9 +98,13 @@ def assemble(
         engine, outcomes, reporter, shutdown, store, clock,
         lease_seconds=options.lease_seconds, task_timeout=options.task_timeout,
     )  # fmt: skip
+    references = References(
+        fetcher, screen, outcomes, reporter, store.interrupt_wait, max_pixels=options.max_reference_pixels,
+        workers=options.fetch_workers, per_key=options.fetch_per_key, max_total_seconds=options.fetch_max_total,
+    )  # fmt: skip
     stages = Stages(
         admission=admission,
-        references=References(fetcher, screen, outcomes, options.max_reference_pixels),
+        references=references,
         generation=generation,
         delivery=Delivery(storage, render, screen, outcomes, reporter, options.content_producer),
         outcomes=outcomes,

@@ -53,6 +53,7 @@ class Job:
     claim: Claim
     lost: threading.Event = field(default_factory=threading.Event)
     references: tuple[Image.Image, ...] = ()
+    fetch_seconds: float = 0.0  # this attempt's time fetching its reference images (fetch.max_total_seconds)
     progress: tuple[int, int] | None = None  # (steps done, steps), written with the next renewal
     renewed_at: float = 0.0  # clock.monotonic() of the last renewal
     cancelled: bool = False  # the lease was lost because the task's key cancelled it

@@ -3,7 +3,9 @@
 * Its images stored: ``DONE``.
 * An exception: ``FAIL`` at once when it is permanent (errors.py), or when the attempts are used up;
   otherwise back to ``WAIT`` until the retry policy's delay has passed (worker/retry.py). A FAIL
-  stores the error's reason beside its message.
+  stores the error's reason beside its message. A task whose reference images could not be fetched
+  (its key's own server) is retried behind the work queued meanwhile, its key charged its work
+  again (store.retry_later); the time an attempt spent fetching is added to the task's.
 * Shutdown's grace ran out: handed back to ``WAIT``, the attempt not counted.
 
 Every FAIL and every retry is logged at WARNING with the task id, reason, attempts and message;
@@ -84,6 +86,7 @@ class Outcomes:
         reason = reason or reason_of(error)
         traceback: BaseException | None = None if isinstance(error, ServiceError) else error
         transient = self._retry.is_transient(error)
+        requeue = isinstance(error, FetchFailed)  # its key's image server: behind the work queued meanwhile
         for job in jobs:
             if isinstance(error, ModelUnavailable):
                 self._reporter.model_failed(model_of(job.task.spec), str(error))
@@ -91,7 +94,7 @@ class Outcomes:
             if delay is None:
                 logged = self._fail(job, message, reason, traceback, after_retries=transient)
             else:
-                logged = self._retry_later(job, delay, message, reason, traceback)
+                logged = self._retry_later(job, delay, message, reason, traceback, requeue)
             traceback = None if logged else traceback  # once for the tasks one error ended
 
     def handed_back(self, jobs: Sequence[Job]) -> None:
@@ -110,11 +113,14 @@ class Outcomes:
             TASKS_FAILED.labels(Reason.WORKER_LOST).inc(failed)
 
     def _retry_later(
-        self, job: Job, delay: float, message: str, reason: Reason, traceback: BaseException | None
+        self, job: Job, delay: float, message: str, reason: Reason, traceback: BaseException | None, requeue: bool
     ) -> bool:
-        """Back to the queue for another attempt after ``delay``; whether it was (and logged)."""
+        """Back to the queue for another attempt after ``delay`` (``requeue``: behind the work queued
+        meanwhile); whether it was (and logged)."""
         task_id, attempts = job.task_id, job.task.attempts
-        if not self._persist(self._store.retry_later, task_id, job.claim.token, self._clock.now() + delay, message):
+        retry_at = self._clock.now() + delay
+        if not self._persist(self._store.retry_later, task_id, job.claim.token, retry_at, message, job.fetch_seconds,
+                             requeue):  # fmt: skip
             return False
         log.warning("task %s: attempt %d failed (%s); retrying in %.1f s: %s", task_id, attempts, reason, delay,
                     message, exc_info=traceback, extra={"task_id": task_id})  # fmt: skip
@@ -127,7 +133,7 @@ class Outcomes:
         task_id, attempts = job.task_id, job.task.attempts
         if after_retries and attempts > 1:
             message = f"{message} (after {attempts} attempts)"
-        failed = self._persist(self._store.fail, task_id, job.claim.token, message, reason)
+        failed = self._persist(self._store.fail, task_id, job.claim.token, message, reason, job.fetch_seconds)
         if failed:
             log.warning("task %s: FAIL (%s) on attempt %d: %s", task_id, reason, attempts, message,
                         exc_info=traceback, extra={"task_id": task_id})  # fmt: skip

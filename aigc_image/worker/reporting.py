@@ -39,6 +39,7 @@ class Reporter:
         self._lock = threading.Lock()
         self._generating: list[str] = []  # task ids
         self._delivering: set[str] = set()  # task ids whose images are being stored
+        self._fetching: set[str] = set()  # task ids whose reference images are being fetched
         self._failed: dict[str, str] = {}  # model label → why it could not load
         self._reported_models: list[str] = []  # the loaded models as last reported
         self._models_changed_at = 0.0  # clock.now() when a model was last loaded (claims' affinity)
@@ -64,7 +65,20 @@ class Reporter:
     def delivered(self, task_ids: Sequence[str]) -> None:
         with self._lock:
             self._delivering -= set(task_ids)
-            idle = not self._delivering and not self._generating
+        self._maybe_idle()
+
+    def fetching(self, task_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._fetching |= set(task_ids)
+
+    def fetched(self, task_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._fetching -= set(task_ids)
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        with self._lock:
+            idle = not self._delivering and not self._generating and not self._fetching
         if idle:  # the operator page should not show it busy for seconds
             self.soon()
 
@@ -99,7 +113,7 @@ class Reporter:
     def record(self) -> WorkerRecord:
         """What this worker is doing now."""
         with self._lock:
-            running = self._generating + sorted(self._delivering)
+            running = self._generating + sorted(self._delivering) + sorted(self._fetching)
             failed = dict(self._failed)
         state = WorkerState.BUSY if running else WorkerState.IDLE
         if self._shutdown.requested:
