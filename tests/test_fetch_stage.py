@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socketserver
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,6 +195,59 @@ def test_a_task_cancelled_while_its_references_are_fetched_is_dropped(
     task = get(store, task_id)
     assert (task.status, task.reason, task.message) == (Status.FAIL, Reason.CANCELLED, "Cancelled by its key.")
     assert any("cancelled by its key while fetching" in r.getMessage() for r in caplog.records)
+
+
+def test_a_status_line_holding_nul_fails_only_its_task_on_either_store(
+    store: TaskStore, storage: LocalStorage, clock: ManualClock
+) -> None:
+    """A hostile server's status line is quoted in the task's message; PostgreSQL refuses NUL in
+    text, so the message writes it out (a refused write used to leave the batch in fetch for good)."""
+
+    class NulStatus(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(4096)
+            self.request.sendall(b"\x00\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), NulStatus) as hostile:
+        threading.Thread(target=hostile.serve_forever, daemon=True).start()
+        worker = make_worker(store, storage, clock, retry=RetryPolicy(max_attempts=1))
+        thread = start(worker)
+        try:
+            [task_id] = add(store, clock, "A", (f"http://127.0.0.1:{hostile.server_address[1]}/a.png",))
+            wait_for(lambda: status(store, task_id) is Status.FAIL, timeout=60)
+            [plain] = add(store, clock, "B")
+            wait_for(lambda: status(store, plain) is Status.DONE, timeout=120)
+            assert not worker.stages.references.busy and worker.stages.references.room().fetching == {}
+        finally:
+            worker.request_stop()
+            thread.join(60)
+            hostile.shutdown()
+    task = get(store, task_id)
+    assert task.reason is Reason.REFERENCE_UNREACHABLE and "BadStatusLine: \\x00" in task.message, task.message
+
+
+def test_a_fetch_whose_outcome_cannot_be_written_still_frees_its_room(
+    store: TaskStore, storage: LocalStorage, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever settling a fetch raises, its batch leaves the stage and its key's room is given back
+    (the task's lease then runs out and it is taken over, as after any lost write)."""
+    worker = make_worker(store, storage, clock)
+    references = worker.stages.references
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the store refused the write")
+
+    worker.stages.outcomes.failed = refused  # type: ignore[method-assign]
+    [task_id] = add(store, clock, "A", ("http://127.0.0.1:9/not-listening.png",))
+    with caplog.at_level(logging.ERROR, "aigc_image.worker.references"):
+        assert worker.run_once(overlap=True)  # claimed, handed to the fetch threads
+        references.wait_ready(30)
+        wait_for(lambda: not references.busy, timeout=30)
+    assert references.room().fetching == {} and references.take_ready() is None
+    assert any("could not be settled" in record.getMessage() for record in caplog.records)
+    assert status(store, task_id) is Status.RUN  # its lease, no longer renewed, decides
+    worker.request_stop()
+    references.close()
 
 
 # -- the claim: room to fetch, one key per batch, queued again after a failed fetch ----------------

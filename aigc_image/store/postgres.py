@@ -66,6 +66,7 @@ class PostgresDialect:
         except (StoreUnavailable, psycopg.Error) as exc:
             raise StoreError(f"cannot open PostgreSQL database {_redacted(url)}: {exc}") from exc
         self._interrupted, self._interrupt = os.pipe()  # interrupt_wait writes a byte; wait_for_work reads it
+        self._pipe_lock = threading.Lock()  # interrupt_wait (any thread) never writes to a number close freed
         os.set_blocking(self._interrupted, False)
         os.set_blocking(self._interrupt, False)
 
@@ -146,8 +147,9 @@ class PostgresDialect:
         return bool(list(self._listener.notifies(timeout=0)))
 
     def interrupt_wait(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # the pipe is full: an interrupt is pending already
-            os.write(self._interrupt, b"!")
+        with self._pipe_lock, contextlib.suppress(BlockingIOError):  # full: an interrupt is pending already
+            if self._interrupt >= 0:  # not closed
+                os.write(self._interrupt, b"!")
 
     def migrate(self) -> None:
         with self.transaction() as db:
@@ -171,9 +173,11 @@ class PostgresDialect:
                 if conn is not None:
                     conn.close()
             self._conn = self._listener = None
-        for end in (self._interrupted, self._interrupt):
-            with contextlib.suppress(OSError):
-                os.close(end)
+        with self._pipe_lock:
+            for end in (self._interrupted, self._interrupt):
+                if end >= 0:
+                    os.close(end)
+            self._interrupted = self._interrupt = -1  # the numbers may be another file's from now on
 
 
 class PostgresStore(SqlStore):

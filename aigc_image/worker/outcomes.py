@@ -38,14 +38,17 @@ log = logging.getLogger(__name__)
 
 
 def message_of(error: BaseException) -> str:
-    """What the task's client reads about ``error``."""
+    """What the task's client reads about ``error`` (a NUL written out: a hostile image server's
+    status line may hold one, and PostgreSQL refuses it in text)."""
     if isinstance(error, TaskError):
-        return str(error)
-    if isinstance(error, FetchRefused):
-        return f"A reference image cannot be used: {error}."
-    if isinstance(error, FetchFailed):
-        return f"Fetching a reference image failed: {error}."
-    return f"Image generation failed: {type(error).__name__}: {error}"
+        message = str(error)
+    elif isinstance(error, FetchRefused):
+        message = f"A reference image cannot be used: {error}."
+    elif isinstance(error, FetchFailed):
+        message = f"Fetching a reference image failed: {error}."
+    else:
+        message = f"Image generation failed: {type(error).__name__}: {error}"
+    return message.replace("\x00", "\\x00")
 
 
 def model_of(spec: TaskSpec) -> str:

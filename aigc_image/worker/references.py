@@ -91,6 +91,7 @@ class References:
         self._fetching: Counter[str] = Counter()  # tasks in fetch, by key
         self._in_fetch: list[_InFetch] = []
         self._ready: deque[Batch] = deque()
+        self._settling = 0  # batches done fetching, on their way to the ready queue
         self._closed = False
 
     # -- the worker's side -------------------------------------------------------------------------
@@ -109,7 +110,7 @@ class References:
     def busy(self) -> bool:
         """Whether a batch is being fetched or waits to generate."""
         with self._lock:
-            return bool(self._in_fetch or self._ready)
+            return bool(self._in_fetch or self._settling or self._ready)
 
     def submit(self, batch: Batch) -> None:
         """Fetch ``batch``'s references on this stage's threads; it joins the ready queue once done."""
@@ -129,7 +130,7 @@ class References:
     def wait_ready(self, timeout: float) -> None:
         """Until a batch is ready, none is being fetched, or ``timeout`` seconds pass."""
         with self._lock:
-            self._lock.wait_for(lambda: bool(self._ready) or not self._in_fetch, timeout)
+            self._lock.wait_for(lambda: bool(self._ready) or not (self._in_fetch or self._settling), timeout)
 
     def prepare(self, batch: Batch) -> Batch | None:
         """``batch`` with its references ready, on the calling thread; the tasks that cannot have
@@ -159,7 +160,12 @@ class References:
     # -- this stage's threads ------------------------------------------------------------------------
 
     def _fetch(self, pending: _InFetch, job: Job) -> None:
-        ready = self._prepare(job)
+        try:
+            ready = self._prepare(job)
+        except BaseException:  # settling it failed (the store refused the write): the accounting below must run
+            log.exception("task %s: its fetch could not be settled; its lease will run out and it is taken over",
+                          job.task_id, extra={"task_id": job.task_id})  # fmt: skip
+            ready = False
         with self._lock:
             self._fetching[job.task.secret_id] -= 1
             self._fetching += Counter()  # drops keys at zero
@@ -169,11 +175,13 @@ class References:
             done = pending.left == 0 and not self._closed
             if done:
                 self._in_fetch.remove(pending)
+                self._settling += 1  # still busy until it is in the ready queue
         self._reporter.fetched([job.task_id])
         if not done:
             return
         batch = self._ready_part(pending.batch, [job for job in pending.batch.jobs if job.task_id in pending.ready])
         with self._lock:
+            self._settling -= 1
             closed = self._closed  # close ran meanwhile, and could not see this batch
             if batch is not None and not closed:
                 self._ready.append(batch)

@@ -134,13 +134,13 @@ class Worker:
         batch = stages.admission.admit(claims)
         if batch is None:
             return
-        if batch.alone:  # a task that may kill its worker runs with nothing else in it
-            self._finish_fetched(within_grace=False)
-            stages.delivery.wait()
-        elif overlap and stages.references.needed(batch):
+        if overlap and not batch.alone and stages.references.needed(batch):
             stages.references.submit(batch)
             return
         try:
+            if batch.alone:  # a task that may kill its worker runs with nothing else in it
+                self._finish_fetched(within_grace=False)
+                stages.delivery.wait()
             ready = stages.references.prepare(batch)
         except BaseException:
             batch.keeper.stop()
