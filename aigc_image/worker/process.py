@@ -35,27 +35,38 @@ def run_worker(settings: Settings, device: str = "auto", parent_pid: int | None 
     With ``parent_pid`` (set by ``serve``), the worker also stops when that process is gone,
     even if it was killed with SIGKILL and could not tell its child.
     """
+    worker: Worker | None = None  # None while it starts: a signal then stops it once it is built
+    stop_at_start = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if worker is None:
+            if stop_at_start.is_set():
+                raise SystemExit(1)
+            log.info("signal %d while starting: stopping as soon as the worker is built", signum)
+            stop_at_start.set()
+        elif worker.stopping:
+            log.warning("second signal: exiting now; the task's lease will expire and it will be retried")
+            raise SystemExit(1)
+        else:
+            log.info("signal %d: stopping; the running task has %.0f s to finish", signum, worker.shutdown.grace)
+            worker.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)  # before the slow start (imports, the store, the default model)
+    signal.signal(signal.SIGINT, on_signal)
     torch_device = pin(device)  # before anything initialises CUDA
     if torch_device.startswith("cuda"):
         require_gpu(device)
     built = build_worker(settings, torch_device, device)
     worker = built.worker
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if worker.stopping:
-            log.warning("second signal: exiting now; the task's lease will expire and it will be retried")
-            raise SystemExit(1)
-        log.info("signal %d: stopping; the running task has %.0f s to finish", signum, worker.shutdown.grace)
+    if stop_at_start.is_set():
         worker.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     if parent_pid is not None:
         threading.Thread(target=_stop_when_orphaned, args=(parent_pid, worker), daemon=True).start()
     try:
         if built.renderer is not None:
             built.renderer.start()
-        worker.preload(built.preload)
+        if not worker.stopping:
+            worker.preload(built.preload)
         worker.run()
     finally:
         if built.renderer is not None:
