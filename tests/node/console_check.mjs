@@ -112,12 +112,13 @@ async function looks(page, name) {
 }
 
 const cardOf = (taskId) => `.card[data-task-id="${taskId}"]`;
+let page; // the main page, read back if a step fails
 
 try {
   // 1. On 127.0.0.1 (a secure context: WebCrypto signs), in Tokyo's time zone: the console shows
   //    local times with the zone's name, not the API's unlabelled UTC+8.
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, timezoneId: "Asia/Tokyo" });
-  const page = await context.newPage();
+  page = await context.newPage();
   const errors = [];
   page.on("pageerror", (error) => errors.push(String(error)));
   await page.goto(`${url}/console/`);
@@ -369,7 +370,15 @@ try {
   await plain.waitForSelector("#gallery:not([hidden])");
   findings.plainTask = await createAndWait(plain, "a harbour at night", 7);
 } catch (error) {
-  findings.error = String(error.stack || error);
+  // What the page showed when a step timed out: its place, its error line and notice, the focus.
+  const shown = await page?.evaluate(() => ({
+    hash: location.hash,
+    taskError: document.querySelector("#task-error")?.textContent,
+    notice: document.querySelector("#gallery-notice")?.textContent,
+    focus: document.activeElement?.id || document.activeElement?.textContent,
+    dialogOpen: document.querySelector("#confirm-delete")?.open,
+  })).catch((reason) => String(reason));
+  findings.error = `${error.stack || error}\npage: ${JSON.stringify(shown)}`;
 } finally {
   await browser.close();
 }
