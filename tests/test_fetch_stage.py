@@ -317,6 +317,11 @@ def test_the_fetch_time_of_every_attempt_adds_up(store: TaskStore, clock: Manual
         assert store.retry_later(task_id, claim.token, clock.now(), "failed", fetch_seconds=spent, requeue=True)
     assert get(store, task_id).fetch_seconds == 3.75
     assert not store.retry_later(task_id, "stale-token", clock.now(), "failed", fetch_seconds=9, requeue=True)
+    [claim] = store.claim("w", 1, lease_seconds=60)  # handed back at shutdown: counted all the same
+    assert store.release(task_id, claim.token, fetch_seconds=0.5)
+    [claim] = store.claim("w", 1, lease_seconds=60)
+    assert store.fail(task_id, claim.token, "gone", Reason.REFERENCE_UNREACHABLE, fetch_seconds=1.0)
+    assert get(store, task_id).fetch_seconds == 5.25
 
 
 def test_fill_gives_a_batch_with_references_no_more_of_a_key_than_its_room() -> None:

@@ -196,8 +196,9 @@ class TaskStore(Protocol):
         fair order its key pays its work once more."""
         ...
 
-    def release(self, task_id: str, token: str) -> bool:
-        """Hand a running task back to WAIT (a worker shutting down); the attempt is not counted."""
+    def release(self, task_id: str, token: str, fetch_seconds: float = 0.0) -> bool:
+        """Hand a running task back to WAIT (a worker shutting down); the attempt is not counted, but
+        ``fetch_seconds`` (its fetching of reference images) is, so restarts do not reset the bound."""
         ...
 
     def fail_exhausted(self) -> int:

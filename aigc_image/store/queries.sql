@@ -185,7 +185,7 @@ UPDATE tenants SET vtime = vtime + :work / weight WHERE secret_id = :secret_id
 
 -- name: release
 UPDATE tasks SET status = 'WAIT', attempts = attempts - 1, worker_id = NULL, lease_token = NULL,
-    lease_expires_at = NULL
+    lease_expires_at = NULL, fetch_seconds = fetch_seconds + :fetch_seconds
 WHERE task_id = :task_id AND status = 'RUN' AND lease_token = :token
 
 -- name: fail_exhausted

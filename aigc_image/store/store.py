@@ -377,9 +377,10 @@ class SqlStore:
                 self._run(db, "charge_again", secret_id=row["secret_id"], work=row["work"])
         return row is not None
 
-    def release(self, task_id: str, token: str) -> bool:
-        """Hand a running task back to WAIT (a worker shutting down); the attempt is not counted."""
-        released = self._leased("release", task_id, token, None)
+    def release(self, task_id: str, token: str, fetch_seconds: float = 0.0) -> bool:
+        """Hand a running task back to WAIT (a worker shutting down); the attempt is not counted, but
+        ``fetch_seconds`` (its fetching of reference images) is added to the task's."""
+        released = self._leased("release", task_id, token, None, fetch_seconds=fetch_seconds)
         if released:
             self.dialect.wake()  # another idle worker can take it at once
         return released

@@ -103,7 +103,7 @@ class Outcomes:
     def handed_back(self, jobs: Sequence[Job]) -> None:
         """Shutdown's grace ran out: back to the queue for another worker, the attempt not counted."""
         for job in jobs:
-            if self._persist(self._store.release, job.task_id, job.claim.token):
+            if self._persist(self._store.release, job.task_id, job.claim.token, job.fetch_seconds):
                 log.warning("task %s: interrupted by shutdown; handed back to the queue", job.task_id,
                             extra={"task_id": job.task_id})  # fmt: skip
 
