@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from tests.helpers import (
     live_server,
     sdk_client,
     server_env,
+    wait_for,
     wait_until_finished,
 )
 
@@ -233,12 +233,14 @@ def test_tasks_lists_the_keys_recent_tasks_and_keys_says_when_there_are_none(
     created = _cli("keys", "--create", "--data-dir", str(server.data_dir))
     fresh = dict(re.findall(r"(SecretId|SecretKey): +(\S+)", created.stdout))
     fresh_env = env | {"AIGC_IMAGE_SECRET_ID": fresh["SecretId"], "AIGC_IMAGE_SECRET_KEY": fresh["SecretKey"]}
-    failed = _cli("tasks", "--endpoint", server.url, "--status", "failed", env=fresh_env)
-    for _ in range(20):  # KeyRing.CHECK_SECONDS: accepted within a second or so
-        if "AuthFailure" not in failed.stdout + failed.stderr:
-            break
-        time.sleep(0.25)
-        failed = _cli("tasks", "--endpoint", server.url, "--status", "failed", env=fresh_env)
+    listings: list[subprocess.CompletedProcess[str]] = []
+
+    def accepted() -> bool:  # the server reads keys.toml again within KeyRing.CHECK_SECONDS
+        listings.append(_cli("tasks", "--endpoint", server.url, "--status", "failed", env=fresh_env))
+        return "AuthFailure" not in listings[-1].stdout + listings[-1].stderr
+
+    wait_for(accepted, timeout=10)
+    failed = listings[-1]
     assert "no tasks failed for this key" in failed.stdout, failed.stdout + failed.stderr
     empty = {k: v for k, v in server_env().items() if not k.startswith("AIGC_IMAGE_SECRET")}
     none = _cli("keys", "--data-dir", str(tmp_path / "empty"), env=empty)
